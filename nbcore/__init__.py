@@ -1,0 +1,53 @@
+"""nbcore: run Python code in isolated environments and call it from the host as if it were local.
+
+Public API::
+
+    from nbcore import open_backend
+    with open_backend("demo", config="nbcore.yaml") as env:
+        Model = env.remote("mymethod.model:Model")
+
+Plugin authors use :data:`hookimpl`, :class:`BackendProvider`,
+:class:`ProtocolProvider` and friends (see ``docs/plugins.md``).  Names are
+imported lazily so that ``import nbcore`` stays cheap.
+"""
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "open_backend": "nbcore.host",
+    "RemoteEnv": "nbcore.host",
+    "RemoteObject": "nbcore.client",
+    "hookimpl": "nbcore.plugins",
+    "get_registry": "nbcore.plugins",
+    "BackendProvider": "nbcore.backend",
+    "Environment": "nbcore.backend",
+    "WorkerLaunch": "nbcore.backend",
+    "WorkerProcess": "nbcore.backend",
+    "SubprocessWorker": "nbcore.backend",
+    "ProtocolProvider": "nbcore.protocol",
+    "Listener": "nbcore.protocol",
+    "Channel": "nbcore.worker.channel",
+    "EnvironmentSpec": "nbcore.spec",
+    "Progress": "nbcore.progress",
+    "NbcoreError": "nbcore.errors",
+    "UserError": "nbcore.errors",
+    "ConfigError": "nbcore.errors",
+    "BackendUnavailable": "nbcore.errors",
+    "PluginError": "nbcore.errors",
+    "WorkerError": "nbcore.errors",
+    "InstallError": "nbcore.errors",
+    "RemoteError": "nbcore.errors",
+    "RemoteTraceback": "nbcore.errors",
+}
+
+__all__ = ["__version__"] + sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError("module 'nbcore' has no attribute %r" % name)
+    import importlib
+
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,3 @@
+from nbcore.cli import main
+
+raise SystemExit(main())

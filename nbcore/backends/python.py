@@ -1,0 +1,85 @@
+"""The built-in ``python`` backend: the worker runs in a thread of the host process.
+
+Nothing is isolated; use it to debug worker code with the host's debugger.
+"""
+import importlib
+import sys
+import threading
+
+from ..backend import BackendProvider, WorkerProcess
+from ..plugins import hookimpl
+from ..spec import python_matches
+
+
+class ThreadWorker(WorkerProcess):
+    """A worker loop running in a daemon thread of this process."""
+
+    def __init__(self, launch):
+        self.error = None
+        self.thread = threading.Thread(target=self._run, args=(launch,), name="nbcore-inprocess-worker", daemon=True)
+        self.thread.start()
+        self.channels = []
+
+    def _run(self, launch):
+        from ..worker.negotiation import worker_negotiate
+        from ..worker.rpc import Worker
+
+        try:
+            variables = launch.variables
+            secret = bytes.fromhex(variables["NBCORE_WORKER_SECRET"])
+            modules = {}
+            for item in variables["NBCORE_WORKER_PROTOCOLS"].split(","):
+                name, _, module = item.partition("=")
+                modules[name] = importlib.import_module(module)
+            fallback = next(iter(modules.values()))
+            channel = fallback.worker_connect(variables["NBCORE_WORKER_ADDRESS"], secret, "main")
+            control = fallback.worker_connect(variables["NBCORE_WORKER_ADDRESS"], secret, "control")
+            self.channels = [channel, control]
+            channel = worker_negotiate(channel, modules)
+            self.channels.append(channel)
+            Worker(channel, control, exit_when_host_dies=False).serve()
+        except BaseException as exc:  # reported through output_tail
+            self.error = "%s: %s" % (type(exc).__name__, exc)
+
+    def poll(self):
+        return None if self.thread.is_alive() else (1 if self.error else 0)
+
+    def wait(self, timeout):
+        self.thread.join(timeout)
+        return self.poll()
+
+    def kill(self):
+        for channel in self.channels:
+            channel.close()
+        self.thread.join(2)
+
+    def output_tail(self):
+        return self.error or ""
+
+
+class PythonBackend(BackendProvider):
+    """Runs the worker in the host process: no isolation, no install, for debugging."""
+
+    name = "python"
+    description = "in-process worker thread (no isolation; for debugging)"
+    isolated = False
+
+    def check_available(self):
+        return None
+
+    def check_spec(self, env):
+        if not python_matches(env.spec.python, sys.version_info):
+            return "the host runs Python %d.%d, the spec asks for %s" % (sys.version_info[0], sys.version_info[1], env.spec.python)
+        return None
+
+    def install(self, env, progress):
+        if env.spec.packages or env.spec.install_script:
+            progress.step("the python backend installs nothing: packages must already be importable in the host")
+
+    def start_worker(self, env, launch):
+        return ThreadWorker(launch)
+
+
+@hookimpl
+def nbcore_register_backends(register):
+    register(PythonBackend())

@@ -1,0 +1,244 @@
+"""The ``nbcore`` command line."""
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import NbcoreError, RemoteTraceback, UserError
+
+
+def _common(parser):
+    parser.add_argument("-c", "--config", help="configuration file (default: NBCORE_CONFIG, then ./nbcore.yaml)")
+    parser.add_argument("--backend", help="backend to use (overrides NBCORE_BACKEND and the config)")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    return parser
+
+
+def _json_flag(parser):
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    return parser
+
+
+def build_parser():
+    common = _common(argparse.ArgumentParser(add_help=False))
+    parser = argparse.ArgumentParser(prog="nbcore", description="Run Python code in isolated environments.")
+    parser.add_argument("--version", action="version", version="nbcore " + __version__)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    def command(name, help_text):
+        return sub.add_parser(name, help=help_text, description=help_text, parents=[common])
+
+    _json_flag(command("plugins", "list installed plugins and what they provide"))
+    _json_flag(command("backends", "list backends and whether they are available here"))
+    _json_flag(command("protocols", "list protocols and whether they are available here"))
+    envs = _json_flag(command("envs", "list installed environments"))
+    envs.add_argument("--all", action="store_true", help="also list unfinished environments")
+    install = command("install", "create an environment (no-op when it is ready)")
+    install.add_argument("env")
+    install.add_argument("--force", action="store_true", help="rebuild even if ready")
+    shell = command("shell", "open a shell (or run CMD) inside an environment")
+    shell.add_argument("env")
+    shell.add_argument("cmd", nargs=argparse.REMAINDER, help="command after --")
+    call = _json_flag(command("call", "call module:function inside an environment and print the result"))
+    call.add_argument("env")
+    call.add_argument("target", metavar="module:function")
+    call.add_argument("--args", default="[]", help="positional arguments as a JSON list")
+    call.add_argument("--kwargs", default="{}", help="keyword arguments as a JSON object")
+    call.add_argument("--protocol", help="protocol list (overrides NBCORE_PROTOCOL)")
+    bench = _json_flag(command("bench", "measure latency, frame transfer and start time"))
+    bench.add_argument("env", nargs="?", help="environment (default: an empty spec on the chosen backend)")
+    bench.add_argument("--protocol", help="protocol list (overrides NBCORE_PROTOCOL)")
+    bench.add_argument("--quick", action="store_true", help="fewer repetitions (for smoke tests)")
+    _json_flag(command("doctor", "show what is installed, what is missing and how to fix it"))
+    gc = _json_flag(command("gc", "remove environments that no given config refers to"))
+    gc.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    return parser
+
+
+def _print_table(rows, columns):
+    widths = [max([len(c)] + [len(str(r.get(c, ""))) for r in rows]) for c in columns]
+    print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths)).rstrip())
+    for row in rows:
+        print("  ".join(str(row.get(c, "")).ljust(w) for c, w in zip(columns, widths)).rstrip())
+
+
+def _emit(args, data, rows=None, columns=None):
+    if args.json:
+        print(json.dumps(data, indent=2, default=_jsonable))
+    elif rows is not None:
+        _print_table(rows, columns)
+
+
+def _jsonable(value):
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return repr(value)
+
+
+def cmd_plugins(args):
+    from .plugins import get_registry
+
+    registry = get_registry()
+    data = [dict(vars(p)) for p in registry.plugins.values()]
+    rows = [dict(d, provides=", ".join(d["backends"] + d["protocols"]),
+                 kind="built-in" if d["builtin"] else "plugin") for d in data]
+    _emit(args, data, rows, ["name", "distribution", "version", "kind", "provides"])
+
+
+def cmd_backends(args):
+    from .plugins import KNOWN_PROVIDERS, get_registry
+
+    registry = get_registry()
+    data = []
+    for name, provider in sorted(registry.backends.items()):
+        reason = provider.check_available()
+        plugin = registry.plugin_of("backend", name)
+        data.append({"name": name, "plugin": plugin.distribution or plugin.name, "available": reason is None,
+                     "reason": reason or "", "description": provider.description})
+    for name, package in KNOWN_PROVIDERS.items():
+        if name not in registry.backends and name not in registry.protocols:
+            data.append({"name": name, "plugin": package, "available": False, "reason": "not installed (pip install %s)" % package,
+                         "description": ""})
+    _emit(args, data, data, ["name", "plugin", "available", "reason"])
+
+
+def cmd_protocols(args):
+    from .plugins import get_registry
+    from .selection import protocol_list
+
+    registry = get_registry()
+    order = protocol_list()
+    data = []
+    for name, provider in sorted(registry.protocols.items()):
+        reason = provider.check_available()
+        plugin = registry.plugin_of("protocol", name)
+        data.append({"name": name, "plugin": plugin.distribution or plugin.name, "available": reason is None,
+                     "reason": reason or "", "in_list": name in order, "description": provider.description})
+    if args.json:
+        _emit(args, {"protocol_list": order, "protocols": data})
+    else:
+        print("protocol list: %s (first = fallback)" % ",".join(order))
+        _print_table(data, ["name", "plugin", "available", "reason"])
+
+
+def cmd_envs(args):
+    from .home import nbcore_home
+    from .store import list_environments
+
+    data = [e for e in list_environments(nbcore_home()) if e["ready"] or args.all]
+    rows = [dict(e, size="%.1f MB" % (e["bytes"] / 1e6), hash=(e["hash"] or "")[:12]) for e in data]
+    _emit(args, data, rows, ["name", "backend", "hash", "ready", "size", "path"])
+
+
+def cmd_install(args):
+    from .host import prepare
+    from .progress import Progress
+    from .store import ensure_installed
+
+    config, provider, env = prepare(args.env, args.config, args.backend, install=False)
+    built = ensure_installed(provider, env, Progress(), force=args.force)
+    if not built:
+        print("nbcore: environment %s (%s) is already installed at %s" % (env.name, provider.name, env.path), file=sys.stderr)
+
+
+def cmd_shell(args):
+    from .backend import WorkerLaunch
+    from .home import nbcore_home
+    from .host import prepare
+    from .plugins import get_registry
+    from .staging import stage_worker
+
+    config, provider, env = prepare(args.env, args.config, args.backend)
+    command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    worker_path = stage_worker(nbcore_home(), [p.worker_module for p in get_registry().protocols.values()])
+    return provider.shell(env, command, WorkerLaunch(worker_path=worker_path, cwd=Path.cwd(), variables={}))
+
+
+def _parse_json(text, what):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError("%s is not valid JSON: %s" % (what, exc)) from None
+
+
+def cmd_call(args):
+    from .host import open_backend
+
+    call_args = _parse_json(args.args, "--args")
+    call_kwargs = _parse_json(args.kwargs, "--kwargs")
+    if not isinstance(call_args, list) or not isinstance(call_kwargs, dict):
+        raise UserError("--args must be a JSON list and --kwargs a JSON object")
+    with open_backend(args.env, args.config, args.backend, args.protocol) as env:
+        result = env.call(args.target, *call_args, **call_kwargs)
+        if args.json:
+            _emit(args, {"result": result, "backend": env.backend, "protocol": env.protocol})
+        else:
+            print(result)
+
+
+def cmd_bench(args):
+    from .bench import run_bench
+
+    result = run_bench(args.env, args.config, args.backend, args.protocol, quick=args.quick)
+    if args.json:
+        _emit(args, result)
+    else:
+        from .bench import format_report
+
+        print(format_report(result))
+
+
+def cmd_doctor(args):
+    from .doctor import diagnose, format_diagnosis
+
+    data = diagnose(args.config)
+    if args.json:
+        _emit(args, data)
+    else:
+        print(format_diagnosis(data))
+
+
+def cmd_gc(args):
+    from .gc import collect_garbage
+
+    removed = collect_garbage(args.config, dry_run=args.dry_run)
+    if args.json:
+        _emit(args, removed)
+    else:
+        verb = "would remove" if args.dry_run else "removed"
+        for env in removed:
+            print("%s %s (%s) %s" % (verb, env["name"], env["backend"], env["path"]))
+        print("%d environment(s) %s" % (len(removed), verb))
+
+
+COMMANDS = {name[4:]: fn for name, fn in globals().items() if name.startswith("cmd_")}
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="nbcore: %(message)s", stream=sys.stderr)
+    try:
+        return COMMANDS[args.command](args) or 0
+    except UserError as exc:
+        print("nbcore: error: %s" % exc, file=sys.stderr)
+        return 2
+    except NbcoreError as exc:
+        print("nbcore: error: %s" % exc, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("nbcore: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if isinstance(exc.__cause__, RemoteTraceback):
+            print(exc.__cause__.text.rstrip(), file=sys.stderr)
+            print("nbcore: error: the call raised %s: %s" % (type(exc).__name__, exc), file=sys.stderr)
+            return 1
+        raise

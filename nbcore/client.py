@@ -1,0 +1,207 @@
+"""The host side of the RPC: a connection to one worker and the proxies of remote objects."""
+import itertools
+import pickle
+import threading
+
+from .errors import RemoteError, RemoteTraceback, WorkerError
+from .worker.framing import ConnectionClosed, ProtocolError
+from .worker.rpc import ERROR, OK, REF, STOP, lookup
+
+SHUTDOWN_GRACE = 5.0
+
+
+class Connection:
+    """Sends requests to a worker and turns its replies into values, proxies or exceptions.
+
+    Thread-safe: concurrent requests are serialised.
+    """
+
+    def __init__(self, channel, control, process):
+        self.channel = channel
+        self.control = control
+        self.process = process
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._released = []
+        self._closed = False
+        self._failure = None
+
+    @property
+    def protocol(self) -> str:
+        """The negotiated protocol name, e.g. ``tcp-pickle5-buffers``."""
+        return self.channel.name
+
+    def release(self, object_id):
+        """Forget a remote object; the worker drops it with the next request."""
+        self._released.append(object_id)
+
+    def request(self, op, target, args=(), kwargs=None):
+        if self._failure is not None:
+            raise WorkerError(self._failure)
+        with self._lock:
+            call_id = next(self._ids)
+            released, self._released = self._released, []
+            try:
+                self.channel.send((call_id, op, target, args, kwargs or {}, released))
+            except (ConnectionClosed, OSError) as exc:
+                self._fail(exc)
+            reply = self._wait_reply(call_id)
+        return self._unpack(reply)
+
+    def _wait_reply(self, call_id):
+        try:
+            return self._recv()
+        except KeyboardInterrupt:
+            self.cancel(call_id)
+            try:
+                return self._recv()
+            except KeyboardInterrupt:
+                self.process.kill()
+                self._failure = "the worker was killed after a second interrupt"
+                raise
+
+    def _recv(self):
+        try:
+            return self.channel.recv()
+        except (ConnectionClosed, ProtocolError, OSError) as exc:
+            self._fail(exc)
+
+    def _fail(self, exc):
+        code = self.process.wait(1.0)
+        tail = self.process.output_tail().strip()
+        if code is not None:
+            message = "the worker died (exit code %s)" % code
+        elif isinstance(exc, ProtocolError):
+            message = "the worker sent a corrupt message (%s)" % exc
+        else:
+            message = "lost the connection to the worker (%s)" % exc
+        if tail:
+            message += "; its last output:\n" + tail
+        self._failure = message
+        self.process.kill()
+        raise WorkerError(message) from None
+
+    def cancel(self, call_id):
+        """Ask the worker to cancel ``call_id`` (the code running there polls for it)."""
+        try:
+            self.control.send(("cancel", call_id))
+        except OSError:
+            pass
+
+    def _unpack(self, reply):
+        _, status, value = reply
+        if status == OK:
+            return value
+        if status == REF:
+            return make_proxy(self, value)
+        if status == STOP:
+            raise StopIteration
+        if status == ERROR:
+            raise rebuild_exception(value)
+        raise WorkerError("the worker sent an unknown reply status %r" % (status,))
+
+    def close(self):
+        """Shut the worker down (asking first, then killing) and close the channels."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._failure is None and self.process.poll() is None:
+            try:
+                with self._lock:
+                    self.channel.send((0, "shutdown", None, (), {}, []))
+                    self.channel.recv()
+            except (ConnectionClosed, ProtocolError, OSError):
+                pass
+        self.channel.close()
+        self.control.close()
+        if self.process.wait(SHUTDOWN_GRACE) is None:
+            self.process.kill()
+        else:
+            self.process.kill()  # reaps and joins output readers; a no-op for ended workers
+
+
+def rebuild_exception(value):
+    pickled, type_name, message, text = value
+    exc = None
+    if pickled is not None:
+        try:
+            exc = pickle.loads(pickled)
+        except Exception:
+            exc = None
+    if not isinstance(exc, BaseException):
+        exc = RemoteError(type_name, message)
+    exc.__cause__ = RemoteTraceback(text)
+    return exc
+
+
+def make_proxy(connection, ref):
+    object_id, type_name, methods, is_iterator, is_callable = ref
+    cls = RemoteIterator if is_iterator else RemoteObject
+    return cls(connection, object_id, type_name, methods)
+
+
+class RemoteObject:
+    """A proxy for an object that lives in the worker.
+
+    Method calls and attribute reads go to the worker; passing the proxy as an
+    argument hands the worker the real object; dropping the last reference
+    frees it there.
+    """
+
+    __slots__ = ("_nb_connection", "_nb_id", "_nb_type", "_nb_methods", "__weakref__")
+
+    def __init__(self, connection, object_id, type_name, methods):
+        object.__setattr__(self, "_nb_connection", connection)
+        object.__setattr__(self, "_nb_id", object_id)
+        object.__setattr__(self, "_nb_type", type_name)
+        object.__setattr__(self, "_nb_methods", methods)
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if name in self._nb_methods:
+            return RemoteMethod(self, name)
+        return self._nb_connection.request("getattr", (self._nb_id, name))
+
+    def __call__(self, *args, **kwargs):
+        return self._nb_connection.request("call", self._nb_id, args, kwargs)
+
+    def __reduce__(self):
+        return lookup, (self._nb_id,)
+
+    def __repr__(self):
+        return "<remote %s #%d>" % (self._nb_type, self._nb_id)
+
+    def __del__(self):
+        try:
+            self._nb_connection.release(self._nb_id)
+        except Exception:
+            pass
+
+
+class RemoteIterator(RemoteObject):
+    """A proxy for a worker-side iterator or generator; items stream one by one."""
+
+    __slots__ = ()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return self._nb_connection.request("next", self._nb_id)
+
+
+class RemoteMethod:
+    """A bound method of a remote object."""
+
+    __slots__ = ("owner", "name")
+
+    def __init__(self, owner, name):
+        self.owner = owner
+        self.name = name
+
+    def __call__(self, *args, **kwargs):
+        return self.owner._nb_connection.request("method", (self.owner._nb_id, self.name), args, kwargs)
+
+    def __repr__(self):
+        return "<remote method %s of %r>" % (self.name, self.owner)

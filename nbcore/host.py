@@ -1,0 +1,171 @@
+"""Opening an environment: pick the backend, install if needed, start and connect its worker."""
+import atexit
+import logging
+import os
+import weakref
+from pathlib import Path
+from typing import Optional, Union
+
+from .client import Connection
+from .config import Config, config_from_dict, find_config_file, load_config
+from .errors import ConfigError, WorkerError
+from .home import nbcore_home
+from .plugins import get_registry
+from .progress import Progress
+from .selection import choose_backend, plan_protocols, protocol_list
+from .staging import stage_worker
+from .store import ensure_installed, make_environment
+from .backend import WorkerLaunch
+from .worker.negotiation import host_negotiate
+
+log = logging.getLogger("nbcore")
+_open = weakref.WeakSet()
+
+
+def _connect_timeout():
+    return float(os.environ.get("NBCORE_CONNECT_TIMEOUT", "120"))
+
+
+def _bind_host():
+    return os.environ.get("NBCORE_BIND", "127.0.0.1")
+
+
+class RemoteEnv:
+    """An open environment with a running worker; use it as a context manager.
+
+    ``remote("module:qualname")`` gives a proxy of an object in the worker;
+    calling a remote class constructs a remote instance.  ``call`` runs a
+    function and returns its result.
+    """
+
+    def __init__(self, name, environment, provider, connection, worker_python):
+        self.name = name
+        self.environment = environment
+        self.provider = provider
+        self.connection = connection
+        #: The worker's Python version, e.g. ``"3.11.7"``.
+        self.worker_python = worker_python
+
+    @property
+    def backend(self) -> str:
+        """The backend's name, e.g. ``venv``."""
+        return self.provider.name
+
+    @property
+    def protocol(self) -> str:
+        """The negotiated protocol, e.g. ``tcp-pickle5-buffers``."""
+        return self.connection.protocol
+
+    def remote(self, path: str):
+        """A proxy for the object at ``module:qualname`` in the worker (it stays there)."""
+        return self.connection.request("import", path)
+
+    def call(self, path: str, *args, **kwargs):
+        """Call the function at ``module:qualname`` in the worker and return its result."""
+        return self.connection.request("call", path, args, kwargs)
+
+    def close(self):
+        """Shut the worker down; safe to call twice."""
+        self.connection.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return "<RemoteEnv %s on %s via %s>" % (self.name, self.backend, self.protocol)
+
+
+def resolve_config(config: Union[None, str, os.PathLike, dict, Config], registry) -> Config:
+    if isinstance(config, Config):
+        return config
+    if isinstance(config, dict):
+        return config_from_dict(config, registry.backends)
+    path = find_config_file(config)
+    if path is None:
+        raise ConfigError("no configuration: pass -c FILE, set NBCORE_CONFIG, or create ./nbcore.yaml")
+    return load_config(path, registry.backends)
+
+
+def prepare(name, config=None, backend=None, progress=None, install=True):
+    """Resolve config, backend and environment; install it when needed.  Return ``(config, provider, env)``."""
+    registry = get_registry()
+    config = resolve_config(config, registry)
+    spec = config.spec(name)
+    home = nbcore_home()
+    provider, how = choose_backend(registry, lambda b: make_environment(home, b, name, spec), spec,
+                                   requested=backend, config_default=config.backend)
+    log.info("backend %s (%s)", provider.name, how)
+    env = make_environment(home, provider.name, name, spec)
+    if install:
+        ensure_installed(provider, env, progress or Progress())
+    return config, provider, env
+
+
+def worker_launch(registry, home, protocol_names, address, secret, fallback, candidates):
+    protocols = [fallback] + [p for _, p in candidates]
+    worker_path = stage_worker(home, [p.worker_module for p in registry.protocols.values()])
+    variables = {
+        "NBCORE_WORKER_ADDRESS": address,
+        "NBCORE_WORKER_SECRET": secret.hex(),
+        "NBCORE_WORKER_PROTOCOLS": ",".join("%s=%s" % (p.name, p.worker_module) for p in protocols),
+    }
+    return WorkerLaunch(worker_path=worker_path, cwd=Path.cwd(), variables=variables)
+
+
+def start(config, provider, env, protocol: Optional[str] = None) -> RemoteEnv:
+    """Start a worker for an installed environment and connect to it."""
+    registry = get_registry()
+    names = protocol_list(config.protocol, protocol)
+    fallback, candidates = plan_protocols(registry, names)
+    listener = fallback.listen(_bind_host())
+    secret = os.urandom(32)
+    launch = worker_launch(registry, nbcore_home(), names, listener.address, secret, fallback, candidates)
+    try:
+        process = provider.start_worker(env, launch)
+    except BaseException:
+        listener.close()
+        raise
+    try:
+        try:
+            main, control = listener.accept(secret, _connect_timeout(), process.poll)
+        finally:
+            listener.close()
+        channel, hello = host_negotiate(main, candidates, lambda line: log.info("protocol %s", line))
+    except BaseException as exc:
+        process.kill()
+        if isinstance(exc, WorkerError):
+            tail = process.output_tail().strip()
+            raise WorkerError(str(exc) + ("; its last output:\n" + tail if tail else "")) from None
+        raise
+    connection = Connection(channel, control, process)
+    log.info("connected to the worker (Python %s) via %s", hello["python"], connection.protocol)
+    remote_env = RemoteEnv(env.name, env, provider, connection, hello["python"])
+    _open.add(remote_env)
+    return remote_env
+
+
+def open_backend(name: str, config=None, backend: Optional[str] = None, protocol: Optional[str] = None,
+                 progress: Optional[Progress] = None) -> RemoteEnv:
+    """Open environment ``name``: install it if needed, start its worker, connect.
+
+    :param config: path of the YAML file, a dict with the same schema, or None
+        (``NBCORE_CONFIG``, then ``./nbcore.yaml``).
+    :param backend: force a backend (else ``NBCORE_BACKEND``, config, automatic).
+    :param protocol: protocol list (else ``NBCORE_PROTOCOL``, config, default).
+    :param progress: where install progress goes (default: stderr).
+    """
+    config, provider, env = prepare(name, config, backend, progress)
+    return start(config, provider, env, protocol)
+
+
+@atexit.register
+def _close_all():
+    for remote_env in list(_open):
+        try:
+            remote_env.close()
+        except Exception:
+            pass
+

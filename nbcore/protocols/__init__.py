@@ -1,0 +1,1 @@
+"""nbcore's built-in protocol providers."""

@@ -1,0 +1,71 @@
+"""The environment spec: what one entry under ``environments:`` asks for."""
+import dataclasses
+import hashlib
+import json
+from typing import Dict, List, Optional, Tuple
+
+#: Keys every backend understands.
+GENERIC_KEYS = ("python", "packages", "install_script", "backends")
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvironmentSpec:
+    """A validated environment spec.
+
+    ``sections`` holds the per-backend sections (``{"docker": {...}}``), each
+    validated by the plugin that provides that backend.
+    """
+
+    python: Optional[str] = None
+    packages: Tuple[str, ...] = ()
+    install_script: Optional[str] = None
+    backends: Tuple[str, ...] = ()
+    sections: Dict[str, dict] = dataclasses.field(default_factory=dict)
+    #: Where the spec came from (``file:line``), for messages.
+    source: str = ""
+    #: Folder install scripts run in (the config file's folder).
+    base_dir: Optional[str] = None
+
+    @classmethod
+    def from_dict(cls, data, source="", base_dir=None):
+        data = dict(data or {})
+        return cls(
+            python=str(data.pop("python")) if data.get("python") is not None else None,
+            packages=tuple(data.pop("packages", ()) or ()),
+            install_script=data.pop("install_script", None),
+            backends=tuple(data.pop("backends", ()) or ()),
+            sections=data,
+            source=source,
+            base_dir=base_dir,
+        )
+
+    def to_dict(self):
+        out = {k: v for k, v in (("python", self.python), ("packages", list(self.packages)),
+                                 ("install_script", self.install_script),
+                                 ("backends", list(self.backends))) if v}
+        out.update(self.sections)
+        return out
+
+    def section(self, backend: str) -> dict:
+        """This spec's section for ``backend`` (empty when absent)."""
+        return dict(self.sections.get(backend) or {})
+
+    def identity(self, backend: str) -> str:
+        """The hash that names this environment on ``backend``: everything that changes what gets built."""
+        material = {
+            "backend": backend,
+            "python": self.python,
+            "packages": list(self.packages),
+            "install_script": self.install_script,
+            "section": self.sections.get(backend) or {},
+        }
+        blob = json.dumps(material, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+
+def python_matches(wanted: Optional[str], version: Tuple[int, ...]) -> bool:
+    """Whether an interpreter of ``version`` satisfies a spec's ``python`` (a prefix such as ``3.9``)."""
+    if not wanted:
+        return True
+    parts = tuple(int(p) for p in wanted.split("."))
+    return tuple(version[: len(parts)]) == parts

@@ -1,0 +1,59 @@
+"""The channel: a connected link that carries pickled messages between host and worker."""
+from . import framing
+
+
+class Channel:
+    """Base class of every protocol's connected link; both host and worker use it.
+
+    Subclasses implement :meth:`send`, :meth:`recv` and :meth:`close`.  A channel
+    starts at pickle protocol 2 (every supported Python reads it) and is moved to
+    the negotiated protocol by setting :attr:`pickle_protocol`.
+    """
+
+    #: Protocol family, e.g. ``"tcp-pickle"``; the negotiated :attr:`name` adds details.
+    protocol = "channel"
+
+    def __init__(self):
+        self.pickle_protocol = 2
+
+    @property
+    def name(self):
+        """The negotiated name, e.g. ``tcp-pickle5-buffers``."""
+        suffix = "-buffers" if self.pickle_protocol >= 5 else ""
+        return "%s%d%s" % (self.protocol, self.pickle_protocol, suffix)
+
+    def send(self, message):
+        raise NotImplementedError
+
+    def recv(self):
+        raise NotImplementedError
+
+    def close(self):
+        raise NotImplementedError
+
+
+class SocketChannel(Channel):
+    """A channel over a connected stream socket (TCP or unix)."""
+
+    def __init__(self, sock, protocol):
+        super().__init__()
+        self.protocol = protocol
+        self.sock = sock
+        self._framer = framing.SocketFramer(sock)
+
+    def send(self, message):
+        data, buffers = framing.dumps(message, self.pickle_protocol)
+        self._framer.send_message(data, buffers)
+
+    def recv(self):
+        data, buffers = self._framer.recv_message()
+        return framing.loads(data, buffers)
+
+    def fileno(self):
+        return self.sock.fileno()
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass

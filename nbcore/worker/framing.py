@@ -1,0 +1,204 @@
+"""Message framing over a stream socket, shared by host and worker.
+
+A message is a pickle plus zero or more out-of-band buffers (pickle protocol 5).
+On the wire::
+
+    header   magic "NBC1" | buffer count u32 | pickle length u64 | crc32 u32
+    table    buffer count x u64 (the length of each buffer)
+    pickle   the pickle bytes
+    buffers  each buffer, back to back
+
+The crc32 covers the counts and the table, so garbage or a truncated stream is
+reported as a :class:`ProtocolError` before anything large is allocated.
+"""
+import mmap
+import os
+import pickle
+import socket
+import struct
+import zlib
+
+MAGIC = b"NBC1"
+HEADER = struct.Struct("<4sIQI")
+MAX_BUFFERS = 1 << 20
+READ_AHEAD = 256 * 1024
+LARGE_BUFFER = 1 << 20
+IOV_MAX = 512
+
+
+class ConnectionClosed(EOFError):
+    """The peer closed the connection (or died)."""
+
+
+class ProtocolError(Exception):
+    """The peer sent bytes that are not a valid nbcore message."""
+
+
+def _max_message_bytes():
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 40
+
+
+MAX_MESSAGE_BYTES = _max_message_bytes()
+
+
+def highest_pickle_protocol():
+    """The highest pickle protocol this interpreter writes (``NBCORE_PICKLE_PROTOCOL_MAX`` lowers it)."""
+    forced = os.environ.get("NBCORE_PICKLE_PROTOCOL_MAX")
+    if forced:
+        return min(int(forced), pickle.HIGHEST_PROTOCOL)
+    return pickle.HIGHEST_PROTOCOL
+
+
+def dumps(obj, protocol):
+    """Pickle ``obj``; return ``(pickle_bytes, buffers)`` with buffers out of band at protocol >= 5."""
+    if protocol >= 5:
+        buffers = []
+        data = pickle.dumps(obj, protocol=protocol, buffer_callback=buffers.append)
+        return data, [b.raw() for b in buffers]
+    return pickle.dumps(obj, protocol=protocol), []
+
+
+def loads(data, buffers):
+    """Unpickle a message produced by :func:`dumps`."""
+    if buffers:
+        return pickle.loads(data, buffers=buffers)
+    return pickle.loads(data)
+
+
+def allocate(size):
+    """A writable buffer of ``size`` bytes; large ones are fresh anonymous pages (no zero-fill pass)."""
+    if size < LARGE_BUFFER:
+        return bytearray(size)
+    buf = mmap.mmap(-1, size)
+    if hasattr(buf, "madvise") and hasattr(mmap, "MADV_HUGEPAGE"):
+        buf.madvise(mmap.MADV_HUGEPAGE)
+    return buf
+
+
+def encode_header(pickle_len, buffer_lens):
+    table = struct.pack("<%dQ" % len(buffer_lens), *buffer_lens)
+    counts = struct.pack("<IQ", len(buffer_lens), pickle_len)
+    crc = zlib.crc32(table, zlib.crc32(counts))
+    return HEADER.pack(MAGIC, len(buffer_lens), pickle_len, crc) + table
+
+
+class SocketFramer:
+    """Sends and receives framed messages on a connected stream socket."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self._scratch = bytearray(READ_AHEAD)
+        self._view = memoryview(self._scratch)
+        self._start = 0
+        self._end = 0
+
+    # sending -------------------------------------------------------------
+    def send_message(self, data, buffers):
+        raw = [memoryview(b).cast("B") for b in buffers]
+        head = encode_header(len(data), [r.nbytes for r in raw])
+        if not raw:
+            self.sock.sendall(head + data)
+            return
+        parts = [head, data] + raw
+        try:
+            self._sendmsg_all(parts)
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            raise ConnectionClosed(str(exc)) from None
+
+    def _sendmsg_all(self, parts):
+        parts = [memoryview(p) for p in parts if len(p)]
+        while parts:
+            sent = self.sock.sendmsg(parts[:IOV_MAX])
+            while sent:
+                first = parts[0]
+                if sent >= first.nbytes:
+                    sent -= first.nbytes
+                    parts.pop(0)
+                else:
+                    parts[0] = first[sent:]
+                    sent = 0
+
+    # receiving -----------------------------------------------------------
+    def _fill(self):
+        """Read more bytes into the scratch buffer; raise ConnectionClosed on EOF."""
+        if self._start == self._end:
+            self._start = self._end = 0
+        elif self._end == len(self._scratch):
+            pending = self._end - self._start
+            self._scratch[:pending] = self._scratch[self._start:self._end]
+            self._start, self._end = 0, pending
+        try:
+            n = self.sock.recv_into(self._view[self._end:])
+        except ConnectionResetError as exc:
+            raise ConnectionClosed(str(exc)) from None
+        if n == 0:
+            raise ConnectionClosed("the peer closed the connection")
+        self._end += n
+
+    def _take(self, size):
+        """Return ``size`` bytes as an independent bytes object."""
+        while self._end - self._start < size and size <= len(self._scratch):
+            self._fill()
+        if size <= len(self._scratch):
+            out = bytes(self._view[self._start:self._start + size])
+            self._start += size
+            return out
+        out = allocate(size)
+        self._read_into(memoryview(out))
+        return out
+
+    def _read_into(self, target):
+        """Fill ``target`` completely: first from read-ahead, then straight from the socket."""
+        have = min(self._end - self._start, target.nbytes)
+        target[:have] = self._view[self._start:self._start + have]
+        self._start += have
+        pos = have
+        total = target.nbytes
+        while pos < total:
+            try:
+                n = self.sock.recv_into(target[pos:])
+            except ConnectionResetError as exc:
+                raise ConnectionClosed(str(exc)) from None
+            if n == 0:
+                raise ConnectionClosed("the peer closed the connection in the middle of a message")
+            pos += n
+
+    def recv_message(self):
+        """Return ``(pickle_bytes, buffers)`` of the next message."""
+        while self._end - self._start < HEADER.size:
+            self._fill()
+        magic, count, pickle_len, crc = HEADER.unpack_from(self._scratch, self._start)
+        if magic != MAGIC:
+            raise ProtocolError("not an nbcore message (bad magic %r)" % bytes(magic))
+        if count > MAX_BUFFERS:
+            raise ProtocolError("corrupt message header (%d buffers)" % count)
+        self._start += HEADER.size
+        table = self._take(8 * count) if count else b""
+        counts = struct.pack("<IQ", count, pickle_len)
+        if zlib.crc32(table, zlib.crc32(counts)) != crc:
+            raise ProtocolError("corrupt message header (checksum mismatch)")
+        lens = struct.unpack("<%dQ" % count, table) if count else ()
+        if pickle_len + sum(lens) > MAX_MESSAGE_BYTES:
+            raise ProtocolError("message of %d bytes is larger than this machine's memory" % (pickle_len + sum(lens)))
+        data = self._take(pickle_len)
+        buffers = []
+        for n in lens:
+            buf = allocate(n)
+            if n:
+                self._read_into(memoryview(buf))
+            buffers.append(buf)
+        return data, buffers
+
+
+def configure_socket(sock):
+    """Low-latency, high-throughput settings for a connected TCP socket."""
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
+        except OSError:
+            pass

@@ -1,0 +1,87 @@
+"""Protocol upgrade after the fallback connection is up (both sides of the exchange).
+
+The worker says hello (its Python, highest pickle protocol, which protocols it can
+run); the host picks the pickle protocol and offers the other protocols of the
+list in reverse order.  For each offer the worker either accepts (and replies
+with what the host needs to finish) or declines with a reason.  The first
+protocol both sides complete is used; when none is, both stay on the fallback.
+"""
+import sys
+
+from .framing import highest_pickle_protocol
+
+
+def worker_negotiate(channel, modules):
+    """Worker side.  ``modules`` maps protocol name to its worker module; return the channel to use."""
+    reasons = {}
+    for name, module in modules.items():
+        try:
+            reasons[name] = module.worker_available()
+        except Exception as exc:  # a broken plugin must not break the fallback
+            reasons[name] = "%s: %s" % (type(exc).__name__, exc)
+    channel.send({
+        "python": "%d.%d.%d" % sys.version_info[:3],
+        "pickle_protocol": highest_pickle_protocol(),
+        "protocols": reasons,
+    })
+    pickle_protocol = channel.recv()["pickle_protocol"]
+    channel.pickle_protocol = pickle_protocol
+    while True:
+        message = channel.recv()
+        if message["op"] == "done":
+            return channel
+        module = modules.get(message["name"])
+        try:
+            upgraded, reply = module.worker_accept_offer(channel, message["offer"])
+        except Exception as exc:
+            channel.send({"ok": False, "reason": "%s: %s" % (type(exc).__name__, exc)})
+            continue
+        channel.send({"ok": True, "reply": reply})
+        if channel.recv()["op"] == "use":
+            upgraded.pickle_protocol = pickle_protocol
+            return upgraded
+        if upgraded is not channel:
+            upgraded.close()
+
+
+def host_negotiate(channel, candidates, log):
+    """Host side.  ``candidates`` are ``(name, provider)`` in the order to try them.
+
+    Return ``(channel, hello)`` where ``hello`` is what the worker said about itself.
+    ``log(message)`` receives one line per protocol that was skipped, with the reason.
+    """
+    hello = channel.recv()
+    pickle_protocol = min(hello["pickle_protocol"], highest_pickle_protocol())
+    channel.send({"pickle_protocol": pickle_protocol})
+    channel.pickle_protocol = pickle_protocol
+    worker_protocols = hello["protocols"]
+    for name, provider in candidates:
+        if name not in worker_protocols:
+            log("%s: not installed in the worker's environment" % name)
+            continue
+        if worker_protocols[name] is not None:
+            log("%s: unavailable in the worker: %s" % (name, worker_protocols[name]))
+            continue
+        try:
+            state, offer = provider.host_offer(channel)
+        except Exception as exc:
+            log("%s: could not be offered: %s" % (name, exc))
+            continue
+        channel.send({"op": "offer", "name": name, "offer": offer})
+        answer = channel.recv()
+        if not answer["ok"]:
+            provider.host_abort(state)
+            log("%s: the worker declined: %s" % (name, answer["reason"]))
+            continue
+        try:
+            upgraded = provider.host_complete(channel, state, answer["reply"])
+        except Exception as exc:
+            channel.send({"op": "abandon"})
+            provider.host_abort(state)
+            log("%s: could not be completed: %s" % (name, exc))
+            continue
+        channel.send({"op": "use"})
+        upgraded.pickle_protocol = pickle_protocol
+        return upgraded, hello
+    channel.send({"op": "done"})
+    return channel, hello
