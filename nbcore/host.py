@@ -64,6 +64,12 @@ class RemoteEnv:
         """Call the function at ``module:qualname`` in the worker and return its result."""
         return self.connection.request("call", path, args, kwargs)
 
+    def allocate_ndarray(self, shape, dtype):
+        """An array to fill and pass as an argument; with ``shm-pickle`` it crosses without a copy."""
+        from .worker.allocation import allocate_ndarray
+
+        return allocate_ndarray(shape, dtype, channel=self.connection.channel)
+
     def close(self):
         """Shut the worker down; safe to call twice."""
         self.connection.close()

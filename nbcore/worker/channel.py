@@ -25,6 +25,10 @@ class Channel:
     def send(self, message):
         raise NotImplementedError
 
+    def allocate(self, nbytes):
+        """A writable buffer that :meth:`send` transfers cheaply; default: ordinary memory."""
+        return framing.allocate(nbytes)
+
     def recv(self):
         raise NotImplementedError
 

@@ -30,6 +30,7 @@ import threading
 import traceback
 
 from . import cancel
+from .allocation import set_active_channel
 from .framing import ConnectionClosed
 
 OK, REF, ERROR, STOP = 0, 1, 2, 3
@@ -92,6 +93,7 @@ class Worker:
         if self.control is not None:
             threading.Thread(target=self._watch_control, name="nbcore-control", daemon=True).start()
         channel = self.channel
+        set_active_channel(channel)
         while True:
             try:
                 call_id, op, target, args, kwargs, released = channel.recv()

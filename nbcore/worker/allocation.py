@@ -1,0 +1,44 @@
+"""Buffers for data about to cross the boundary, placed where the active channel sends them from.
+
+With a protocol that supports it (``shm-pickle``), an array allocated here and
+returned from a call crosses without a copy.  Elsewhere it is an ordinary
+buffer.  Do not modify such an array after returning it: the host may read
+it directly.
+"""
+import math
+
+_channel = None
+
+
+def set_active_channel(channel):
+    """Called by the RPC loop (host or worker side) with the channel in use."""
+    global _channel
+    _channel = channel
+
+
+def allocate_buffer(nbytes, channel=None):
+    """A writable buffer of ``nbytes`` bytes (no numpy needed)."""
+    channel = channel or _channel
+    if channel is not None:
+        return channel.allocate(nbytes)
+    from .framing import allocate
+
+    return allocate(nbytes)
+
+
+def allocate_ndarray(shape, dtype, channel=None):
+    """An uninitialised numpy array of ``shape`` and ``dtype`` that crosses the boundary cheaply."""
+    import numpy as np
+
+    dtype = np.dtype(dtype)
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    count = math.prod(shape) if hasattr(math, "prod") else _prod(shape)
+    buffer = allocate_buffer(count * dtype.itemsize, channel)
+    return np.frombuffer(buffer, dtype=dtype, count=count).reshape(shape)
+
+
+def _prod(values):
+    out = 1
+    for v in values:
+        out *= v
+    return out
