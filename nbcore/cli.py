@@ -150,15 +150,11 @@ def cmd_install(args):
 
 def cmd_shell(args):
     from .backend import WorkerLaunch
-    from .home import nbcore_home
-    from .host import prepare
-    from .plugins import get_registry
-    from .staging import stage_worker
+    from .host import prepare, staged_worker_path
 
     config, provider, env = prepare(args.env, args.config, args.backend)
     command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
-    worker_path = stage_worker(nbcore_home(), [p.worker_module for p in get_registry().protocols.values()])
-    return provider.shell(env, command, WorkerLaunch(worker_path=worker_path, cwd=Path.cwd(), variables={}))
+    return provider.shell(env, command, WorkerLaunch(worker_path=staged_worker_path(), cwd=Path.cwd(), variables={}))
 
 
 def _parse_json(text, what):

@@ -110,15 +110,19 @@ def prepare(name, config=None, backend=None, progress=None, install=True):
     return config, provider, env
 
 
-def worker_launch(registry, home, protocol_names, address, secret, fallback, candidates):
+def staged_worker_path():
+    """The folder with the worker code of nbcore and every installed protocol plugin."""
+    return stage_worker(nbcore_home(), [p.worker_module for p in get_registry().protocols.values()])
+
+
+def worker_launch(address, secret, fallback, candidates):
     protocols = [fallback] + [p for _, p in candidates]
-    worker_path = stage_worker(home, [p.worker_module for p in registry.protocols.values()])
     variables = {
         "NBCORE_WORKER_ADDRESS": address,
         "NBCORE_WORKER_SECRET": secret.hex(),
         "NBCORE_WORKER_PROTOCOLS": ",".join("%s=%s" % (p.name, p.worker_module) for p in protocols),
     }
-    return WorkerLaunch(worker_path=worker_path, cwd=Path.cwd(), variables=variables)
+    return WorkerLaunch(worker_path=staged_worker_path(), cwd=Path.cwd(), variables=variables)
 
 
 def start(config, provider, env, protocol: Optional[str] = None) -> RemoteEnv:
@@ -128,7 +132,7 @@ def start(config, provider, env, protocol: Optional[str] = None) -> RemoteEnv:
     fallback, candidates = plan_protocols(registry, names)
     listener = fallback.listen(_bind_host())
     secret = os.urandom(32)
-    launch = worker_launch(registry, nbcore_home(), names, listener.address, secret, fallback, candidates)
+    launch = worker_launch(listener.address, secret, fallback, candidates)
     try:
         process = provider.start_worker(env, launch)
     except BaseException:

@@ -1,0 +1,45 @@
+"""Functions ``nbcore bench`` calls in the worker (stdlib only; numpy when the environment has it)."""
+FRAME_SHAPES = ((1080, 1920, 3), (1080, 1920, 1))
+_frame = None
+
+
+def noop():
+    """Do nothing: measures the round trip."""
+
+
+def has_numpy():
+    try:
+        import numpy  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def frame():
+    """A 33.2 MB frame (float32 RGB + depth), made once and returned on every call."""
+    global _frame
+    if _frame is None:
+        if has_numpy():
+            import numpy as np
+
+            _frame = [np.random.default_rng(0).random(shape, dtype=np.float32) for shape in FRAME_SHAPES]
+        else:
+            _frame = [bytearray(4 * a * b * c) for a, b, c in FRAME_SHAPES]
+    return _frame
+
+
+def allocated_frame():
+    """The same frame built with ``allocate_ndarray`` each call (crosses without a copy where supported)."""
+    from .allocation import allocate_ndarray
+
+    out = []
+    for shape in FRAME_SHAPES:
+        array = allocate_ndarray(shape, "float32")
+        array[0, 0, 0] = 1.0
+        out.append(array)
+    return out
+
+
+def consume(frame):
+    """Receive a frame from the host; return its size in bytes."""
+    return sum(memoryview(part).nbytes for part in frame)
