@@ -60,7 +60,8 @@ def schema(backends) -> dict:
     for name in KNOWN_PROVIDERS:
         spec_props.setdefault(name, {"type": "object"})
     for name, provider in backends.items():
-        spec_props[name] = provider.config_schema
+        if name not in _GENERIC_SPEC:  # the ``python`` backend must not shadow the ``python:`` version key
+            spec_props[name] = provider.config_schema
     spec = {"type": ["object", "null"], "additionalProperties": False, "properties": spec_props}
     return {
         "type": "object",
