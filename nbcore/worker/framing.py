@@ -16,6 +16,7 @@ import os
 import pickle
 import socket
 import struct
+import sys
 import zlib
 
 MAGIC = b"NBC1"
@@ -68,14 +69,49 @@ def loads(data, buffers):
     return pickle.loads(data)
 
 
+class BufferPool:
+    """Large receive buffers, reused once the program holds no reference to them.
+
+    Writing into fresh pages costs several times a memcpy (page faults), so a
+    block is kept after use; when nothing but the pool refers to it any more
+    (every array built on it was dropped), the next message of a fitting size
+    lands in it.  Blocks still in use are never handed out twice.  At most
+    ``keep_bytes`` of blocks are tracked (``NBCORE_BUFFER_POOL_MB``).
+    """
+
+    def __init__(self, keep_bytes):
+        self.keep_bytes = keep_bytes
+        self.blocks = []
+
+    def get(self, size):
+        blocks = self.blocks
+        for index in range(len(blocks)):
+            block = blocks[index]
+            # references: the list, ``block``, getrefcount's argument
+            if size <= len(block) <= 2 * size and sys.getrefcount(block) == 3:
+                blocks.append(blocks.pop(index))
+                return block if len(block) == size else memoryview(block)[:size]
+        block = mmap.mmap(-1, size)
+        if hasattr(block, "madvise") and hasattr(mmap, "MADV_HUGEPAGE"):
+            block.madvise(mmap.MADV_HUGEPAGE)
+        blocks.append(block)
+        self._trim()
+        return block
+
+    def _trim(self):
+        total = sum(len(b) for b in self.blocks)
+        while total > self.keep_bytes and len(self.blocks) > 1:
+            total -= len(self.blocks.pop(0))
+
+
+_pool = BufferPool(int(os.environ.get("NBCORE_BUFFER_POOL_MB", "1024")) << 20)
+
+
 def allocate(size):
-    """A writable buffer of ``size`` bytes; large ones are fresh anonymous pages (no zero-fill pass)."""
+    """A writable buffer of ``size`` bytes; large ones come from the reuse pool (no zero-fill pass)."""
     if size < LARGE_BUFFER:
         return bytearray(size)
-    buf = mmap.mmap(-1, size)
-    if hasattr(buf, "madvise") and hasattr(mmap, "MADV_HUGEPAGE"):
-        buf.madvise(mmap.MADV_HUGEPAGE)
-    return buf
+    return _pool.get(size)
 
 
 def encode_header(pickle_len, buffer_lens):
@@ -159,7 +195,7 @@ class SocketFramer:
         total = target.nbytes
         while pos < total:
             try:
-                n = self.sock.recv_into(target[pos:])
+                n = self.sock.recv_into(target[pos:], total - pos, socket.MSG_WAITALL)
             except ConnectionResetError as exc:
                 raise ConnectionClosed(str(exc)) from None
             if n == 0:
@@ -194,11 +230,6 @@ class SocketFramer:
 
 
 def configure_socket(sock):
-    """Low-latency, high-throughput settings for a connected TCP socket."""
+    """Low-latency settings for a connected TCP socket (buffer sizes stay kernel-tuned)."""
     if sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
-        except OSError:
-            pass
