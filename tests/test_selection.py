@@ -1,0 +1,193 @@
+"""Backend choice (explicit > NBCORE_BACKEND > config > automatic) and protocol lists."""
+import logging
+import os
+import types
+from pathlib import Path
+
+import pytest
+
+from nbcore import plugins
+from nbcore.backend import BackendProvider
+from nbcore.backends import venv as venv_backend
+from nbcore.errors import BackendUnavailable, UserError
+from nbcore.selection import DEFAULT_PROTOCOLS, choose_backend, plan_protocols, protocol_list
+from nbcore.spec import EnvironmentSpec
+from nbcore.store import make_environment
+
+pytestmark = pytest.mark.usefixtures("clean_env")
+
+PY39_BIN = Path("/root/.pyenv/versions/3.9.18/bin")
+
+
+class FakeBackend(BackendProvider):
+    def __init__(self, name, reason=None):
+        self.name = name
+        self.reason = reason
+
+    def check_available(self):
+        return self.reason
+
+    def install(self, env, progress):
+        pass
+
+    def start_worker(self, env, launch):
+        raise NotImplementedError
+
+
+def make_registry(*backends):
+    module = types.ModuleType("nbtest_selection_plugin")
+
+    @plugins.hookimpl
+    def nbcore_register_backends(register):
+        for backend in backends:
+            register(backend)
+
+    module.nbcore_register_backends = nbcore_register_backends
+    return plugins.build_registry(plugins=[module], autoload=False)
+
+
+@pytest.fixture
+def registry():
+    return make_registry(FakeBackend("alpha"), FakeBackend("beta"), FakeBackend("broken", "the engine is not running"))
+
+
+def choose(registry, spec=None, tmp_path=Path("/nonexistent"), **kwargs):
+    spec = spec or EnvironmentSpec()
+    provider, how = choose_backend(registry, lambda b: make_environment(tmp_path, b, "demo", spec), spec, **kwargs)
+    return provider.name, how
+
+
+def test_explicit_wins_over_everything(registry, monkeypatch):
+    monkeypatch.setenv("NBCORE_BACKEND", "beta")
+    assert choose(registry, requested="alpha", config_default="beta") == ("alpha", "requested")
+
+
+def test_environment_variable_wins_over_config(registry, monkeypatch):
+    monkeypatch.setenv("NBCORE_BACKEND", "alpha")
+    assert choose(registry, config_default="beta") == ("alpha", "from NBCORE_BACKEND")
+
+
+def test_nerfbaselines_alias(registry, monkeypatch):
+    monkeypatch.setenv("NERFBASELINES_BACKEND", "alpha")
+    assert choose(registry, config_default="beta")[0] == "alpha"
+    monkeypatch.setenv("NBCORE_BACKEND", "beta")
+    assert choose(registry)[0] == "beta", "NBCORE_BACKEND wins over its alias"
+
+
+def test_config_wins_over_automatic(registry):
+    assert choose(registry, config_default="beta") == ("beta", "from the config file")
+
+
+def test_automatic_follows_preferred_order_then_default(registry):
+    assert choose(registry, EnvironmentSpec(backends=("broken", "beta", "alpha"))) == ("beta", "automatic")
+    # nothing preferred: the default order (conda, docker, apptainer, venv) ends on venv
+    assert choose(registry) == ("venv", "automatic")
+
+
+def test_automatic_reports_every_reason_when_nothing_fits():
+    registry = make_registry(FakeBackend("only", "no engine"))
+    registry.backends["venv"] = FakeBackend("venv", "disabled for the test")
+    with pytest.raises(BackendUnavailable) as info:
+        choose(registry, EnvironmentSpec(backends=("only",)))
+    message = str(info.value)
+    assert "only: no engine" in message and "venv: disabled for the test" in message
+    assert "docker: not installed (pip install nb-docker provides it)" in message or "docker:" in message
+
+
+@pytest.mark.parametrize("how", ["requested", "env", "config"])
+def test_unknown_backend_lists_installed_and_hints_package(registry, monkeypatch, how):
+    kwargs = {}
+    if how == "requested":
+        kwargs["requested"] = "docker"
+    elif how == "env":
+        monkeypatch.setenv("NBCORE_BACKEND", "docker")
+    else:
+        kwargs["config_default"] = "docker"
+    with pytest.raises(BackendUnavailable) as info:
+        choose(registry, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("unknown backend 'docker' (pip install nb-docker provides it)")
+    assert "installed backends: alpha, beta, broken (unavailable: the engine is not running), python, venv" in message
+    assert "conda (pip install nb-conda)" in message
+
+
+def test_unknown_backend_without_known_package(registry):
+    with pytest.raises(BackendUnavailable) as info:
+        choose(registry, requested="nosuch")
+    assert "unknown backend 'nosuch'; installed backends: alpha" in str(info.value)
+
+
+def test_unavailable_choice_gives_the_reason(registry):
+    with pytest.raises(BackendUnavailable, match=r"backend 'broken' cannot run this environment: the engine is not running; installed backends"):
+        choose(registry, requested="broken")
+
+
+@pytest.fixture
+def clear_interpreter_cache():
+    venv_backend.find_interpreter.cache_clear()
+    yield
+    venv_backend.find_interpreter.cache_clear()
+
+
+@pytest.mark.skipif(not (PY39_BIN / "python3.9").exists(), reason="no Python 3.9 under pyenv")
+def test_python_39_found_on_path(clear_interpreter_cache, monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(PY39_BIN) + os.pathsep + os.environ["PATH"])
+    registry = plugins.build_registry(autoload=False)
+    spec = EnvironmentSpec(python="3.9")
+    assert choose(registry, spec, tmp_path, requested="venv") == ("venv", "requested")
+    assert choose(registry, spec, tmp_path) == ("venv", "automatic")
+    assert venv_backend.find_interpreter("3.9") == str(PY39_BIN / "python3.9")
+    # the in-process backend runs the host's Python, so it cannot provide 3.9
+    with pytest.raises(BackendUnavailable, match="the host runs Python 3.1"):
+        choose(registry, spec, tmp_path, requested="python")
+
+
+def test_missing_python_is_a_one_line_error_naming_providers(clear_interpreter_cache, tmp_path):
+    registry = plugins.build_registry(autoload=False)
+    spec = EnvironmentSpec(python="2.9")
+    for kwargs in ({"requested": "venv"}, {}):
+        with pytest.raises(BackendUnavailable) as info:
+            choose(registry, spec, tmp_path, **kwargs)
+        message = str(info.value)
+        assert "\n" not in message
+        assert "Python 2.9 is not on PATH" in message
+        assert "conda" in message and "docker" in message and "apptainer" in message
+
+
+def test_missing_python_through_the_cli(tmp_path):
+    from nbtest import run_nbcore, write
+
+    write(tmp_path / "nbcore.yaml", "environments:\n  old:\n    python: '2.9'\n")
+    result = run_nbcore("install", "old", "--backend", "venv", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "Python 2.9 is not on PATH" in result.stderr
+    assert "nb-conda" in result.stderr and "Traceback" not in result.stderr
+
+
+# protocol lists ---------------------------------------------------------------
+
+def test_protocol_list_precedence(monkeypatch):
+    assert protocol_list() == DEFAULT_PROTOCOLS.split(",")
+    assert protocol_list(config_default="a,b") == ["a", "b"]
+    monkeypatch.setenv("NERFBASELINES_PROTOCOL", "c")
+    assert protocol_list(config_default="a,b") == ["c"]
+    monkeypatch.setenv("NBCORE_PROTOCOL", " d , e ,")
+    assert protocol_list(config_default="a,b") == ["d", "e"]
+    assert protocol_list(config_default="a,b", explicit="f") == ["f"]
+    with pytest.raises(UserError, match="empty"):
+        protocol_list(explicit=" , ")
+
+
+def test_plan_protocols_falls_back_with_logged_reasons(caplog):
+    registry = plugins.build_registry(autoload=False)
+    caplog.set_level(logging.INFO, logger="nbcore")
+    fallback, candidates = plan_protocols(registry, ["nosuch", "tcp-pickle", "other"])
+    assert fallback.name == "tcp-pickle" and candidates == []
+    text = caplog.text
+    assert "protocol nosuch cannot be the fallback: unknown protocol; using tcp-pickle" in text
+    assert "protocol other skipped: unknown protocol" in text
+    caplog.clear()
+    plan_protocols(registry, ["tcp-pickle", "shm-pickle"])
+    if "shm-pickle" not in registry.protocols:
+        assert "shm-pickle skipped: unknown protocol (pip install nb-shm provides it)" in caplog.text
