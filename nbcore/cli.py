@@ -93,7 +93,7 @@ def cmd_plugins(args):
 
 
 def cmd_backends(args):
-    from .plugins import KNOWN_PROVIDERS, get_registry
+    from .plugins import KNOWN_BACKENDS, get_registry
 
     registry = get_registry()
     data = []
@@ -102,8 +102,8 @@ def cmd_backends(args):
         plugin = registry.plugin_of("backend", name)
         data.append({"name": name, "plugin": plugin.distribution or plugin.name, "available": reason is None,
                      "reason": reason or "", "description": provider.description})
-    for name, package in KNOWN_PROVIDERS.items():
-        if name not in registry.backends and name not in registry.protocols:
+    for name, package in KNOWN_BACKENDS.items():
+        if name not in registry.backends:
             data.append({"name": name, "plugin": package, "available": False, "reason": "not installed (pip install %s)" % package,
                          "description": ""})
     _emit(args, data, data, ["name", "plugin", "available", "reason"])

@@ -22,7 +22,7 @@ from typing import Dict, Optional
 import yaml
 
 from .errors import ConfigError
-from .plugins import KNOWN_PROVIDERS
+from .plugins import KNOWN_BACKENDS
 from .spec import EnvironmentSpec
 
 DEFAULT_FILE = "nbcore.yaml"
@@ -57,7 +57,7 @@ class Config:
 def schema(backends) -> dict:
     """The JSON Schema of the whole file, with one section per registered backend."""
     spec_props = dict(_GENERIC_SPEC)
-    for name in KNOWN_PROVIDERS:
+    for name in KNOWN_BACKENDS:
         spec_props.setdefault(name, {"type": "object"})
     for name, provider in backends.items():
         if name not in _GENERIC_SPEC:  # the ``python`` backend must not shadow the ``python:`` version key

@@ -28,13 +28,17 @@ DEFAULT_PLUGINS = (
     "nbcore.protocols.tcp_pickle",
 )
 
-#: Which pip package provides a provider that is not installed (a hint for error messages).
-KNOWN_PROVIDERS = {
+#: Which pip package provides a backend that is not installed (a hint for error messages).
+KNOWN_BACKENDS = {
     "conda": "nb-conda",
     "docker": "nb-docker",
     "apptainer": "nb-apptainer",
+}
+#: Which pip package provides a protocol that is not installed.
+KNOWN_PROTOCOLS = {
     "shm-pickle": "nb-shm",
 }
+KNOWN_PROVIDERS = dict(KNOWN_BACKENDS, **KNOWN_PROTOCOLS)
 
 log = logging.getLogger("nbcore")
 

@@ -14,7 +14,7 @@ import os
 from typing import List, Optional, Tuple
 
 from .errors import BackendUnavailable, UserError
-from .plugins import KNOWN_PROVIDERS, missing_hint
+from .plugins import KNOWN_BACKENDS, missing_hint
 
 DEFAULT_ORDER = ("conda", "docker", "apptainer", "venv")
 DEFAULT_PROTOCOLS = "tcp-pickle,shm-pickle"
@@ -32,8 +32,8 @@ def _summary(registry, env) -> str:
     for name, provider in sorted(registry.backends.items()):
         reason = provider.check_available() or provider.check_spec(env)
         parts.append(name if reason is None else "%s (unavailable: %s)" % (name, reason))
-    missing = [n for n in KNOWN_PROVIDERS if n not in registry.backends and n not in registry.protocols]
-    hint = "; installable: " + ", ".join("%s (pip install %s)" % (n, KNOWN_PROVIDERS[n]) for n in missing) if missing else ""
+    missing = [n for n in KNOWN_BACKENDS if n not in registry.backends]
+    hint = "; installable: " + ", ".join("%s (pip install %s)" % (n, KNOWN_BACKENDS[n]) for n in missing) if missing else ""
     return "installed backends: " + ", ".join(parts) + hint
 
 
