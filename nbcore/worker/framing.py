@@ -22,7 +22,7 @@ import zlib
 MAGIC = b"NBC1"
 HEADER = struct.Struct("<4sIQI")
 MAX_BUFFERS = 1 << 20
-READ_AHEAD = 256 * 1024
+READ_AHEAD = 64 * 1024
 LARGE_BUFFER = 1 << 20
 IOV_MAX = 512
 
@@ -114,11 +114,16 @@ def allocate(size):
     return _pool.get(size)
 
 
+COUNTS = struct.Struct("<IQ")
+
+
 def encode_header(pickle_len, buffer_lens):
+    """Header and length table for a message (see the module docstring)."""
+    counts = COUNTS.pack(len(buffer_lens), pickle_len)
+    if not buffer_lens:
+        return HEADER.pack(MAGIC, 0, pickle_len, zlib.crc32(counts))
     table = struct.pack("<%dQ" % len(buffer_lens), *buffer_lens)
-    counts = struct.pack("<IQ", len(buffer_lens), pickle_len)
-    crc = zlib.crc32(table, zlib.crc32(counts))
-    return HEADER.pack(MAGIC, len(buffer_lens), pickle_len, crc) + table
+    return HEADER.pack(MAGIC, len(buffer_lens), pickle_len, zlib.crc32(table, zlib.crc32(counts))) + table
 
 
 class SocketFramer:
@@ -133,14 +138,12 @@ class SocketFramer:
 
     # sending -------------------------------------------------------------
     def send_message(self, data, buffers):
-        raw = [memoryview(b).cast("B") for b in buffers]
-        head = encode_header(len(data), [r.nbytes for r in raw])
-        if not raw:
-            self.sock.sendall(head + data)
-            return
-        parts = [head, data] + raw
         try:
-            self._sendmsg_all(parts)
+            if not buffers:
+                self.sock.sendall(encode_header(len(data), ()) + data)
+                return
+            raw = [memoryview(b).cast("B") for b in buffers]
+            self._sendmsg_all([encode_header(len(data), [r.nbytes for r in raw]), data] + raw)
         except (BrokenPipeError, ConnectionResetError) as exc:
             raise ConnectionClosed(str(exc)) from None
 
@@ -212,11 +215,16 @@ class SocketFramer:
         if count > MAX_BUFFERS:
             raise ProtocolError("corrupt message header (%d buffers)" % count)
         self._start += HEADER.size
-        table = self._take(8 * count) if count else b""
-        counts = struct.pack("<IQ", count, pickle_len)
-        if zlib.crc32(table, zlib.crc32(counts)) != crc:
+        if not count:
+            if zlib.crc32(COUNTS.pack(0, pickle_len)) != crc:
+                raise ProtocolError("corrupt message header (checksum mismatch)")
+            if pickle_len > MAX_MESSAGE_BYTES:
+                raise ProtocolError("message of %d bytes is larger than this machine's memory" % pickle_len)
+            return self._take(pickle_len), ()
+        table = self._take(8 * count)
+        if zlib.crc32(table, zlib.crc32(COUNTS.pack(count, pickle_len))) != crc:
             raise ProtocolError("corrupt message header (checksum mismatch)")
-        lens = struct.unpack("<%dQ" % count, table) if count else ()
+        lens = struct.unpack("<%dQ" % count, table)
         if pickle_len + sum(lens) > MAX_MESSAGE_BYTES:
             raise ProtocolError("message of %d bytes is larger than this machine's memory" % (pickle_len + sum(lens)))
         data = self._take(pickle_len)

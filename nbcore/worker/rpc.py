@@ -88,6 +88,7 @@ class Worker:
         self.channel = channel
         self.control = control
         self.exit_when_host_dies = exit_when_host_dies
+        self._finished = False
 
     def serve(self):
         if self.control is not None:
@@ -107,6 +108,7 @@ class Worker:
             if op == "release":
                 continue
             self._run(call_id, op, target, args, kwargs)
+        self._finished = True
         channel.close()
 
     def _run(self, call_id, op, target, args, kwargs):
@@ -153,7 +155,7 @@ class Worker:
                 break
             if message[0] == "cancel":
                 cancel._request(message[1])
-        if self.exit_when_host_dies:
+        if self.exit_when_host_dies and not self._finished:
             sys.stderr.write("nbcore worker: the host went away; exiting\n")
             sys.stderr.flush()
             os._exit(3)
