@@ -103,6 +103,7 @@ class Worker:
             for object_id in released:
                 _objects.pop(object_id, None)
             if op == "shutdown":
+                self._finished = True
                 channel.send((call_id, OK, None))
                 break
             if op == "release":
