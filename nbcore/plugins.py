@@ -85,7 +85,7 @@ class Registry:
         for hook_name, table, kind in (("nbcore_register_backends", self.backends, "backend"),
                                        ("nbcore_register_protocols", self.protocols, "protocol")):
             hook = getattr(self.plugin_manager.hook, hook_name)
-            for impl in reversed(hook.get_hookimpls()):
+            for impl in hook.get_hookimpls():  # registration order: built-ins first, so newcomers get the blame
                 plugin = self.plugins[impl.plugin_name]
                 plugin.hooks.append(hook_name)
                 try:
@@ -129,7 +129,10 @@ def build_registry(plugins=(), autoload: Optional[bool] = None) -> Registry:
             infos[name] = PluginInfo(name, plugin.__name__, dist.project_name, dist.version, False)
     for plugin in plugins:
         name = getattr(plugin, "__name__", repr(plugin))
-        pm.register(plugin, name=name)
+        try:
+            pm.register(plugin, name=name)
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(str(exc)) from exc
         infos[name] = PluginInfo(name, name, None, None, False)
     try:
         pm.check_pending()

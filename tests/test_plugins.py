@@ -1,0 +1,279 @@
+"""The plugin machinery: hookspecs, the registry, entry-point discovery of a real distribution."""
+import inspect
+import json
+import os
+import shutil
+import subprocess
+import sys
+import types
+
+import pytest
+
+from nbcore import hookspecs, plugins
+from nbcore.backend import BackendProvider
+from nbcore.errors import PluginError
+from nbcore.protocol import ProtocolProvider
+
+from nbtest import REPO_ROOT, clean_environ, write
+
+pytestmark = pytest.mark.usefixtures("clean_env")
+
+
+class Backend(BackendProvider):
+    def __init__(self, name):
+        self.name = name
+
+    def check_available(self):
+        return None
+
+    def install(self, env, progress):
+        pass
+
+    def start_worker(self, env, launch):
+        raise NotImplementedError
+
+
+class Protocol(ProtocolProvider):
+    worker_module = "nbtest_nowhere"
+
+    def __init__(self, name):
+        self.name = name
+
+    def check_available(self):
+        return None
+
+
+def plugin_module(name, backends=(), protocols=(), **extra):
+    module = types.ModuleType(name)
+    if backends:
+        @plugins.hookimpl
+        def nbcore_register_backends(register):
+            for b in backends:
+                register(Backend(b))
+        module.nbcore_register_backends = nbcore_register_backends
+    if protocols:
+        @plugins.hookimpl
+        def nbcore_register_protocols(register):
+            for p in protocols:
+                register(Protocol(p))
+        module.nbcore_register_protocols = nbcore_register_protocols
+    for key, value in extra.items():
+        setattr(module, key, value)
+    return module
+
+
+def specs():
+    return [(name, fn) for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("nbcore_")]
+
+
+def test_every_hookspec_is_documented():
+    assert specs(), "no hookspecs found"
+    for name, fn in specs():
+        doc = inspect.getdoc(fn) or ""
+        assert len(doc.splitlines()[0]) > 10, "%s has no summary line" % name
+        for param in inspect.signature(fn).parameters:
+            assert ":param %s:" % param in doc, "%s does not document %s" % (name, param)
+        assert "versionadded" in doc, name
+        assert "firstresult" in doc, "%s does not say whether it is firstresult" % name
+
+
+def test_every_hookspec_is_used_by_a_builtin_plugin():
+    registry = plugins.build_registry(autoload=False)
+    used = {hook for info in registry.plugins.values() if info.builtin for hook in info.hooks}
+    assert used == {name for name, _ in specs()}
+
+
+def test_builtins_are_registered_through_the_hooks():
+    registry = plugins.build_registry(autoload=False)
+    assert {"venv", "python"} <= set(registry.backends)
+    assert "tcp-pickle" in registry.protocols
+    assert registry.plugin_of("backend", "venv").module == "nbcore.backends.venv"
+    assert registry.plugin_of("protocol", "tcp-pickle").builtin
+    for name in plugins.DEFAULT_PLUGINS:
+        info = registry.plugins[name]
+        assert info.builtin and info.distribution == "nbcore"
+
+
+def test_in_process_plugin_is_attributed():
+    module = plugin_module("nbtest_extra", backends=["b1", "b2"], protocols=["p1"])
+    registry = plugins.build_registry(plugins=[module], autoload=False)
+    assert {"b1", "b2"} <= set(registry.backends) and "p1" in registry.protocols
+    info = registry.plugins["nbtest_extra"]
+    assert (info.backends, info.protocols, info.builtin) == (["b1", "b2"], ["p1"], False)
+    assert sorted(info.hooks) == ["nbcore_register_backends", "nbcore_register_protocols"]
+    assert registry.plugin_of("backend", "b2") is info
+
+
+def test_duplicate_backend_name_is_rejected():
+    with pytest.raises(PluginError, match=r"plugin 'nbtest_dup' registers backend 'venv', already provided by plugin 'nbcore.backends.venv'"):
+        plugins.build_registry(plugins=[plugin_module("nbtest_dup", backends=["venv"])], autoload=False)
+
+
+def test_duplicate_between_two_third_party_plugins():
+    first = plugin_module("nbtest_first", protocols=["fast"])
+    second = plugin_module("nbtest_second", protocols=["fast"])
+    with pytest.raises(PluginError, match="already provided by plugin 'nbtest_first'"):
+        plugins.build_registry(plugins=[first, second], autoload=False)
+
+
+def test_hook_without_spec_is_rejected():
+    @plugins.hookimpl
+    def nbcore_register_widgets(register):
+        pass
+
+    module = plugin_module("nbtest_typo", nbcore_register_widgets=nbcore_register_widgets)
+    with pytest.raises(PluginError, match="nbcore_register_widgets"):
+        plugins.build_registry(plugins=[module], autoload=False)
+
+
+def test_hook_with_a_wrong_signature_is_rejected():
+    @plugins.hookimpl
+    def nbcore_register_backends(register, extra):
+        pass
+
+    module = plugin_module("nbtest_badsig", nbcore_register_backends=nbcore_register_backends)
+    with pytest.raises(PluginError, match="extra"):
+        plugins.build_registry(plugins=[module], autoload=False)
+
+
+def test_provider_without_name_and_failing_hook():
+    @plugins.hookimpl
+    def nbcore_register_backends(register):
+        register(object())
+
+    with pytest.raises(PluginError, match="without a name"):
+        plugins.build_registry(plugins=[plugin_module("nbtest_noname", nbcore_register_backends=nbcore_register_backends)],
+                               autoload=False)
+
+    @plugins.hookimpl
+    def nbcore_register_protocols(register):
+        raise RuntimeError("boom")
+
+    with pytest.raises(PluginError, match=r"plugin 'nbtest_fails' failed in nbcore_register_protocols: boom"):
+        plugins.build_registry(plugins=[plugin_module("nbtest_fails", nbcore_register_protocols=nbcore_register_protocols)],
+                               autoload=False)
+
+
+def test_fresh_registry_fixture(fresh_registry, monkeypatch):
+    first = fresh_registry()
+    assert first is plugins.get_registry()
+    monkeypatch.setattr(plugins, "_registry", None)
+    assert fresh_registry() is not first
+
+
+def test_missing_hint():
+    assert plugins.missing_hint("docker") == " (pip install nb-docker provides it)"
+    assert plugins.missing_hint("shm-pickle") == " (pip install nb-shm provides it)"
+    assert plugins.missing_hint("nosuch") == ""
+
+
+# a real third-party distribution, installed with pip into a temporary venv ------------
+
+PLUGIN_MODULE = '''
+"""A third-party nbcore plugin used by nbcore's tests: a backend named "hello"."""
+from nbcore import hookimpl
+from nbcore.backends.python import PythonBackend
+
+
+class HelloBackend(PythonBackend):
+    name = "hello"
+    description = "in-process worker, from a third-party distribution"
+
+
+@hookimpl
+def nbcore_register_backends(register):
+    register(HelloBackend())
+'''
+
+PLUGIN_PYPROJECT = '''
+[build-system]
+requires = ["hatchling"]
+build-backend = "hatchling.build"
+
+[project]
+name = "nbtest-hello"
+version = "1.2.3"
+dependencies = ["nbcore"]
+
+[project.entry-points.nbcore]
+nbtest-hello = "nbtest_hello"
+
+[tool.hatch.build.targets.wheel]
+packages = ["nbtest_hello"]
+'''
+
+
+@pytest.fixture(scope="module")
+def plugin_venv(tmp_path_factory):
+    """A fresh venv with nbcore (from this checkout) and the nbtest-hello distribution pip-installed."""
+    root = tmp_path_factory.mktemp("third-party")
+    write(root / "nbtest-hello" / "pyproject.toml", PLUGIN_PYPROJECT)
+    write(root / "nbtest-hello" / "nbtest_hello" / "__init__.py", PLUGIN_MODULE)
+    venv = root / "venv"
+    python = venv / "bin" / "python"
+    uv = shutil.which("uv")
+    if uv:
+        commands = [[uv, "venv", "-q", "--python", sys.executable, str(venv)],
+                    [uv, "pip", "install", "-q", "--python", str(python), "-e", str(REPO_ROOT), str(root / "nbtest-hello")]]
+    else:
+        commands = [[sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
+                    [str(python), "-m", "pip", "install", "-q", "--no-deps", str(root / "nbtest-hello")]]
+    for argv in commands:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=clean_environ())
+        assert result.returncode == 0, result.stderr
+    return root, python
+
+
+def venv_nbcore(python, *args, cwd=None, **extra):
+    env = clean_environ(extra)
+    env.pop("PYTHONPATH", None)
+    return subprocess.run([str(python), "-m", "nbcore"] + list(args), capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=120)
+
+
+def test_third_party_plugin_is_discovered(plugin_venv):
+    root, python = plugin_venv
+    result = venv_nbcore(python, "plugins", "--json")
+    assert result.returncode == 0, result.stderr
+    found = {p["name"]: p for p in json.loads(result.stdout)}
+    hello = found["nbtest-hello"]
+    assert hello["distribution"] == "nbtest-hello" and hello["version"] == "1.2.3"
+    assert hello["module"] == "nbtest_hello" and hello["backends"] == ["hello"] and not hello["builtin"]
+    assert hello["hooks"] == ["nbcore_register_backends"]
+    assert found["nbcore.backends.venv"]["builtin"]
+
+    result = venv_nbcore(python, "backends", "--json")
+    assert result.returncode == 0, result.stderr
+    backends = {b["name"]: b for b in json.loads(result.stdout)}
+    assert backends["hello"]["plugin"] == "nbtest-hello" and backends["hello"]["available"]
+    # nbcore itself was not modified: its own module files do not mention the plugin
+    assert "hello" not in (REPO_ROOT / "nbcore" / "plugins.py").read_text()
+
+
+def test_third_party_backend_is_selectable(plugin_venv, tmp_path):
+    root, python = plugin_venv
+    write(tmp_path / "nbcore.yaml", "environments:\n  demo: {}\n")
+    write(tmp_path / "nbtest_hello_mod.py", "def f(a, b):\n    return a * b\n")
+    result = venv_nbcore(python, "call", "demo", "nbtest_hello_mod:f", "--args", "[6, 7]", "--backend", "hello", "--json",
+                         cwd=tmp_path, NBCORE_HOME=str(tmp_path / "home"))
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["result"] == 42 and data["backend"] == "hello" and data["protocol"].startswith("tcp-pickle")
+    # NBCORE_BACKEND selects it too, and the config's spec may carry a section for it
+    write(tmp_path / "nbcore.yaml", "environments:\n  demo: {hello: {}}\n")
+    result = venv_nbcore(python, "call", "demo", "nbtest_hello_mod:f", "--args", "[2, 3]", "--json", cwd=tmp_path,
+                         NBCORE_HOME=str(tmp_path / "home"), NBCORE_BACKEND="hello")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["backend"] == "hello"
+
+
+def test_disabling_a_plugin(plugin_venv, tmp_path):
+    root, python = plugin_venv
+    write(tmp_path / "nbcore.yaml", "environments:\n  demo: {}\n")
+    for variables in ({"NBCORE_DISABLE_PLUGINS": "nbtest-hello"}, {"NBCORE_DISABLE_PLUGIN_AUTOLOAD": "1"}):
+        result = venv_nbcore(python, "backends", "--json", **variables)
+        assert result.returncode == 0, result.stderr
+        assert "hello" not in {b["name"] for b in json.loads(result.stdout)}
+    result = venv_nbcore(python, "call", "demo", "m:f", "--backend", "hello", cwd=tmp_path,
+                         NBCORE_DISABLE_PLUGINS="nbtest-hello")
+    assert result.returncode == 2 and "unknown backend 'hello'" in result.stderr
