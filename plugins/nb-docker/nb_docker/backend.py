@@ -1,0 +1,94 @@
+"""The ``docker`` backend provider.
+
+docker-py is imported only when the backend is used: every ``nbcore`` command
+builds the registry, and importing docker-py costs about 0.2 s.
+"""
+import logging
+import os
+import shutil
+import subprocess
+import sys
+
+import nbcore
+from nbcore.home import nbcore_home
+
+from .settings import CONFIG_SCHEMA, DockerSettings
+
+log = logging.getLogger("nbcore")
+
+#: What ``nbcore shell`` runs when no command is given.
+DEFAULT_SHELL = ["sh", "-c", "if command -v bash >/dev/null 2>&1; then exec bash; else exec sh; fi"]
+
+
+class DockerBackend(nbcore.BackendProvider):
+    """Runs workers in Docker containers: one image per spec, built from a generated Dockerfile or given ready."""
+
+    name = "docker"
+    description = "Docker container per spec (image built from the spec or given ready); needs a Docker daemon"
+    config_schema = CONFIG_SCHEMA
+
+    def check_available(self):
+        from .engine import unavailable_reason
+
+        return unavailable_reason()
+
+    @staticmethod
+    def _plan(env):
+        from .images import plan_image
+
+        settings = DockerSettings.from_spec(env.spec)
+        return settings, plan_image(env, settings)
+
+    def is_installed(self, env):
+        from .engine import api_client
+        from .images import image_exists
+
+        _, plan = self._plan(env)
+        return image_exists(api_client(), plan.tag)
+
+    def install(self, env, progress):
+        from . import images
+        from .engine import api_client
+
+        settings, plan = self._plan(env)
+        api = api_client()
+        if plan.built:
+            images.build(api, env, plan, settings, progress)
+            images.remove_old_tags(api, env, plan.tag, progress)
+        else:
+            images.ensure_present(api, plan.tag, progress, "image")
+
+    def _container(self, env, launch, role, command=None):
+        from .container import container_config
+
+        settings, plan = self._plan(env)
+        command = command or [plan.python] + launch.python_args
+        return container_config(env, settings, plan.tag, command, launch, nbcore_home(), role)
+
+    def start_worker(self, env, launch):
+        from .engine import api_client
+        from .worker import ContainerWorker
+
+        return ContainerWorker(api_client(), self._container(env, launch, "worker"))
+
+    def shell(self, env, command, launch):
+        docker_cli = shutil.which("docker")
+        if docker_cli is None:
+            raise nbcore.BackendUnavailable("`nbcore shell` with the docker backend needs the docker command-line "
+                                            "client on PATH (e.g. apt-get install docker.io)")
+        config = self._container(env, launch, "shell", command or DEFAULT_SHELL)
+        argv = config.cli_argv(docker_cli, interactive=sys.stdin.isatty())
+        return subprocess.call(argv, env=dict(os.environ, **config.environment))
+
+    def remove(self, env):
+        """Delete the environment's images (every tag labelled with its name and spec hash), then its folder."""
+        import docker.errors
+
+        from .engine import api_client
+        from .images import remove_labelled
+
+        try:
+            remove_labelled(api_client(), env)
+        except docker.errors.DockerException as exc:
+            log.warning("could not remove the docker images of %s: %s", env.name, exc)
+        super().remove(env)

@@ -1,0 +1,103 @@
+"""The container a worker (or ``nbcore shell``) runs in, and its rendering for docker-py and the CLI."""
+import dataclasses
+import os
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import docker.types
+
+from .settings import CA_TARGET, DockerSettings, Mount, forwarded_environment, wants_gpus
+
+#: Inside the container: pip's cache (a host folder under ``NBCORE_HOME``) and HOME for users without one.
+PIP_CACHE_TARGET = "/tmp/nbcore-pip-cache"
+HOME_FOR_UNKNOWN_USER = "/tmp"
+LABEL_ROLE = "org.nbcore.role"
+
+
+@dataclasses.dataclass
+class ContainerConfig:
+    """Everything ``docker run`` needs for one worker or shell container."""
+
+    image: str
+    command: List[str]
+    user: str
+    environment: Dict[str, str]
+    mounts: Tuple[Mount, ...]
+    working_dir: str
+    gpus: bool
+    labels: Dict[str, str]
+
+    def create_kwargs(self, api) -> dict:
+        """Arguments for ``APIClient.create_container`` (removed on exit, host IPC and network)."""
+        host_config = api.create_host_config(
+            binds=["%s:%s:%s" % (m.source, m.target, "ro" if m.read_only else "rw") for m in self.mounts],
+            ipc_mode="host", network_mode="host", auto_remove=True, init=True,
+            device_requests=[docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])] if self.gpus else None,
+        )
+        return dict(image=self.image, command=self.command, user=self.user, environment=self.environment,
+                    working_dir=self.working_dir, labels=self.labels, host_config=host_config,
+                    stdin_open=False, tty=False)
+
+    def cli_argv(self, docker_cli: str, interactive: bool) -> List[str]:
+        """``docker run`` arguments; values of variables stay out of argv (``-e NAME`` reads the CLI's environment)."""
+        argv = [docker_cli, "run", "--rm", "-i", "--init", "--ipc", "host", "--network", "host",
+                "--user", self.user, "--workdir", self.working_dir]
+        if interactive:
+            argv.append("-t")
+        for mount in self.mounts:
+            argv += ["--volume", "%s:%s%s" % (mount.source, mount.target, ":ro" if mount.read_only else "")]
+        for name in sorted(self.environment):
+            argv += ["--env", name]
+        for key, value in sorted(self.labels.items()):
+            argv += ["--label", "%s=%s" % (key, value)]
+        if self.gpus:
+            argv += ["--gpus", "all"]
+        return argv + [self.image] + self.command
+
+
+def container_config(env, settings: DockerSettings, image: str, command: List[str], launch, home: Path,
+                     role: str) -> ContainerConfig:
+    """The container for ``env``: same-path mounts of the cwd and the worker code, the user's mounts,
+    the CA bundle and pip cache, forwarded and declared variables, and nbcore's worker variables."""
+    cwd = str(Path(launch.cwd).resolve())
+    worker_path = str(Path(launch.worker_path).resolve())
+    mounts = [Mount(worker_path, worker_path, read_only=True)]
+    if cwd != "/":
+        mounts.append(Mount(cwd, cwd))
+    environment = forwarded_environment(settings)
+    if settings.user != "0:0":
+        environment["HOME"] = HOME_FOR_UNKNOWN_USER
+    if settings.ca_bundle:
+        mounts.append(Mount(os.path.realpath(settings.ca_bundle), CA_TARGET, read_only=True))
+        environment.update(PIP_CERT=CA_TARGET, SSL_CERT_FILE=CA_TARGET, REQUESTS_CA_BUNDLE=CA_TARGET)
+    if settings.pip_cache:
+        mounts.append(Mount(str(pip_cache_folder(home, settings.user)), PIP_CACHE_TARGET))
+        environment["PIP_CACHE_DIR"] = PIP_CACHE_TARGET
+    mounts += settings.mounts
+    environment.update(settings.env)
+    environment.update(launch.variables)
+    environment.update(PYTHONPATH=worker_path, PYTHONUNBUFFERED="1")
+    return ContainerConfig(
+        image=image, command=command, user=settings.user, environment=environment,
+        mounts=tuple(_deduplicate(mounts)), working_dir=cwd, gpus=wants_gpus(settings),
+        labels={"org.nbcore.env": env.name, LABEL_ROLE: role},
+    )
+
+
+def pip_cache_folder(home: Path, user: str) -> Path:
+    """The host folder mounted as pip's cache: one per container uid, owned by it."""
+    uid, gid = (int(part) for part in user.split(":"))
+    folder = Path(home) / "cache" / "docker-pip" / str(uid)
+    folder.mkdir(parents=True, exist_ok=True)
+    if os.getuid() == 0 and (folder.stat().st_uid, folder.stat().st_gid) != (uid, gid):
+        os.chown(folder, uid, gid)
+    return folder
+
+
+def _deduplicate(mounts):
+    """Keep the last mount of each target (a user mount replaces a default one)."""
+    by_target = {}
+    for mount in mounts:
+        by_target.pop(mount.target, None)
+        by_target[mount.target] = mount
+    return by_target.values()

@@ -1,0 +1,152 @@
+"""Images: which one an environment runs, and pulling, building and removing it through docker-py."""
+import collections
+import dataclasses
+import hashlib
+import re
+from typing import Optional
+
+import docker.errors
+from docker.utils import parse_repository_tag
+
+import nbcore
+
+from . import __version__
+from .dockerfile import ENV_PYTHON, build_context, generate_dockerfile
+from .settings import DockerSettings, base_image, proxy_build_args
+
+#: Repository of built images: ``nbcore/<env name>:<content hash>``.
+REPOSITORY = "nbcore"
+LABEL_ENV = "org.nbcore.env"
+LABEL_SPEC_HASH = "org.nbcore.spec-hash"
+LABEL_VERSION = "org.nbcore.version"
+LABEL_PLUGIN = "org.nbcore.nb-docker"
+_LOG_LINES = 15
+
+
+@dataclasses.dataclass(frozen=True)
+class ImagePlan:
+    """The image an environment runs and, when it is built, how."""
+
+    tag: str
+    python: str
+    base: Optional[str] = None
+    dockerfile: Optional[str] = None
+
+    @property
+    def built(self) -> bool:
+        return self.dockerfile is not None
+
+
+def repository_for(env_name: str) -> str:
+    """A valid repository name for an environment name (lower case, runs of other characters as ``-``)."""
+    return "%s/%s" % (REPOSITORY, re.sub(r"[^a-z0-9]+", "-", env_name.lower()).strip("-") or "env")
+
+
+def plan_image(env, settings: DockerSettings) -> ImagePlan:
+    """A ready ``image`` when the spec builds nothing, else a generated build tagged by content hash."""
+    spec = env.spec
+    if settings.image and not (settings.build_script or spec.packages or spec.install_script):
+        return ImagePlan(tag=settings.image, python=settings.python_executable)
+    base = settings.image or base_image(spec.python)
+    dockerfile = generate_dockerfile(spec, base, settings.python_executable, settings.ca_bundle is not None,
+                                     settings.build_script)
+    digest = hashlib.sha256((env.spec_hash + "\0" + dockerfile).encode()).hexdigest()[:16]
+    return ImagePlan(tag="%s:%s" % (repository_for(env.name), digest), python=ENV_PYTHON, base=base,
+                     dockerfile=dockerfile)
+
+
+def image_exists(api, name: str) -> bool:
+    try:
+        api.inspect_image(name)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
+
+
+def pull(api, name: str, progress) -> None:
+    """Pull ``name``, streaming the engine's status lines; raise :class:`nbcore.InstallError` on failure."""
+    repository, tag = parse_repository_tag(name)
+    progress.step("pulling image %s" % name)
+    last = {}
+    try:
+        for chunk in api.pull(repository, tag or "latest", stream=True, decode=True):
+            if "error" in chunk:
+                raise nbcore.InstallError("pulling image %s failed: %s" % (name, chunk["error"].strip()))
+            status = chunk.get("status", "")
+            layer = chunk.get("id", "")
+            if status and last.get(layer) != status:
+                last[layer] = status
+                progress.line(("%s: %s" % (layer, status)) if layer else status)
+    except docker.errors.APIError as exc:
+        raise nbcore.InstallError("pulling image %s failed: %s" % (name, exc.explanation or exc)) from None
+
+
+def ensure_present(api, name: str, progress, why: str) -> None:
+    """Pull ``name`` unless the daemon already has it."""
+    if image_exists(api, name):
+        return
+    try:
+        pull(api, name, progress)
+    except nbcore.InstallError as exc:
+        raise nbcore.InstallError("%s; the %s is not present locally and could not be pulled (build or load it, "
+                                  "or choose another with docker.image or NBCORE_DOCKER_BASE_IMAGE)"
+                                  % (exc, why)) from None
+
+
+def build(api, env, plan: ImagePlan, settings: DockerSettings, progress) -> None:
+    """Build ``plan`` with live progress; raise :class:`nbcore.InstallError` naming the failing step."""
+    ensure_present(api, plan.base, progress, "base image")
+    context = build_context(plan.dockerfile, settings.ca_bundle,
+                            {"build_script.sh": settings.build_script, "install_script.sh": env.spec.install_script})
+    labels = {LABEL_ENV: env.name, LABEL_SPEC_HASH: env.spec_hash, LABEL_VERSION: nbcore.__version__,
+              LABEL_PLUGIN: __version__}
+    progress.step("building image %s from %s" % (plan.tag, plan.base))
+    step, recent = "sending the build context", collections.deque(maxlen=_LOG_LINES)
+    try:
+        chunks = api.build(fileobj=context, custom_context=True, tag=plan.tag, labels=labels, decode=True,
+                           buildargs=proxy_build_args(), network_mode="host", rm=True, forcerm=True, pull=False)
+        for chunk in chunks:
+            if "error" in chunk:
+                raise nbcore.InstallError(_build_failure(plan.tag, step, chunk["error"], recent))
+            for line in (chunk.get("stream") or chunk.get("status") or "").splitlines():
+                if re.match(r"^Step \d+/\d+ : ", line):
+                    step = line
+                    recent.clear()
+                    progress.step(line)
+                elif line.strip():
+                    recent.append(line)
+                    progress.line(line)
+    except docker.errors.APIError as exc:
+        raise nbcore.InstallError(_build_failure(plan.tag, step, exc.explanation or str(exc), recent)) from None
+
+
+def _build_failure(tag, step, error, recent):
+    message = "building image %s failed at %s: %s" % (tag, step, " ".join(str(error).split()))
+    if recent:
+        message += "\nlast lines of that step:\n" + "\n".join("  " + line for line in recent)
+    return message
+
+
+def remove_old_tags(api, env, keep: str, progress) -> None:
+    """Remove this environment's other built tags (older specs or nbcore versions)."""
+    repository = repository_for(env.name)
+    for image in api.images(filters={"label": "%s=%s" % (LABEL_ENV, env.name)}):
+        for tag in image.get("RepoTags") or ():
+            if tag == keep or parse_repository_tag(tag)[0] != repository:
+                continue
+            try:
+                api.remove_image(tag)
+                progress.step("removed the old image %s" % tag)
+            except docker.errors.APIError as exc:
+                progress.step("kept the old image %s: %s" % (tag, exc.explanation or exc))
+
+
+def remove_labelled(api, env) -> None:
+    """Delete every image built for ``env`` (its name and spec hash); ready images belong to the user and stay."""
+    labels = ["%s=%s" % (LABEL_ENV, env.name), "%s=%s" % (LABEL_SPEC_HASH, env.spec_hash)]
+    for image in api.images(filters={"label": labels}):
+        for tag in image.get("RepoTags") or ():
+            try:
+                api.remove_image(tag)
+            except docker.errors.ImageNotFound:
+                pass

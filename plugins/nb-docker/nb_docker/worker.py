@@ -1,0 +1,93 @@
+"""A worker running in a container, as the host watches it."""
+import collections
+import sys
+import threading
+from typing import Optional
+
+import docker.errors
+from nbcore import WorkerProcess
+
+#: Exit code reported when the container vanished before the daemon told its status.
+UNKNOWN_EXIT = -1
+
+
+class ContainerWorker(WorkerProcess):
+    """A started worker container (created with auto-remove).
+
+    Two background threads follow it from before it starts: one streams its
+    output (echoed to stderr, last lines kept for error messages even after the
+    container is gone), one waits for its removal and records the exit code, so
+    :meth:`poll` costs no request to the daemon.
+    """
+
+    def __init__(self, api, config, tail_lines=20, echo=True):
+        self.api = api
+        self._tail = collections.deque(maxlen=tail_lines)
+        self._echo = echo
+        self._exit_code = None
+        self._ended = threading.Event()
+        self.container_id = api.create_container(**config.create_kwargs(api))["Id"]
+        try:
+            output = api.attach(self.container_id, stdout=True, stderr=True, stream=True, logs=True)
+            self._reader = threading.Thread(target=self._pump, args=(output,), name="nbcore-docker-output",
+                                            daemon=True)
+            self._reader.start()
+            self._waiter = threading.Thread(target=self._wait_removed, name="nbcore-docker-wait", daemon=True)
+            self._waiter.start()
+            api.start(self.container_id)
+        except BaseException:
+            self._remove()
+            raise
+
+    def _pump(self, output):
+        pending = b""
+        try:
+            for chunk in output:
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for raw in lines:
+                    self._emit(raw.decode("utf-8", "replace"))
+        except Exception:
+            pass
+        if pending:
+            self._emit(pending.decode("utf-8", "replace"))
+
+    def _emit(self, line):
+        self._tail.append(line)
+        if self._echo:
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+
+    def _wait_removed(self):
+        try:
+            self._exit_code = self.api.wait(self.container_id, timeout=None, condition="removed")["StatusCode"]
+        except Exception:
+            self._exit_code = UNKNOWN_EXIT
+        self._ended.set()
+
+    def poll(self) -> Optional[int]:
+        return self._exit_code if self._ended.is_set() else None
+
+    def wait(self, timeout):
+        self._ended.wait(timeout)
+        return self.poll()
+
+    def kill(self):
+        if not self._ended.is_set():
+            try:
+                self.api.kill(self.container_id)
+            except docker.errors.APIError:
+                pass
+            if not self._ended.wait(10):
+                self._remove()
+        self._reader.join(timeout=2)
+
+    def _remove(self):
+        try:
+            self.api.remove_container(self.container_id, force=True)
+        except docker.errors.APIError:
+            pass
+
+    def output_tail(self):
+        self._reader.join(timeout=0.5)
+        return "\n".join(self._tail)
