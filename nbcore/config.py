@@ -123,7 +123,7 @@ def _describe(error, root, where):
         line = _key_node(node, key).start_mark.line + 1 if isinstance(node, yaml.MappingNode) else node.start_mark.line + 1
         allowed = ", ".join(sorted(error.schema.get("properties", {})))
         prefix = dotted + "." if path else ""
-        return "%s:%d: unknown key %r%s (allowed here: %s)" % (where, line, prefix + key, "", allowed)
+        return "%s:%d: unknown key %r (allowed here: %s)" % (where, line, prefix + key, allowed)
     if error.validator == "required":
         return "%s:%d: %s" % (where, node.start_mark.line + 1, error.message)
     return "%s:%d: %s: %s" % (where, node.start_mark.line + 1, dotted, error.message)

@@ -1,0 +1,78 @@
+"""``nbcore doctor``: what is installed, what is missing, and how to fix it."""
+import os
+import shutil
+import sys
+
+from . import __version__
+from .errors import NbcoreError
+from .home import nbcore_home
+from .plugins import KNOWN_PROVIDERS, get_registry
+
+
+def _folder_bytes(path):
+    total = 0
+    for dirpath, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def diagnose(config_path=None):
+    """Collect the facts ``nbcore doctor`` prints; every problem comes with a fix."""
+    registry = get_registry()
+    home = nbcore_home()
+    problems = []
+    report = {
+        "nbcore": __version__,
+        "python": sys.version.split()[0],
+        "home": {"path": str(home), "set_by": "NBCORE_HOME" if os.environ.get("NBCORE_HOME") else "default",
+                 "envs_bytes": _folder_bytes(home / "envs"), "worker_bytes": _folder_bytes(home / "worker")},
+        "uv": shutil.which("uv"),
+        "backends": {}, "protocols": {}, "config": None, "problems": problems,
+    }
+    for name, provider in sorted(registry.backends.items()):
+        reason = provider.check_available()
+        report["backends"][name] = {"available": reason is None, "reason": reason}
+        if reason:
+            problems.append("backend %s is unavailable: %s" % (name, reason))
+    for name, provider in sorted(registry.protocols.items()):
+        reason = provider.check_available()
+        report["protocols"][name] = {"available": reason is None, "reason": reason}
+        if reason:
+            problems.append("protocol %s is unavailable: %s" % (name, reason))
+    for name, package in KNOWN_PROVIDERS.items():
+        if name not in registry.backends and name not in registry.protocols:
+            problems.append("%s is not installed: pip install %s" % (name, package))
+    if report["uv"] is None:
+        problems.append("uv is not on PATH: venv environments are created with pip (slower); pip install uv")
+    try:
+        from .config import find_config_file, load_config
+
+        path = find_config_file(config_path)
+        if path is not None:
+            config = load_config(path, registry.backends)
+            report["config"] = {"path": str(path), "environments": sorted(config.environments)}
+        else:
+            problems.append("no config file found: create nbcore.yaml or pass -c FILE")
+    except NbcoreError as exc:
+        problems.append(str(exc))
+    return report
+
+
+def format_diagnosis(report):
+    """Human-readable lines for ``nbcore doctor``."""
+    lines = ["nbcore %s on Python %s" % (report["nbcore"], report["python"]),
+             "cache: %s (%s; envs %.1f MB, worker code %.1f MB; NBCORE_HOME moves it)" % (
+                 report["home"]["path"], report["home"]["set_by"], report["home"]["envs_bytes"] / 1e6,
+                 report["home"]["worker_bytes"] / 1e6),
+             "uv: %s" % (report["uv"] or "not found")]
+    for kind in ("backends", "protocols"):
+        for name, state in report[kind].items():
+            lines.append("%s %-10s %s" % (kind[:-1], name, "ok" if state["available"] else "unavailable: " + state["reason"]))
+    if report["config"]:
+        lines.append("config: %s (%s)" % (report["config"]["path"], ", ".join(report["config"]["environments"])))
+    lines += ["problem: " + p for p in report["problems"]] or ["no problems found"]
+    return "\n".join(lines)
