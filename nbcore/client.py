@@ -25,6 +25,8 @@ class Connection:
         self._released = []
         self._closed = False
         self._failure = None
+        #: The id of the request waiting for its reply (None when idle), for :meth:`cancel` from another thread.
+        self.current_call = None
 
     @property
     def protocol(self) -> str:
@@ -41,11 +43,15 @@ class Connection:
         with self._lock:
             call_id = next(self._ids)
             released, self._released = self._released, []
+            self.current_call = call_id
             try:
-                self.channel.send((call_id, op, target, args, kwargs or {}, released))
-            except (ConnectionClosed, OSError) as exc:
-                self._fail(exc)
-            reply = self._wait_reply(call_id)
+                try:
+                    self.channel.send((call_id, op, target, args, kwargs or {}, released))
+                except (ConnectionClosed, OSError) as exc:
+                    self._fail(exc)
+                reply = self._wait_reply(call_id)
+            finally:
+                self.current_call = None
         return self._unpack(reply)
 
     def _wait_reply(self, call_id):

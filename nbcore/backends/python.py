@@ -25,6 +25,9 @@ class ThreadWorker(WorkerProcess):
         from ..worker.rpc import Worker
 
         try:
+            cwd = str(launch.cwd)
+            if cwd not in sys.path:  # as in a worker process: modules in the host's cwd import
+                sys.path.insert(0, cwd)
             variables = launch.variables
             secret = bytes.fromhex(variables["NBCORE_WORKER_SECRET"])
             modules = {}
