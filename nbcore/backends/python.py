@@ -2,7 +2,6 @@
 
 Nothing is isolated; use it to debug worker code with the host's debugger.
 """
-import importlib
 import sys
 import threading
 
@@ -21,6 +20,7 @@ class ThreadWorker(WorkerProcess):
         self.channels = []
 
     def _run(self, launch):
+        from ..worker.__main__ import _protocol_modules
         from ..worker.negotiation import worker_negotiate
         from ..worker.rpc import Worker
 
@@ -30,10 +30,7 @@ class ThreadWorker(WorkerProcess):
                 sys.path.insert(0, cwd)
             variables = launch.variables
             secret = bytes.fromhex(variables["NBCORE_WORKER_SECRET"])
-            modules = {}
-            for item in variables["NBCORE_WORKER_PROTOCOLS"].split(","):
-                name, _, module = item.partition("=")
-                modules[name] = importlib.import_module(module)
+            modules = _protocol_modules(variables["NBCORE_WORKER_PROTOCOLS"])
             fallback = next(iter(modules.values()))
             channel = fallback.worker_connect(variables["NBCORE_WORKER_ADDRESS"], secret, "main")
             control = fallback.worker_connect(variables["NBCORE_WORKER_ADDRESS"], secret, "control")
