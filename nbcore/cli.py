@@ -148,12 +148,25 @@ def cmd_install(args):
         print("nbcore: environment %s (%s) is already installed at %s" % (env.name, provider.name, env.path), file=sys.stderr)
 
 
+def _shell_command(args):
+    """The command of ``nbcore shell ENV [OPTIONS] [-- CMD]``; options after ENV are parsed into ``args``."""
+    rest = list(args.cmd)
+    if "--" in rest:
+        head, command = rest[:rest.index("--")], rest[rest.index("--") + 1:]
+    elif rest[:1] and rest[0].startswith("-"):
+        head, command = rest, []
+    else:
+        head, command = [], rest
+    _common(argparse.ArgumentParser(prog="nbcore shell", add_help=False)).parse_args(head, namespace=args)
+    return command
+
+
 def cmd_shell(args):
     from .backend import WorkerLaunch
     from .host import prepare, staged_worker_path
 
+    command = _shell_command(args)
     config, provider, env = prepare(args.env, args.config, args.backend)
-    command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     return provider.shell(env, command, WorkerLaunch(worker_path=staged_worker_path(), cwd=Path.cwd(), variables={}))
 
 
