@@ -1,0 +1,222 @@
+"""The docker backend end to end, against the real Docker engine (no mock of the daemon)."""
+import json
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import nbcore
+from nbcore.testing import engine_unavailable
+from nbcore.host import prepare, start
+from nbcore.progress import Progress
+from nbcore.store import ensure_installed
+
+from nbtest import run_nbcore
+
+pytestmark = pytest.mark.docker
+
+
+def open_env(name, **kwargs):
+    config, provider, env = prepare(name, "nbcore.yaml", backend="docker", progress=Progress(quiet=True))
+    return start(config, provider, env, **kwargs)
+
+
+def worker_containers(api, env_name):
+    return api.containers(all=True, filters={"label": "org.nbcore.env=%s" % env_name})
+
+
+@pytest.fixture(scope="module")
+def main_env(project):
+    """``dk-main`` installed once for the module: the first install builds it (or finds it ready)."""
+    started = time.monotonic()
+    config, provider, env = prepare("dk-main", "nbcore.yaml", backend="docker", install=False)
+    ensure_installed(provider, env, Progress())
+    return config, provider, env, time.monotonic() - started
+
+
+def test_install_builds_a_labelled_image_and_second_install_is_a_cache_hit(main_env, docker_api):
+    config, provider, env, _ = main_env
+    settings, plan = provider._plan(env)
+    assert plan.built and plan.tag.startswith("nbcore/dk-main:")
+    labels = docker_api.inspect_image(plan.tag)["Config"]["Labels"]
+    assert labels["org.nbcore.env"] == "dk-main"
+    assert labels["org.nbcore.spec-hash"] == env.spec_hash
+    assert labels["org.nbcore.version"] == nbcore.__version__
+    started = time.monotonic()
+    assert ensure_installed(provider, env, Progress(quiet=True)) is False
+    assert time.monotonic() - started < 5
+
+
+def test_function_and_remote_class_return_numpy_arrays(main_env):
+    with open_env("dk-main") as env:
+        assert env.backend == "docker"
+        assert env.worker_python.startswith("3.11.")
+        arrays, index = env.call("nbdocker_testmod:frames", 3)
+        assert [a.shape for a in arrays] == [(4, 5)] * 3 and arrays[2][0, 0] == 2
+        np.testing.assert_array_equal(index, np.arange(3))
+        scaler = env.remote("nbdocker_testmod:Scaler")(3)
+        scaled, ones = scaler.scale(np.arange(6, dtype=np.float64).reshape(2, 3))
+        np.testing.assert_array_equal(scaled, np.arange(6).reshape(2, 3) * 3)
+        assert ones.dtype == np.uint8 and list(ones) == [3, 3, 3]
+        assert env.call("nbdocker_testmod:read", "/etc/nbcore-build-script-ran") == "ran as 0\n"
+        assert env.call("nbdocker_testmod:read", "/opt/nbcore-env/install-script-ran") == "numpy importable\n"
+
+
+def test_protocol_is_shm_pickle_when_nb_shm_is_installed(main_env):
+    shm = nbcore.get_registry().protocols.get("shm-pickle")
+    with open_env("dk-main") as env:
+        if shm is not None and shm.check_available() is None:
+            assert env.protocol.startswith("shm-pickle"), env.protocol
+        else:
+            assert env.protocol.startswith("tcp-pickle"), env.protocol
+        big = np.random.default_rng(0).random((256, 256, 3)).astype(np.float32)
+        scaled, _ = env.remote("nbdocker_testmod:Scaler")(2).scale(big)
+        np.testing.assert_array_equal(scaled, big * 2)
+
+
+def test_cli_call_reports_backend_and_protocol(main_env, project):
+    result = run_nbcore("call", "dk-main", "nbdocker_testmod:sleep", "--args", "[0]", "--backend", "docker",
+                        "--json", cwd=project)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["backend"] == "docker" and data["result"] == 0
+    assert data["protocol"].startswith("shm-pickle" if "shm-pickle" in nbcore.get_registry().protocols
+                                       else "tcp-pickle")
+
+
+def test_worker_runs_as_the_invoking_user_in_the_mounted_cwd(main_env, project):
+    with open_env("dk-main") as env:
+        info = env.call("nbdocker_testmod:info")
+        path = env.call("nbdocker_testmod:write", "written-by-worker.txt", "hello")
+    assert info["cwd"] == str(project)
+    assert (info["uid"], info["gid"]) == (os.getuid(), os.getgid())
+    assert info["pip_cert"] and info["ca_readable"]
+    stat = os.stat(path)
+    assert path == str(project / "written-by-worker.txt")
+    assert (stat.st_uid, stat.st_gid) == (os.getuid(), os.getgid())
+
+
+def test_configured_user_owns_the_files_it_writes(project):
+    with open_env("dk-user") as env:
+        info = env.call("nbdocker_testmod:info")
+        path = env.call("nbdocker_testmod:write", "written-by-4321.txt", "hello")
+    assert (info["uid"], info["gid"], info["home"]) == (4321, 4321, "/tmp")
+    stat = os.stat(path)
+    assert (stat.st_uid, stat.st_gid) == (4321, 4321)
+
+
+def test_killed_container_gives_a_clean_error_and_leaves_nothing(main_env, docker_api):
+    with open_env("dk-main") as env:
+        container_id = env.connection.process.container_id
+
+        def kill_soon():
+            time.sleep(1.0)
+            docker_api.kill(container_id)
+
+        killer = threading.Thread(target=kill_soon)
+        killer.start()
+        started = time.monotonic()
+        with pytest.raises(nbcore.WorkerError, match="exit code 137"):
+            env.call("nbdocker_testmod:sleep", 60)
+        killer.join()
+        assert time.monotonic() - started < 15
+    deadline = time.monotonic() + 10
+    while worker_containers(docker_api, "dk-main") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert worker_containers(docker_api, "dk-main") == []
+
+
+def test_worker_container_is_removed_after_close(main_env, docker_api):
+    with open_env("dk-main") as env:
+        assert len(worker_containers(docker_api, "dk-main")) == 1
+        env.call("nbdocker_testmod:sleep", 0)
+    assert worker_containers(docker_api, "dk-main") == []
+
+
+def test_ready_image_runs_as_is_and_is_not_removed(project, docker_api):
+    config, provider, env = prepare("dk-ready", "nbcore.yaml", backend="docker", progress=Progress(quiet=True))
+    assert not provider._plan(env)[1].built
+    with start(config, provider, env) as remote:
+        assert remote.call("platform:python_version").startswith("3.11.")
+    provider.remove(env)
+    assert docker_api.inspect_image("nbcore-ci/python:3.11")
+
+
+@pytest.mark.parametrize("python", ["3.13", "3.9"])
+def test_worker_on_another_python_than_the_host(project, docker_api, python):
+    from nb_docker.images import image_exists
+
+    if not image_exists(docker_api, "nbcore-ci/python:" + python):
+        message = "base image nbcore-ci/python:%s is missing: run scripts/provision-docker" % python
+        if python == "3.9":
+            pytest.skip(message + " (Debian bullseye may no longer install)")
+        engine_unavailable("docker", message)
+    spec = {"python": python, "packages": ["numpy"], "backends": ["docker"]}
+    config = {"environments": {"dk-py" + python.replace(".", ""): spec}}
+    name = next(iter(config["environments"]))
+    config_obj, provider, env = prepare(name, config, backend="docker", progress=Progress(quiet=True))
+    with start(config_obj, provider, env) as remote:
+        assert remote.worker_python.startswith(python + ".")
+        assert remote.call("nbdocker_testmod:info")["python"].startswith(python + ".")
+        arrays, index = remote.call("nbdocker_testmod:frames", 2)
+        np.testing.assert_array_equal(arrays[1], np.ones((4, 5), dtype=np.float32))
+        scaled, _ = remote.remote("nbdocker_testmod:Scaler")(2).scale(np.arange(4.0))
+        np.testing.assert_array_equal(scaled, np.arange(4.0) * 2)
+        assert remote.protocol.split("-")[0] in ("tcp", "shm")
+
+
+def test_build_error_names_the_failing_step_and_its_log(project):
+    config = {"environments": {"dk-broken": {"docker": {"build_script": "echo about to fail\nexit 3\n"}}}}
+    with pytest.raises(nbcore.InstallError) as raised:
+        prepare("dk-broken", config, backend="docker", progress=Progress(quiet=True))
+    message = str(raised.value)
+    assert "at Step " in message and "build_script.sh" in message
+    assert "about to fail" in message and "non-zero code: 3" in message
+
+
+def test_python_mismatch_with_the_base_image_fails_clearly(project):
+    config = {"environments": {"dk-mismatch": {"python": "3.12", "docker": {"image": "nbcore-ci/python:3.11"},
+                                               "install_script": "true"}}}
+    with pytest.raises(nbcore.InstallError, match="has Python 3.11.* asks for 3.12"):
+        prepare("dk-mismatch", config, backend="docker", progress=Progress(quiet=True))
+
+
+def test_new_build_removes_the_old_tag_and_remove_deletes_the_image(project, docker_api):
+    def install(script):
+        config = {"environments": {"dk-retag": {"install_script": script}}}
+        return prepare("dk-retag", config, backend="docker", progress=Progress(quiet=True))
+
+    _, provider, first = install("echo one")
+    old_tag = provider._plan(first)[1].tag
+    _, provider, second = install("echo two")
+    new_tag = provider._plan(second)[1].tag
+    assert old_tag != new_tag
+    tags = [t for image in docker_api.images(name="nbcore/dk-retag") for t in image["RepoTags"]]
+    assert tags == [new_tag]
+    provider.remove(second)
+    assert docker_api.images(name="nbcore/dk-retag") == []
+    assert not second.path.exists()
+
+
+def test_shell_runs_a_command_in_the_worker_container_setup(main_env, project):
+    result = run_nbcore("shell", "dk-main", "--backend", "docker", "--", "sh", "-c",
+                        'echo "$(id -u):$(pwd):$(python -c "import numpy; print(1)")"; exit 7', cwd=project)
+    assert result.returncode == 7, result.stderr
+    assert result.stdout.strip() == "%d:%s:1" % (os.getuid(), project)
+
+
+def test_unreachable_daemon_is_reported_and_install_fails_in_one_line(project, tmp_path):
+    dead = {"DOCKER_HOST": "unix://%s" % (tmp_path / "no-daemon.sock")}
+    listed = run_nbcore("backends", "--json", env=dead, cwd=project)
+    assert listed.returncode == 0, listed.stderr
+    docker = next(b for b in json.loads(listed.stdout) if b["name"] == "docker")
+    assert docker["available"] is False
+    assert "cannot reach the Docker daemon" in docker["reason"] and "no-daemon.sock" in docker["reason"]
+    started = time.monotonic()
+    installed = run_nbcore("install", "dk-main", "--backend", "docker", env=dead, cwd=project)
+    assert installed.returncode != 0
+    lines = installed.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nbcore: error:") and "Docker daemon" in lines[0], lines
+    assert time.monotonic() - started < 20
