@@ -38,6 +38,8 @@ class Connection:
         self._released.append(object_id)
 
     def request(self, op, target, args=(), kwargs=None):
+        if self._closed:
+            raise WorkerError("the environment was closed; open it again to call into it")
         if self._failure is not None:
             raise WorkerError(self._failure)
         with self._lock:
