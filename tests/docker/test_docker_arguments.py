@@ -1,0 +1,162 @@
+"""What nb-docker asks the engine for: spec section, Dockerfile, image plan, container arguments (no daemon)."""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from nbcore import ConfigError, Environment, EnvironmentSpec, WorkerLaunch
+from nbcore.config import config_from_dict
+
+from nb_docker.backend import DockerBackend
+from nb_docker.container import PIP_CACHE_TARGET, container_config
+from nb_docker.dockerfile import ENV_PYTHON, build_context, generate_dockerfile
+from nb_docker.images import plan_image, repository_for
+from nb_docker.settings import CA_TARGET, DockerSettings, base_image, parse_mount
+
+
+def environment(section=None, name="demo", **generic):
+    data = dict(generic)
+    if section is not None:
+        data["docker"] = section
+    spec = EnvironmentSpec.from_dict(data, base_dir="/project")
+    return Environment(name, spec, "docker", spec.identity("docker"), Path("/nowhere") / name)
+
+
+def launch(tmp_path):
+    worker = tmp_path / "worker"
+    worker.mkdir(exist_ok=True)
+    return WorkerLaunch(worker_path=worker, cwd=tmp_path, variables={"NBCORE_WORKER_SECRET": "s3cret"})
+
+
+def plan(env):
+    return plan_image(env, DockerSettings.from_spec(env.spec))
+
+
+def config_for(env, tmp_path):
+    return container_config(env, DockerSettings.from_spec(env.spec), "img:tag", ["python", "-m", "nbcore.worker"], launch(tmp_path),
+                            tmp_path / "home", "worker")
+
+
+def test_section_is_validated_by_the_schema():
+    backends = {"docker": DockerBackend()}
+    config_from_dict({"environments": {"e": {"docker": {"image": "x", "user": "1000:1000", "gpus": False,
+                                                        "mounts": ["/data", "./in:/in:ro"]}}}}, backends)
+    with pytest.raises(ConfigError, match="unknown key 'environments.e.docker.imagee'"):
+        config_from_dict({"environments": {"e": {"docker": {"imagee": "x"}}}}, backends)
+    with pytest.raises(ConfigError, match="user"):
+        config_from_dict({"environments": {"e": {"docker": {"user": "alice"}}}}, backends)
+
+
+def test_base_image_defaults_to_the_wanted_python_and_follows_the_variable(monkeypatch):
+    monkeypatch.delenv("NBCORE_DOCKER_BASE_IMAGE", raising=False)
+    assert base_image("3.9.18") == "python:3.9-slim"
+    assert base_image(None) == "python:%d.%d-slim" % sys.version_info[:2]
+    monkeypatch.setenv("NBCORE_DOCKER_BASE_IMAGE", "local/py:{python}")
+    assert base_image("3.13") == "local/py:3.13"
+
+
+def test_ready_image_is_run_as_is_and_anything_to_install_makes_a_build(monkeypatch):
+    monkeypatch.delenv("NBCORE_DOCKER_BASE_IMAGE", raising=False)
+    ready = plan(environment({"image": "me/ready:1"}))
+    assert (ready.tag, ready.python, ready.built) == ("me/ready:1", "python3", False)
+    env = environment({"image": "me/base:1", "build_script": "apt-get update"}, packages=["numpy"])
+    built = plan(env)
+    assert built.built and built.base == "me/base:1" and built.python == ENV_PYTHON
+    assert built.tag.startswith("nbcore/demo:")
+    other = environment({"image": "me/base:1", "build_script": "apt-get update"}, packages=["numpy", "scipy"])
+    assert plan(other).tag != built.tag
+    assert plan(environment(None, python="3.10")).base == "python:3.10-slim"
+
+
+def test_dockerfile_installs_into_a_venv_with_the_ca_available_only_at_build_time():
+    spec = EnvironmentSpec.from_dict({"python": "3.11", "packages": ["numpy>=1.20", "torch"],
+                                      "install_script": "echo hi"})
+    text = generate_dockerfile(spec, "base:1", "python3", with_ca=True, build_script="apt-get -y install git")
+    lines = text.splitlines()
+    assert lines[1] == "FROM base:1"
+    assert "COPY ca-certificates.crt " + CA_TARGET in lines
+    assert "ARG PIP_CERT=" + CA_TARGET in lines and "ARG SSL_CERT_FILE=" + CA_TARGET in lines
+    assert not any(line.startswith("ENV") and "PIP_CERT" in line for line in lines)
+    order = [next(i for i, line in enumerate(lines) if marker in line)
+             for marker in ("build_script.sh", "-m venv --system-site-packages", "'3.11'", '"numpy>=1.20", "torch"',
+                            "install_script.sh")]
+    assert order == sorted(order)
+    assert "CA" not in generate_dockerfile(spec, "base:1", "python3", with_ca=False, build_script=None)
+
+
+def test_build_context_holds_the_dockerfile_ca_and_scripts(tmp_path):
+    import tarfile
+
+    ca = tmp_path / "ca.crt"
+    ca.write_text("CERT")
+    context = build_context("FROM x\n", str(ca), {"build_script.sh": "true", "install_script.sh": None})
+    with tarfile.open(fileobj=context) as tar:
+        assert sorted(tar.getnames()) == ["Dockerfile", "ca-certificates.crt", "nbcore-build/build_script.sh"]
+        assert tar.extractfile("ca-certificates.crt").read() == b"CERT"
+
+
+def test_repository_names_are_valid():
+    assert repository_for("My_Env.v2") == "nbcore/my-env-v2"
+    assert repository_for("__") == "nbcore/env"
+
+
+def test_mount_syntax():
+    assert parse_mount("/data", None) == parse_mount("/data:/data:rw", None)
+    mount = parse_mount("in:/in:ro", "/project")
+    assert (mount.source, mount.target, mount.read_only) == ("/project/in", "/in", True)
+
+
+def test_worker_container_arguments(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
+    monkeypatch.setenv("SOME_SECRET", "not forwarded")
+    monkeypatch.setenv("MY_VAR", "forwarded on request")
+    env = environment({"mounts": ["/data:/data:ro"], "env": {"A": "1"}, "forward_env": ["MY_VAR"], "gpus": False})
+    config = config_for(env, tmp_path)
+    assert config.user == "%d:%d" % (os.getuid(), os.getgid())
+    assert config.working_dir == str(tmp_path)
+    targets = {m.target: m for m in config.mounts}
+    assert targets[str(tmp_path / "worker")].read_only
+    assert not targets[str(tmp_path)].read_only
+    assert targets["/data"].read_only and PIP_CACHE_TARGET in targets
+    variables = config.environment
+    assert variables["PYTHONPATH"] == str(tmp_path / "worker")
+    assert variables["NBCORE_WORKER_SECRET"] == "s3cret"
+    assert (variables["CUDA_VISIBLE_DEVICES"], variables["HTTPS_PROXY"], variables["A"]) == ("1", "http://proxy:3128", "1")
+    assert variables["MY_VAR"] == "forwarded on request" and "SOME_SECRET" not in variables
+    if os.path.isfile("/etc/ssl/certs/ca-certificates.crt"):
+        assert targets[CA_TARGET].read_only and variables["PIP_CERT"] == CA_TARGET
+
+    class Api:
+        def create_host_config(self, **kwargs):
+            return kwargs
+
+    host_config = config.create_kwargs(Api())["host_config"]
+    assert (host_config["ipc_mode"], host_config["network_mode"], host_config["auto_remove"]) == ("host", "host", True)
+    assert host_config["device_requests"] is None
+    assert "/data:/data:ro" in host_config["binds"]
+
+
+def test_gpus_and_users(tmp_path):
+    env = environment({"gpus": True, "user": "4321"})
+    config = config_for(env, tmp_path)
+    assert config.gpus and config.user == "4321:4321" and config.environment["HOME"] == "/tmp"
+
+    class Api:
+        def create_host_config(self, **kwargs):
+            return kwargs
+
+    request = config.create_kwargs(Api())["host_config"]["device_requests"][0]
+    assert request["Count"] == -1 and request["Capabilities"] == [["gpu"]]
+    assert "--gpus" in config.cli_argv("docker", interactive=False)
+    assert config_for(environment({"user": "root"}), tmp_path).user == "0:0"
+
+
+def test_shell_argv_keeps_values_out_of_the_command_line(tmp_path):
+    config = config_for(environment({"gpus": False}), tmp_path)
+    argv = config.cli_argv("docker", interactive=True)
+    assert argv[:3] == ["docker", "run", "--rm"] and "-t" in argv and "-i" in argv
+    assert "s3cret" not in " ".join(argv) and "NBCORE_WORKER_SECRET" in argv
+    assert argv[-4:] == ["img:tag", "python", "-m", "nbcore.worker"]
+    assert "-t" not in config.cli_argv("docker", interactive=False)
