@@ -16,6 +16,7 @@ from .selection import choose_backend, plan_protocols, protocol_list
 from .staging import stage_worker
 from .store import ensure_installed, make_environment
 from .backend import WorkerLaunch
+from .worker.framing import ConnectionClosed, ProtocolError
 from .worker.negotiation import host_negotiate
 
 log = logging.getLogger("nbcore")
@@ -143,12 +144,25 @@ def start(config, provider, env, protocol: Optional[str] = None) -> RemoteEnv:
             main, control = listener.accept(secret, _connect_timeout(), process.poll)
         finally:
             listener.close()
-        channel, hello = host_negotiate(main, candidates, lambda line: log.info("protocol %s", line))
-    except BaseException as exc:
+        try:
+            channel, hello = host_negotiate(main, candidates, lambda line: log.info("protocol %s", line))
+        except BaseException:
+            main.close()
+            control.close()
+            raise
+    except (WorkerError, ConnectionClosed, ProtocolError, OSError) as exc:
+        code = process.wait(1.0)
         process.kill()
         if isinstance(exc, WorkerError):
-            tail = process.output_tail().strip()
-            raise WorkerError(str(exc) + ("; its last output:\n" + tail if tail else "")) from None
+            message = str(exc)
+        elif code is not None:
+            message = "the worker exited with code %s while connecting" % code
+        else:
+            message = "the worker broke off while connecting (%s)" % exc
+        tail = process.output_tail().strip()
+        raise WorkerError(message + ("; its last output:\n" + tail if tail else "")) from None
+    except BaseException:
+        process.kill()
         raise
     connection = Connection(channel, control, process)
     log.info("connected to the worker (Python %s) via %s", hello["python"], connection.protocol)

@@ -20,8 +20,9 @@ def _request(call_id):
 
 
 def _forget(call_id):
-    with _lock:
-        _requested.discard(call_id)
+    if _requested:
+        with _lock:
+            _requested.discard(call_id)
 
 
 def is_cancelled():

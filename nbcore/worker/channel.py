@@ -1,4 +1,6 @@
 """The channel: a connected link that carries pickled messages between host and worker."""
+import pickle
+
 from . import framing
 
 
@@ -46,12 +48,17 @@ class SocketChannel(Channel):
         self._framer = framing.SocketFramer(sock)
 
     def send(self, message):
-        data, buffers = framing.dumps(message, self.pickle_protocol)
-        self._framer.send_message(data, buffers)
+        protocol = self.pickle_protocol
+        if protocol >= 5:
+            buffers = []
+            data = pickle.dumps(message, protocol, buffer_callback=buffers.append)
+            self._framer.send_message(data, [b.raw() for b in buffers] if buffers else ())
+        else:
+            self._framer.send_message(pickle.dumps(message, protocol), ())
 
     def recv(self):
         data, buffers = self._framer.recv_message()
-        return framing.loads(data, buffers)
+        return pickle.loads(data, buffers=buffers)
 
     def fileno(self):
         return self.sock.fileno()

@@ -53,22 +53,6 @@ def highest_pickle_protocol():
     return pickle.HIGHEST_PROTOCOL
 
 
-def dumps(obj, protocol):
-    """Pickle ``obj``; return ``(pickle_bytes, buffers)`` with buffers out of band at protocol >= 5."""
-    if protocol >= 5:
-        buffers = []
-        data = pickle.dumps(obj, protocol=protocol, buffer_callback=buffers.append)
-        return data, [b.raw() for b in buffers]
-    return pickle.dumps(obj, protocol=protocol), []
-
-
-def loads(data, buffers):
-    """Unpickle a message produced by :func:`dumps`."""
-    if buffers:
-        return pickle.loads(data, buffers=buffers)
-    return pickle.loads(data)
-
-
 class BufferPool:
     """Large receive buffers, reused once the program holds no reference to them.
 
@@ -220,6 +204,10 @@ class SocketFramer:
                 raise ProtocolError("corrupt message header (checksum mismatch)")
             if pickle_len > MAX_MESSAGE_BYTES:
                 raise ProtocolError("message of %d bytes is larger than this machine's memory" % pickle_len)
+            start = self._start
+            if self._end - start >= pickle_len:  # the usual case: the whole message came in one read
+                self._start = start + pickle_len
+                return bytes(self._view[start:start + pickle_len]), ()
             return self._take(pickle_len), ()
         table = self._take(8 * count)
         if zlib.crc32(table, zlib.crc32(COUNTS.pack(count, pickle_len))) != crc:

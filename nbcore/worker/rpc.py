@@ -140,7 +140,7 @@ class Worker:
         finally:
             cancel._set_current_call(None)
             cancel._forget(call_id)
-        if keep_remote or isinstance(result, collections.abc.Iterator):
+        if keep_remote or (result is not None and isinstance(result, collections.abc.Iterator)):
             self.channel.send((call_id, REF, _keep(result)))
             return
         try:
