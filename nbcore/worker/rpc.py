@@ -157,6 +157,9 @@ class Worker:
             if message[0] == "cancel":
                 cancel._request(message[1])
         if self.exit_when_host_dies and not self._finished:
-            sys.stderr.write("nbcore worker: the host went away; exiting\n")
-            sys.stderr.flush()
+            try:  # the host may have taken our stderr pipe with it: never let that stop the exit
+                sys.stderr.write("nbcore worker: the host went away; exiting\n")
+                sys.stderr.flush()
+            except Exception:
+                pass
             os._exit(3)
