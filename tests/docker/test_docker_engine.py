@@ -1,6 +1,9 @@
 """The docker backend end to end, against the real Docker engine (no mock of the daemon)."""
 import json
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -220,3 +223,25 @@ def test_unreachable_daemon_is_reported_and_install_fails_in_one_line(project, t
     lines = installed.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("nbcore: error:") and "Docker daemon" in lines[0], lines
     assert time.monotonic() - started < 20
+
+
+def test_container_does_not_outlive_a_killed_host(main_env, project, docker_api):
+    script = project / "host_then_die.py"
+    script.write_text(
+        "import sys, time\n"
+        "from nbcore import open_backend\n"
+        "env = open_backend('dk-main', 'nbcore.yaml', backend='docker')\n"
+        "print(env.connection.process.container_id, flush=True)\n"
+        "time.sleep(120)\n")
+    host = subprocess.Popen([sys.executable, str(script)], cwd=str(project), stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    try:
+        container_id = host.stdout.readline().strip()
+        assert docker_api.inspect_container(container_id)["State"]["Running"]
+    finally:
+        host.send_signal(signal.SIGKILL)
+        host.wait()
+    deadline = time.monotonic() + 15
+    while worker_containers(docker_api, "dk-main") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert worker_containers(docker_api, "dk-main") == []
