@@ -245,3 +245,12 @@ def test_container_does_not_outlive_a_killed_host(main_env, project, docker_api)
     while worker_containers(docker_api, "dk-main") and time.monotonic() < deadline:
         time.sleep(0.2)
     assert worker_containers(docker_api, "dk-main") == []
+
+
+def test_missing_image_is_pulled_and_a_failed_pull_is_one_clear_error(project):
+    config = {"environments": {"dk-unpullable": {"docker": {"image": "nbcore-ci/not-built-anywhere:1"}}}}
+    with pytest.raises(nbcore.InstallError) as raised:
+        prepare("dk-unpullable", config, backend="docker", progress=Progress(quiet=True))
+    message = str(raised.value)
+    assert message.startswith("pulling image nbcore-ci/not-built-anywhere:1 failed:")
+    assert "could not be pulled" in message and "\n" not in message
