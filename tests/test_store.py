@@ -1,0 +1,225 @@
+"""The environment store: ready markers, cross-process install locks, recovery, gc."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from nbcore.backend import BackendProvider
+from nbcore.errors import InstallError
+from nbcore.progress import Progress
+from nbcore.spec import EnvironmentSpec
+from nbcore.store import READY_MARKER, ensure_installed, is_ready, list_environments, make_environment
+
+from nbtest import clean_environ, run_nbcore, write
+
+pytestmark = pytest.mark.usefixtures("clean_env")
+
+
+class CountingBackend(BackendProvider):
+    name = "counting"
+
+    def __init__(self, fail=False):
+        self.builds = 0
+        self.fail = fail
+
+    def check_available(self):
+        return None
+
+    def install(self, env, progress):
+        assert env.path.is_dir() and not list(env.path.iterdir()), "install must start in an empty folder"
+        self.builds += 1
+        (env.path / "payload").write_text("built")
+        assert not is_ready(env), "the ready marker must come after install"
+        if self.fail:
+            raise InstallError("step X failed")
+
+    def start_worker(self, env, launch):
+        raise NotImplementedError
+
+
+class QuietProgress(Progress):
+    def __init__(self):
+        self.steps = []
+
+    def step(self, message):
+        self.steps.append(message)
+
+
+def test_builds_once_and_marks_ready(tmp_path):
+    provider = CountingBackend()
+    env = make_environment(tmp_path, "counting", "demo", EnvironmentSpec(packages=("x",)))
+    assert env.path.parent == tmp_path / "envs" / "counting"
+    assert env.path.name == "demo-" + env.spec_hash[:12]
+    assert ensure_installed(provider, env, QuietProgress()) is True
+    assert ensure_installed(provider, env, QuietProgress()) is False
+    assert provider.builds == 1 and is_ready(env)
+    record = json.loads((env.path / READY_MARKER).read_text())
+    assert record["hash"] == env.spec_hash and record["spec"] == {"packages": ["x"]}
+    assert ensure_installed(provider, env, QuietProgress(), force=True) is True
+    assert provider.builds == 2
+
+
+def test_spec_changes_change_the_identity():
+    base = EnvironmentSpec()
+    variants = [EnvironmentSpec(python="3.9"), EnvironmentSpec(packages=("numpy",)),
+                EnvironmentSpec(install_script="true"), EnvironmentSpec(sections={"venv": {"x": 1}})]
+    ids = {base.identity("venv")} | {v.identity("venv") for v in variants}
+    assert len(ids) == 5
+    assert base.identity("venv") != base.identity("conda")
+    # another backend's section and the preferred order do not change what venv builds
+    assert EnvironmentSpec(sections={"docker": {"image": "x"}}, backends=("docker",)).identity("venv") == base.identity("venv")
+
+
+def test_failed_install_leaves_nothing(tmp_path):
+    provider = CountingBackend(fail=True)
+    env = make_environment(tmp_path, "counting", "demo", EnvironmentSpec())
+    with pytest.raises(InstallError, match="step X failed"):
+        ensure_installed(provider, env, QuietProgress())
+    assert not env.path.exists() and not is_ready(env)
+
+
+def test_unfinished_folder_is_removed_and_rebuilt(tmp_path):
+    provider = CountingBackend()
+    env = make_environment(tmp_path, "counting", "demo", EnvironmentSpec())
+    env.path.mkdir(parents=True)
+    (env.path / "half-built").write_text("")
+    assert [e["ready"] for e in list_environments(tmp_path)] == [False]
+    progress = QuietProgress()
+    assert ensure_installed(provider, env, progress)
+    assert any("removing the unfinished environment" in s for s in progress.steps)
+    assert sorted(p.name for p in env.path.iterdir()) == [READY_MARKER, "payload"]
+    (record,) = list_environments(tmp_path)
+    assert record["ready"] and record["name"] == "demo" and record["backend"] == "counting" and record["bytes"] > 0
+
+
+def test_missing_install_is_rebuilt(tmp_path):
+    class Vanishing(CountingBackend):
+        def is_installed(self, env):
+            return (env.path / "payload").exists()
+
+    provider = Vanishing()
+    env = make_environment(tmp_path, "counting", "demo", EnvironmentSpec())
+    ensure_installed(provider, env, QuietProgress())
+    (env.path / "payload").unlink()
+    assert ensure_installed(provider, env, QuietProgress()) is True
+    assert provider.builds == 2
+
+
+# across processes, through the CLI ---------------------------------------------------
+
+def install_config(tmp_path, script):
+    import textwrap
+
+    import yaml
+
+    spec = {"install_script": textwrap.dedent(script).strip() + "\n"}
+    return write(tmp_path / "nbcore.yaml", yaml.safe_dump({"environments": {"demo": spec}}))
+
+
+def start_install(config, home, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "nbcore", "install", "-c", str(config), "demo", "--backend", "venv"],
+                            env=clean_environ({"NBCORE_HOME": str(home)}), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, **kwargs)
+
+
+def test_concurrent_installs_build_once(tmp_path):
+    count = tmp_path / "builds"
+    config = install_config(tmp_path, "echo build >> %s\nsleep 1" % count)
+    home = tmp_path / "home"
+    processes = [start_install(config, home) for _ in range(4)]
+    outputs = [p.communicate(timeout=300) for p in processes]
+    for p, (out, err) in zip(processes, outputs):
+        assert p.returncode == 0, err
+    assert count.read_text().splitlines() == ["build"]
+    waited = sum("another process is installing" in err or "already installed" in err for _, err in outputs)
+    assert waited == 3
+    envs = json.loads(run_nbcore("envs", "--json", env={"NBCORE_HOME": str(home)}).stdout)
+    assert [(e["name"], e["backend"], e["ready"]) for e in envs] == [("demo", "venv", True)]
+
+
+def wait_for(path, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not Path(path).exists():
+        assert time.monotonic() < deadline, "%s never appeared" % path
+        time.sleep(0.05)
+
+
+def test_killed_installer_is_recovered(tmp_path):
+    count, started = tmp_path / "builds", tmp_path / "started"
+    config = install_config(tmp_path, """
+        echo build >> %s
+        if [ "$(wc -l < %s)" -eq 1 ]; then touch %s; sleep 60; fi
+        """ % (count, count, started))
+    home = tmp_path / "home"
+    first = start_install(config, home)
+    wait_for(started)
+    waiting = start_install(config, home)  # blocks on the lock held by the first installer
+    time.sleep(0.5)
+    assert waiting.poll() is None
+    os.killpg(first.pid, signal.SIGKILL)
+    first.communicate()
+    out, err = waiting.communicate(timeout=120)
+    assert waiting.returncode == 0, err
+    assert "another process is installing" in err and "removing the unfinished environment" in err
+    assert count.read_text().splitlines() == ["build", "build"]
+    envs = json.loads(run_nbcore("envs", "--json", env={"NBCORE_HOME": str(home)}).stdout)
+    assert [e["ready"] for e in envs] == [True]
+
+
+def test_killed_installer_leaves_a_half_built_folder_the_next_install_replaces(tmp_path):
+    count, started = tmp_path / "builds", tmp_path / "started"
+    config = install_config(tmp_path, """
+        echo build >> %s
+        if [ "$(wc -l < %s)" -eq 1 ]; then touch %s; sleep 60; fi
+        """ % (count, count, started))
+    home = tmp_path / "home"
+    first = start_install(config, home)
+    wait_for(started)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.communicate()
+    envs = json.loads(run_nbcore("envs", "--all", "--json", env={"NBCORE_HOME": str(home)}).stdout)
+    assert [e["ready"] for e in envs] == [False]
+    assert json.loads(run_nbcore("envs", "--json", env={"NBCORE_HOME": str(home)}).stdout) == []
+    result = run_nbcore("install", "-c", config, "demo", "--backend", "venv", env={"NBCORE_HOME": str(home)})
+    assert result.returncode == 0, result.stderr
+    assert "removing the unfinished environment" in result.stderr
+    assert count.read_text().splitlines() == ["build", "build"]
+    result = run_nbcore("install", "-c", config, "demo", "--backend", "venv", env={"NBCORE_HOME": str(home)})
+    assert result.returncode == 0 and "already installed" in result.stderr
+
+
+def test_gc_removes_environments_no_config_refers_to(tmp_path):
+    home = {"NBCORE_HOME": str(tmp_path / "home")}
+    config = write(tmp_path / "nbcore.yaml", "environments:\n  keep: {}\n  drop: {python: '3'}\n  change: {packages: [a]}\n")
+    for name in ("keep", "drop", "change"):
+        result = run_nbcore("install", "-c", config, name, "--backend", "python", env=home)
+        assert result.returncode == 0, result.stderr
+    write(config, "environments:\n  keep: {}\n  change: {packages: [b]}\n")
+    result = run_nbcore("gc", "-c", config, "--dry-run", "--json", env=home)
+    assert result.returncode == 0, result.stderr
+    assert sorted(e["name"] for e in json.loads(result.stdout)) == ["change", "drop"]
+    assert len(json.loads(run_nbcore("envs", "--json", env=home).stdout)) == 3, "dry run removed something"
+    result = run_nbcore("gc", "-c", config, env=home)
+    assert result.returncode == 0, result.stderr
+    assert "2 environment(s) removed" in result.stdout
+    remaining = json.loads(run_nbcore("envs", "--all", "--json", env=home).stdout)
+    assert [e["name"] for e in remaining] == ["keep"]
+    result = run_nbcore("gc", env=home, cwd=tmp_path / "home")
+    assert result.returncode == 2 and "-c FILE" in result.stderr
+
+
+@pytest.mark.xfail(reason="nbcore/gc.py matches environments by (backend, spec hash) only: the folder of a "
+                          "removed environment whose spec equals a kept one's is never used again but stays")
+def test_gc_removes_a_renamed_environment_with_the_same_spec(tmp_path):
+    home = {"NBCORE_HOME": str(tmp_path / "home")}
+    config = write(tmp_path / "nbcore.yaml", "environments:\n  keep: {}\n  old-name: {}\n")
+    for name in ("keep", "old-name"):
+        assert run_nbcore("install", "-c", config, name, "--backend", "python", env=home).returncode == 0
+    write(config, "environments:\n  keep: {}\n")
+    result = run_nbcore("gc", "-c", config, "--json", env=home)
+    assert [e["name"] for e in json.loads(result.stdout)] == ["old-name"]
