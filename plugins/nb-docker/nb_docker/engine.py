@@ -26,16 +26,23 @@ def api_client() -> docker.APIClient:
     return _client_for(_daemon_address(), REQUEST_TIMEOUT)
 
 
+#: Common failures, recognised in docker-py's error text, and how to say them.
+_KNOWN_FAILURES = (
+    ("No such file or directory", "no socket there"),
+    ("Connection refused", "connection refused"),
+    ("Permission denied", "permission denied: add your user to the docker group"),
+    ("timed out", "no answer within %.0f s" % PING_TIMEOUT),
+)
+
+
 @functools.lru_cache(maxsize=None)
 def _unavailable_reason(address: str) -> Optional[str]:
     try:
         _client_for(address, PING_TIMEOUT).ping()
     except Exception as exc:
         detail = " ".join(str(exc).split()) or type(exc).__name__
-        if len(detail) > 200:
-            detail = detail[:200] + "..."
-        return ("cannot reach the Docker daemon at %s (%s); start dockerd or set DOCKER_HOST"
-                % (address, detail))
+        detail = next((said for seen, said in _KNOWN_FAILURES if seen in detail), detail[:200])
+        return "cannot reach the Docker daemon at %s (%s); start dockerd or set DOCKER_HOST" % (address, detail)
     return None
 
 
