@@ -254,3 +254,15 @@ def test_missing_image_is_pulled_and_a_failed_pull_is_one_clear_error(project):
     message = str(raised.value)
     assert message.startswith("pulling image nbcore-ci/not-built-anywhere:1 failed:")
     assert "could not be pulled" in message and "\n" not in message
+
+
+def test_gpu_request_without_gpus_fails_to_start_with_a_hint(project, docker_api):
+    from nb_docker.settings import gpu_devices_present
+
+    if gpu_devices_present():
+        pytest.skip("this host has NVIDIA GPUs")
+    config = {"environments": {"dk-gpu": {"docker": {"image": "nbcore-ci/python:3.11", "gpus": True}}}}
+    config_obj, provider, env = prepare("dk-gpu", config, backend="docker", progress=Progress(quiet=True))
+    with pytest.raises(nbcore.WorkerError, match="could not start the worker container.*gpus: false"):
+        start(config_obj, provider, env)
+    assert worker_containers(docker_api, "dk-gpu") == []

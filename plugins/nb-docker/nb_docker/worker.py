@@ -5,7 +5,7 @@ import threading
 from typing import Optional
 
 import docker.errors
-from nbcore import WorkerProcess
+from nbcore import WorkerError, WorkerProcess
 
 #: Exit code reported when the container vanished before the daemon told its status.
 UNKNOWN_EXIT = -1
@@ -26,7 +26,10 @@ class ContainerWorker(WorkerProcess):
         self._echo = echo
         self._exit_code = None
         self._ended = threading.Event()
-        self.container_id = api.create_container(**config.create_kwargs(api))["Id"]
+        try:
+            self.container_id = api.create_container(**config.create_kwargs(api))["Id"]
+        except docker.errors.APIError as exc:
+            raise _start_failure(config, exc) from None
         try:
             output = api.attach(self.container_id, stdout=True, stderr=True, stream=True, logs=True)
             self._reader = threading.Thread(target=self._pump, args=(output,), name="nbcore-docker-output",
@@ -35,8 +38,10 @@ class ContainerWorker(WorkerProcess):
             self._waiter = threading.Thread(target=self._wait_removed, name="nbcore-docker-wait", daemon=True)
             self._waiter.start()
             api.start(self.container_id)
-        except BaseException:
+        except BaseException as exc:
             self._remove()
+            if isinstance(exc, docker.errors.APIError):
+                raise _start_failure(config, exc) from None
             raise
 
     def _pump(self, output):
@@ -91,3 +96,11 @@ class ContainerWorker(WorkerProcess):
     def output_tail(self):
         self._reader.join(timeout=0.5)
         return "\n".join(self._tail)
+
+
+def _start_failure(config, exc):
+    explanation = " ".join(str(exc.explanation or exc).split())
+    hint = ""
+    if "capabilities: [[gpu]]" in explanation:
+        hint = "; GPUs need the NVIDIA container toolkit on the host (or set gpus: false in the docker section)"
+    return WorkerError("could not start the worker container from %s: %s%s" % (config.image, explanation, hint))
