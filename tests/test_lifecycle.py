@@ -128,6 +128,50 @@ def test_worker_exiting_mid_call_shows_its_last_output(venv_env):
     assert "exit code 5" in str(info.value) and "nbt-last-words" in str(info.value)
 
 
+CORRUPT_WORKER = '''
+import os
+import struct
+import zlib
+
+from nbcore.worker import allocation
+from nbcore.worker.framing import HEADER, MAGIC
+
+
+def header(pickle_len):
+    crc = zlib.crc32(b"", zlib.crc32(struct.pack("<IQ", 0, pickle_len)))
+    return HEADER.pack(MAGIC, 0, pickle_len, crc)
+
+
+def send_garbage():
+    allocation._channel.sock.sendall(b"garbage!" * 100)
+
+
+def claim_huge():
+    allocation._channel.sock.sendall(header(1 << 60))
+
+
+def truncate_and_die():
+    allocation._channel.sock.sendall(header(1000) + b"x" * 10)
+    os._exit(4)
+'''
+
+
+@pytest.mark.parametrize("function, message", [
+    ("send_garbage", "the worker sent a corrupt message (not an nbcore message"),
+    ("claim_huge", "the worker sent a corrupt message (message of 1152921504606846976 bytes is larger"),
+    ("truncate_and_die", "the worker died (exit code 4)"),
+])
+def test_corrupt_replies_from_the_worker(venv_env, workdir, function, message):
+    write(workdir / "nbt_corrupt.py", CORRUPT_WORKER)
+    pid = venv_env.call("os:getpid")
+    started = time.monotonic()
+    with pytest.raises(WorkerError) as info:
+        venv_env.call("nbt_corrupt:" + function)
+    assert message in str(info.value)
+    assert time.monotonic() - started < 5
+    wait_gone(pid, 5)
+
+
 def interrupt_main_after(*delays):
     main = threading.main_thread().ident
     for delay in delays:
