@@ -160,3 +160,13 @@ def test_shell_argv_keeps_values_out_of_the_command_line(tmp_path):
     assert "s3cret" not in " ".join(argv) and "NBCORE_WORKER_SECRET" in argv
     assert argv[-4:] == ["img:tag", "python", "-m", "nbcore.worker"]
     assert "-t" not in config.cli_argv("docker", interactive=False)
+
+
+def test_proxies_become_build_arguments(monkeypatch):
+    from nb_docker.settings import proxy_build_args
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("https_proxy", "http://proxy:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost")
+    assert proxy_build_args() == {"https_proxy": "http://proxy:3128", "NO_PROXY": "localhost"}
