@@ -65,11 +65,10 @@ def image_exists(api, name: str) -> bool:
 
 def pull(api, name: str, progress) -> None:
     """Pull ``name``, streaming the engine's status lines; raise :class:`nbcore.InstallError` on failure."""
-    repository, tag = parse_repository_tag(name)
     progress.step("pulling image %s" % name)
     last = {}
     try:
-        for chunk in api.pull(repository, tag or "latest", stream=True, decode=True):
+        for chunk in api.pull(name, stream=True, decode=True):
             if "error" in chunk:
                 raise nbcore.InstallError("pulling image %s failed: %s" % (name, chunk["error"].strip()))
             status = chunk.get("status", "")
