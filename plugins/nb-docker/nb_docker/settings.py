@@ -3,7 +3,7 @@ import dataclasses
 import os
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 #: Base image of generated builds; ``{python}`` becomes the spec's Python (default: the host's major.minor).
 DEFAULT_BASE_IMAGE = "python:{python}-slim"
