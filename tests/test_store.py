@@ -213,8 +213,6 @@ def test_gc_removes_environments_no_config_refers_to(tmp_path):
     assert result.returncode == 2 and "-c FILE" in result.stderr
 
 
-@pytest.mark.xfail(reason="nbcore/gc.py matches environments by (backend, spec hash) only: the folder of a "
-                          "removed environment whose spec equals a kept one's is never used again but stays")
 def test_gc_removes_a_renamed_environment_with_the_same_spec(tmp_path):
     home = {"NBCORE_HOME": str(tmp_path / "home")}
     config = write(tmp_path / "nbcore.yaml", "environments:\n  keep: {}\n  old-name: {}\n")
