@@ -57,16 +57,21 @@ class Connection:
         return self._unpack(reply)
 
     def _wait_reply(self, call_id):
+        """The reply to ``call_id``.  Ctrl-C cancels the call, waits for it to end, then re-raises;
+        a second Ctrl-C kills the worker."""
         try:
             return self._recv()
         except KeyboardInterrupt:
             self.cancel(call_id)
             try:
-                return self._recv()
+                reply = self._recv()
             except KeyboardInterrupt:
                 self.process.kill()
                 self._failure = "the worker was killed after a second interrupt"
                 raise
+            if reply[1] == REF:
+                self.release(reply[2][0])
+            raise
 
     def _recv(self):
         try:

@@ -181,7 +181,8 @@ def interrupt_main_after(*delays):
 def test_ctrl_c_waits_for_a_call_that_ignores_cancel(venv_env):
     interrupt_main_after(0.2)
     started = time.monotonic()
-    assert venv_env.call("time:sleep", 1) is None
+    with pytest.raises(KeyboardInterrupt):
+        venv_env.call("time:sleep", 1)
     assert 0.9 < time.monotonic() - started < 5
     assert venv_env.call("operator:add", 1, 2) == 3
 
@@ -306,8 +307,6 @@ def test_unauthenticated_clients_are_rejected(tmp_path, caplog):
         connect(listener.address)
 
 
-@pytest.mark.xfail(reason="TcpListener.accept authenticates one connection at a time: a silent client delays "
-                          "the real worker by AUTH_TIMEOUT (repeatable, so a local process can stall startup)")
 def test_a_silent_client_does_not_delay_the_worker(monkeypatch):
     from nbcore.protocols import tcp_pickle
 

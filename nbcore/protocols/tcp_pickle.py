@@ -7,7 +7,7 @@ import time
 from ..errors import WorkerError
 from ..plugins import hookimpl
 from ..protocol import Listener, ProtocolProvider
-from ..worker.auth import AuthenticationError, host_authenticate
+from ..worker.auth import ANSWER_BYTES, AuthenticationError, host_challenge, host_verify
 from ..worker.channel import SocketChannel
 from ..worker.framing import configure_socket
 from ..worker.tcp_pickle import PROTOCOL
@@ -28,33 +28,77 @@ class TcpListener(Listener):
         self.address = "[%s]:%d" % (host, port) if family == socket.AF_INET6 else "%s:%d" % (host, port)
 
     def accept(self, secret, timeout, worker_exit_code):
+        """Challenge every connection at once, so a silent client cannot hold up the worker."""
         deadline = time.monotonic() + timeout
         channels = {}
-        while len(channels) < 2:
-            code = worker_exit_code()
-            if code is not None:
-                raise WorkerError("the worker exited with code %s before connecting" % code)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise WorkerError("the worker did not connect within %.0f s (NBCORE_CONNECT_TIMEOUT sets the limit)" % timeout)
-            ready, _, _ = select.select([self.sock], [], [], min(0.1, remaining))
-            if not ready:
-                continue
-            conn, peer = self.sock.accept()
-            try:
-                conn.settimeout(AUTH_TIMEOUT)
-                role = host_authenticate(conn, secret)
-                conn.settimeout(None)
-            except (AuthenticationError, OSError) as exc:
-                log.warning("rejected a connection from %s: %s", peer, exc)
+        pending = {}  # socket -> (nonce, answer so far, auth deadline, peer)
+        try:
+            while len(channels) < 2:
+                code = worker_exit_code()
+                if code is not None:
+                    raise WorkerError("the worker exited with code %s before connecting" % code)
+                now = time.monotonic()
+                if now >= deadline:
+                    raise WorkerError("the worker did not connect within %.0f s "
+                                      "(NBCORE_CONNECT_TIMEOUT sets the limit)" % timeout)
+                for conn in [c for c, state in pending.items() if state[2] <= now]:
+                    self._reject(pending, conn, "no answer to the challenge")
+                ready, _, _ = select.select([self.sock] + list(pending), [], [], min(0.1, deadline - now))
+                for conn in ready:
+                    if conn is self.sock:
+                        self._challenge(pending)
+                    else:
+                        self._read_answer(pending, conn, secret, channels)
+        finally:
+            for conn in pending:
                 conn.close()
-                continue
-            configure_socket(conn)
-            if role in channels:
-                conn.close()
-                continue
-            channels[role] = SocketChannel(conn, PROTOCOL)
+            if len(channels) < 2:
+                for channel in channels.values():
+                    channel.close()
         return channels["main"], channels["control"]
+
+    def _challenge(self, pending):
+        conn, peer = self.sock.accept()
+        nonce = host_challenge()
+        try:
+            conn.sendall(nonce)
+        except OSError:
+            conn.close()
+            return
+        pending[conn] = (nonce, b"", time.monotonic() + AUTH_TIMEOUT, peer)
+
+    def _read_answer(self, pending, conn, secret, channels):
+        nonce, answer, auth_deadline, peer = pending[conn]
+        try:
+            chunk = conn.recv(ANSWER_BYTES - len(answer))
+        except OSError as exc:
+            self._reject(pending, conn, str(exc))
+            return
+        if not chunk:
+            self._reject(pending, conn, "closed during the challenge")
+            return
+        answer += chunk
+        if len(answer) < ANSWER_BYTES:
+            pending[conn] = (nonce, answer, auth_deadline, peer)
+            return
+        del pending[conn]
+        try:
+            role, proof = host_verify(secret, nonce, answer)
+            conn.sendall(proof)
+        except (AuthenticationError, OSError) as exc:
+            log.warning("rejected a connection from %s: %s", peer, exc)
+            conn.close()
+            return
+        if role in channels:
+            conn.close()
+            return
+        configure_socket(conn)
+        channels[role] = SocketChannel(conn, PROTOCOL)
+
+    @staticmethod
+    def _reject(pending, conn, reason):
+        log.warning("rejected a connection from %s: %s", pending.pop(conn)[3], reason)
+        conn.close()
 
     def close(self):
         self.sock.close()

@@ -16,7 +16,7 @@ def _digest(secret, label, nonce):
     return hmac.new(secret, label + nonce, hashlib.sha256).digest()
 
 
-def _recv_exact(sock, size):
+def _recv_exact(sock, size):  # worker side: the host answers promptly
     out = bytearray()
     while len(out) < size:
         chunk = sock.recv(size - len(out))
@@ -26,16 +26,21 @@ def _recv_exact(sock, size):
     return bytes(out)
 
 
-def host_authenticate(sock, secret):
-    """Challenge a newly accepted worker connection; return its role (``main`` or ``control``)."""
-    nonce = os.urandom(NONCE_BYTES)
-    sock.sendall(nonce)
-    answer = _recv_exact(sock, 1 + DIGEST_BYTES + NONCE_BYTES)
+#: Bytes of the worker's answer to the host's challenge.
+ANSWER_BYTES = 1 + DIGEST_BYTES + NONCE_BYTES
+
+
+def host_challenge():
+    """A fresh nonce for the host to send to a newly accepted connection."""
+    return os.urandom(NONCE_BYTES)
+
+
+def host_verify(secret, nonce, answer):
+    """Check the worker's ``answer`` to ``nonce``; return ``(role, proof)``, the proof going back to the worker."""
     role, digest, worker_nonce = answer[:1], answer[1:1 + DIGEST_BYTES], answer[1 + DIGEST_BYTES:]
     if role not in ROLES or not hmac.compare_digest(digest, _digest(secret, b"worker" + role, nonce)):
         raise AuthenticationError("a client connected without the worker secret")
-    sock.sendall(_digest(secret, b"host", worker_nonce))
-    return ROLES[role]
+    return ROLES[role], _digest(secret, b"host", worker_nonce)
 
 
 def worker_authenticate(sock, secret, role):
