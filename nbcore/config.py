@@ -112,8 +112,6 @@ def _check_duplicates(node, where):
 
 
 def _describe(error, root, where):
-    import jsonschema  # noqa: F401  (imported lazily: only needed on errors)
-
     path = list(error.absolute_path)
     dotted = ".".join(str(p) for p in path) or "(top level)"
     node = _node_at(root, path)

@@ -2,7 +2,7 @@
 import dataclasses
 import hashlib
 import json
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 #: Keys every backend understands.
 GENERIC_KEYS = ("python", "packages", "install_script", "backends")
