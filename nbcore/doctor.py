@@ -7,17 +7,7 @@ from . import __version__
 from .errors import NbcoreError
 from .home import nbcore_home
 from .plugins import KNOWN_PROVIDERS, get_registry
-
-
-def _folder_bytes(path):
-    total = 0
-    for dirpath, _, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(dirpath, name)).st_size
-            except OSError:
-                pass
-    return total
+from .store import folder_bytes
 
 
 def diagnose(config_path=None):
@@ -29,7 +19,7 @@ def diagnose(config_path=None):
         "nbcore": __version__,
         "python": sys.version.split()[0],
         "home": {"path": str(home), "set_by": "NBCORE_HOME" if os.environ.get("NBCORE_HOME") else "default",
-                 "envs_bytes": _folder_bytes(home / "envs"), "worker_bytes": _folder_bytes(home / "worker")},
+                 "envs_bytes": folder_bytes(home / "envs"), "worker_bytes": folder_bytes(home / "worker")},
         "uv": shutil.which("uv"),
         "backends": {}, "protocols": {}, "config": None, "problems": problems,
     }

@@ -104,7 +104,7 @@ def list_environments(home: Path) -> List[dict]:
                       "spec": {}, "source": None}
             if marker.is_file():
                 record.update(json.loads(marker.read_text()))
-            record.update(path=str(folder), ready=marker.is_file(), bytes=_size(folder))
+            record.update(path=str(folder), ready=marker.is_file(), bytes=folder_bytes(folder))
             out.append(record)
     return out
 
@@ -114,7 +114,8 @@ def environment_from_record(record: dict) -> Environment:
     return Environment(record["name"], spec, record["backend"], record.get("hash") or "", Path(record["path"]))
 
 
-def _size(folder: Path) -> int:
+def folder_bytes(folder: Path) -> int:
+    """The size of every file under ``folder`` (0 when it does not exist)."""
     total = 0
     for dirpath, _, filenames in os.walk(folder):
         for f in filenames:
