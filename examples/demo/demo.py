@@ -1,4 +1,5 @@
 """Open the demo environment, build a remote object, move frames and stream training steps."""
+import os
 import time
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import numpy as np
 from nbcore import open_backend
 
 here = Path(__file__).resolve().parent
+os.chdir(here)  # the worker runs in the host's current folder, so renderer.py imports there
 
 with open_backend("demo", config=here / "nbcore.yaml") as env:
     print("backend %s, protocol %s, worker %s" % (env.backend, env.protocol, env.call("renderer:versions")))
