@@ -1,0 +1,263 @@
+"""The shm-pickle channel: pickles on a pipe, large buffers in shared memory, release notes back.
+
+A message on the pipe::
+
+    header    magic "NBS1" | body bytes u64 | payloads u32 | notes u32 | new segments u32 | retired u32
+    new       (segment id u32, size u64) each; their descriptors come on the unix socket
+    retired   segment id u32 each
+    notes     (segment id u32, region start u64) each: the sender's views of these regions are gone
+    payloads  (segment id u32, region start u64, offset u64, length u64) each; segment 0 = inline
+    inline    the inline payloads, back to back
+
+Payload 0 is the pickle, the others its out-of-band buffers.  Payloads under
+:data:`INLINE_MAX` travel inline; larger ones are placed in the sender's
+shared memory (once) and reach the receiver as views.
+"""
+import os
+import pickle
+import struct
+
+from nbcore.worker.channel import Channel
+from nbcore.worker.framing import ConnectionClosed, ProtocolError, allocate
+
+from .links import recv_fds, send_fds
+from .segments import Incoming, Outgoing
+
+PROTOCOL = "shm-pickle"
+MAGIC = b"NBS1"
+HEAD = struct.Struct("<4sQIIII")
+PAYLOAD = struct.Struct("<IQQQ")
+NOTE = struct.Struct("<IQ")
+NEW = struct.Struct("<IQ")
+RETIRED = struct.Struct("<I")
+SMALL = struct.Struct(HEAD.format + PAYLOAD.format[1:])
+#: Payloads smaller than this travel on the pipe; larger ones through shared memory.
+INLINE_MAX = 64 * 1024
+SCRATCH = 256 * 1024
+IOV_MAX = 512
+
+
+class ShmChannel(Channel):
+    """A shm-pickle link; the same class on both sides.
+
+    Received buffers are views into the peer's shared memory, released when
+    garbage collected.  Set :attr:`copy` to get ordinary heap buffers instead.
+    """
+
+    protocol = PROTOCOL
+
+    def __init__(self, read_fd, write_fd, sock, directory, segment_size, limit, copy=False):
+        super().__init__()
+        self._rfd = read_fd
+        self._wfd = write_fd
+        self._sock = sock
+        self._out = Outgoing(directory, segment_size, limit)
+        self._in = Incoming()
+        #: When true, received buffers are copied to the heap and shared memory is released at once.
+        self.copy = copy
+        self._scratch = bytearray(SCRATCH)
+        self._view = memoryview(self._scratch)
+        self._start = 0
+        self._end = 0
+        self._closed = False
+
+    # sending -------------------------------------------------------------
+    def send(self, message):
+        buffers = []
+        if self.pickle_protocol >= 5:
+            data = pickle.dumps(message, self.pickle_protocol, buffer_callback=buffers.append)
+        else:
+            data = pickle.dumps(message, self.pickle_protocol)
+        out = self._out
+        notes = self._in.released
+        if not buffers and len(data) < INLINE_MAX and not notes and not out.new and not out.retired:
+            n = len(data)
+            message = SMALL.pack(MAGIC, PAYLOAD.size + n, 1, 0, 0, 0, 0, 0, 0, n) + data
+            try:
+                if os.write(self._wfd, message) == len(message):
+                    return
+            except OSError as exc:
+                raise ConnectionClosed(str(exc)) from None
+            self._write([message])
+            return
+        tables = []
+        inline = []
+        inline_bytes = 0
+        with out.lock:
+            out.drain()
+            payloads = [memoryview(data)] + [b.raw() for b in buffers]
+            for chunk in payloads:
+                n = chunk.nbytes
+                where = out.place(chunk) if n >= INLINE_MAX and not self._closed else None
+                if where is None:
+                    tables.append(PAYLOAD.pack(0, 0, 0, n))
+                    inline.append(chunk)
+                    inline_bytes += n
+                else:
+                    tables.append(PAYLOAD.pack(where[0], where[1], where[2], n))
+            new, out.new = out.new, []
+            retired, out.retired = out.retired, []
+        released = []
+        while notes:
+            released.append(NOTE.pack(*notes.popleft()))
+        head_tables = [NEW.pack(s.id, s.size) for s in new] + [RETIRED.pack(i) for i in retired] + released + tables
+        body = b"".join(head_tables)
+        head = HEAD.pack(MAGIC, len(body) + inline_bytes, len(tables), len(released), len(new), len(retired))
+        if new:
+            try:
+                send_fds(self._sock, b"\0", [s.fd for s in new])
+            except OSError as exc:
+                raise ConnectionClosed(str(exc)) from None
+        if inline_bytes < INLINE_MAX:
+            self._write([b"".join([head, body] + inline)])
+        else:
+            self._write([head + body] + inline)
+
+    def _write(self, parts):
+        """Write all of ``parts`` (several steps when the pipe fills up)."""
+        try:
+            parts = [memoryview(p) for p in parts if len(p)]
+            while parts:
+                written = os.writev(self._wfd, parts[:IOV_MAX])
+                while written:
+                    first = parts[0]
+                    if written >= first.nbytes:
+                        written -= first.nbytes
+                        parts.pop(0)
+                    else:
+                        parts[0] = first[written:]
+                        written = 0
+        except OSError as exc:  # BrokenPipeError: the peer is gone; EBADF: closed
+            raise ConnectionClosed(str(exc)) from None
+
+    # receiving -----------------------------------------------------------
+    def _need(self, n):
+        """Make ``n`` bytes available in the scratch buffer from ``_start``."""
+        if self._start == self._end:
+            self._start = self._end = 0
+        elif self._start + n > SCRATCH:
+            pending = bytes(self._view[self._start:self._end])
+            self._view[:len(pending)] = pending
+            self._start, self._end = 0, len(pending)
+        while self._end - self._start < n:
+            self._end += self._read_into(self._view[self._end:])
+
+    def _read_into(self, target):
+        try:
+            got = os.readv(self._rfd, [target])
+        except OSError as exc:
+            raise ConnectionClosed(str(exc)) from None
+        if not got:
+            raise ConnectionClosed("the peer closed the connection")
+        return got
+
+    def recv(self):
+        if self._end - self._start < HEAD.size:
+            self._need(HEAD.size)
+        start = self._start
+        magic, size, n_payloads, n_notes, n_new, n_retired = HEAD.unpack_from(self._scratch, start)
+        if magic != MAGIC or not n_payloads:
+            raise ProtocolError("not a shm-pickle message (magic %r)" % bytes(magic))
+        total = HEAD.size + size
+        if total > SCRATCH:
+            self._start = start + HEAD.size
+            return self._decode(self._read_large(size), True, n_payloads, n_notes, n_new, n_retired)
+        if self._end - start < total:
+            self._need(total)
+            start = self._start
+        body = self._view[start + HEAD.size:start + total]
+        self._start = start + total
+        if n_payloads == 1 and not (n_notes or n_new or n_retired):
+            segment_id, _, _, length = PAYLOAD.unpack_from(body)
+            if not segment_id:
+                return pickle.loads(body[PAYLOAD.size:PAYLOAD.size + length])
+        return self._decode(body, False, n_payloads, n_notes, n_new, n_retired)
+
+    def _read_large(self, size):
+        """Read a body too large for the scratch buffer into a buffer of its own."""
+        body = memoryview(allocate(size))
+        have = min(self._end - self._start, size)
+        body[:have] = self._view[self._start:self._start + have]
+        self._start += have
+        while have < size:
+            have += self._read_into(body[have:])
+        return body
+
+    def _decode(self, body, owned, n_payloads, n_notes, n_new, n_retired):
+        """Apply the tables of a message and unpickle it; ``owned``: ``body`` is not the scratch buffer."""
+        pos = 0
+        if n_new:
+            pos = self._add_segments(body, n_new)
+        for _ in range(n_retired):
+            self._in.retire(RETIRED.unpack_from(body, pos)[0])
+            pos += RETIRED.size
+        if n_notes:
+            out = self._out
+            with out.lock:
+                for _ in range(n_notes):
+                    out.release(NOTE.unpack_from(body, pos))
+                    pos += NOTE.size
+        inline = pos + n_payloads * PAYLOAD.size
+        chunks = []
+        for i in range(n_payloads):
+            segment_id, start, offset, length = PAYLOAD.unpack_from(body, pos)
+            pos += PAYLOAD.size
+            if not segment_id:
+                chunk = body[inline:inline + length]
+                inline += length
+                if i and not owned:
+                    chunk = bytearray(chunk)
+            else:
+                try:
+                    chunk = self._in.view(segment_id, start, offset, length)
+                except KeyError:
+                    raise ProtocolError("message refers to unknown segment %d" % segment_id) from None
+                if i and self.copy:
+                    heap = allocate(length)
+                    memoryview(heap)[:length] = chunk
+                    chunk = heap
+            chunks.append(chunk)
+        data = chunks[0]
+        del chunks[0]
+        return pickle.loads(data, buffers=chunks) if chunks else pickle.loads(data)
+
+    def _add_segments(self, body, count):
+        _, fds = recv_fds(self._sock, 1, count)
+        if len(fds) != count:
+            for fd in fds:
+                os.close(fd)
+            raise ProtocolError("expected %d segment descriptors, got %d" % (count, len(fds)))
+        pos = 0
+        for fd in fds:
+            segment_id, size = NEW.unpack_from(body, pos)
+            pos += NEW.size
+            self._in.add(segment_id, fd, size)
+        return pos
+
+    # buffers and lifetime ----------------------------------------------
+    def allocate(self, nbytes):
+        """A writable buffer in this side's shared memory (ordinary memory when small or full)."""
+        if nbytes >= INLINE_MAX and not self._closed:
+            with self._out.lock:
+                view = self._out.allocate(nbytes)
+            if view is not None:
+                return view
+        return allocate(nbytes)
+
+    def fileno(self):
+        return self._rfd
+
+    def close(self):
+        if self._closed:
+            return
+        self._closed = True
+        fds, self._rfd, self._wfd = (self._rfd, self._wfd), -1, -1
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._sock.close()
+        with self._out.lock:
+            self._out.close()
+        self._in.close()

@@ -1,0 +1,336 @@
+"""Shared memory segments: unnamed owner-only files, their mappings, and the sender's allocator.
+
+A segment is a file in the shared memory folder (``NBCORE_SHM_DIR``, default
+``/dev/shm``) that is unlinked before anyone else could open it (``O_TMPFILE``
+where available), so nothing is left behind whatever way a process ends; the
+peer gets the file descriptor over a unix socket.
+
+Each side owns the segments it sends from (:class:`Outgoing`) and maps the
+peer's (:class:`Incoming`).  A region of an outgoing segment is free again only
+when the peer has released it (its last view was garbage collected) and, for
+regions handed out by :meth:`Outgoing.allocate`, the local buffer is gone too.
+"""
+import bisect
+import collections
+import ctypes
+import itertools
+import mmap
+import os
+import sys
+import threading
+
+DEFAULT_DIR = "/dev/shm"
+ALIGN = max(mmap.PAGESIZE, 4096)
+#: Default size of a new segment; larger messages get a segment of their own size.
+SEGMENT_SIZE = 128 << 20
+#: Share of the shared memory folder's capacity one side may map at most, by default.
+LIMIT_SHARE = 4
+
+
+def shm_dir():
+    """The folder segments are created in (``NBCORE_SHM_DIR``, default ``/dev/shm``)."""
+    return os.environ.get("NBCORE_SHM_DIR") or DEFAULT_DIR
+
+
+def capacity(directory):
+    """Total bytes of the file system holding ``directory``."""
+    st = os.statvfs(directory)
+    return st.f_blocks * st.f_frsize
+
+
+def create_file(directory, size):
+    """Return the descriptor of a new, already unlinked, owner-only file of ``size`` bytes."""
+    fd = None
+    if hasattr(os, "O_TMPFILE"):
+        try:
+            fd = os.open(directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        except OSError:
+            fd = None
+    if fd is None:
+        path = os.path.join(directory, ".nbcore-shm-" + os.urandom(16).hex())
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600)
+        os.unlink(path)
+    try:
+        os.ftruncate(fd, size)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def probe(directory):
+    """Return None when segments can be created in ``directory``, else the reason."""
+    if not os.path.isdir(directory):
+        return "no shared memory folder %s (set NBCORE_SHM_DIR to a tmpfs folder)" % directory
+    try:
+        fd = create_file(directory, ALIGN)
+        try:
+            mmap.mmap(fd, ALIGN).close()
+        finally:
+            os.close(fd)
+    except (OSError, ValueError) as exc:
+        return "cannot create shared memory in %s: %s" % (directory, exc)
+    return None
+
+
+class _Exporter(ctypes.c_char * min(1 << 40, sys.maxsize // 2)):
+    """Exports the memory of one region; every view of it keeps it (and the mapping) alive.
+
+    When the last view is gone, ``notify(key)`` reports the region as released.
+    The exported length is nominal: callers only ever see slices of it.
+    """
+
+    __slots__ = ("segment", "key", "notify")
+
+    def __del__(self):
+        self.notify(self.key)
+
+
+class Segment:
+    """One mapped shared memory file (outgoing ones also track their free space)."""
+
+    def __init__(self, segment_id, fd, size, owned):
+        self.id = segment_id
+        self.size = size
+        self.map = mmap.mmap(fd, size)
+        self.base = ctypes.addressof(ctypes.c_char.from_buffer(self.map))
+        self.fd = fd if owned else None
+        if not owned:
+            os.close(fd)
+        self.free = [(0, size)]
+        self.starts = []
+        self.reserved = 0
+
+    def view(self, start, offset, length, notify):
+        """A writable view of ``length`` bytes at ``start + offset``; ``notify((id, start))`` when it dies."""
+        exporter = _Exporter.from_address(self.base + start)
+        exporter.segment = self
+        exporter.key = (self.id, start)
+        exporter.notify = notify
+        return memoryview(exporter).cast("B")[offset:offset + length]
+
+    def take(self, size):
+        """First fit: the start of ``size`` free bytes, or None."""
+        for i, (start, length) in enumerate(self.free):
+            if length >= size:
+                self._reserve(start + size)
+                if length == size:
+                    del self.free[i]
+                else:
+                    self.free[i] = (start + size, length - size)
+                bisect.insort(self.starts, start)
+                return start
+        return None
+
+    def _reserve(self, end):
+        """Back the file up to ``end`` with real pages, so a full tmpfs is an error here, not a SIGBUS later."""
+        if end > self.reserved:
+            if hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(self.fd, self.reserved, end - self.reserved)
+            self.reserved = end
+
+    def give(self, start, size):
+        """Return a region to the free list, merging it with its neighbours."""
+        del self.starts[bisect.bisect_left(self.starts, start)]
+        i = bisect.bisect_left(self.free, (start, 0))
+        if i < len(self.free) and start + size == self.free[i][0]:
+            size += self.free.pop(i)[1]
+        if i > 0 and self.free[i - 1][0] + self.free[i - 1][1] == start:
+            start, size = self.free[i - 1][0], self.free[i - 1][1] + size
+            del self.free[i - 1]
+            i -= 1
+        self.free.insert(i, (start, size))
+
+    def is_empty(self):
+        return not self.starts
+
+    def close(self):
+        """Drop this side's handle; the mapping itself ends with its last view."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+class _Region:
+    __slots__ = ("segment", "start", "size", "local", "remote")
+
+    def __init__(self, segment, start, size, local, remote):
+        self.segment = segment
+        self.start = start
+        self.size = size
+        self.local = local
+        self.remote = remote
+
+
+class Outgoing:
+    """The segments this side sends from, and who still uses each region of them.
+
+    Not thread-safe by itself: callers hold :attr:`lock`.  :attr:`dropped` is
+    filled by garbage collection at any moment, so it is a deque drained under
+    the lock.
+    """
+
+    def __init__(self, directory, segment_size, limit):
+        self.directory = directory
+        self.limit = limit
+        self.segment_size = min(segment_size, limit)
+        self.lock = threading.Lock()
+        self.segments = []
+        self.regions = {}
+        #: ``(segment, fd)`` created since the last message; the next message announces them.
+        self.new = []
+        #: Ids of segments dropped since the last message.
+        self.retired = []
+        #: Keys of regions whose local buffer (from :meth:`allocate`) was garbage collected.
+        self.dropped = collections.deque()
+        self.mapped = 0
+        self._ids = itertools.count(1)
+
+    def allocate(self, nbytes):
+        """A writable view of a new region for the caller to fill, or None when shared memory is full."""
+        self.drain()
+        region = self._alloc(nbytes, local=True)
+        if region is None:
+            return None
+        return region.segment.view(region.start, 0, nbytes, self.dropped.append)
+
+    def place(self, buffer):
+        """Put ``buffer`` (a byte memoryview) in shared memory; return ``(segment_id, start, offset)`` or None.
+
+        A buffer that already lies in one of this side's regions is not copied.
+        """
+        nbytes = buffer.nbytes
+        found = self._find(buffer)
+        if found is not None:
+            region, offset = found
+            region.remote += 1
+            return region.segment.id, region.start, offset
+        region = self._alloc(nbytes, local=False)
+        if region is None:
+            return None
+        segment = region.segment
+        segment.map[region.start:region.start + nbytes] = buffer
+        return segment.id, region.start, 0
+
+    def release(self, key):
+        """The peer no longer uses the region ``key`` (a release note)."""
+        region = self.regions.get(key)
+        if region is not None:
+            region.remote -= 1
+            if region.remote <= 0 and not region.local:
+                self._free(key, region)
+
+    def drain(self):
+        """Apply the local buffers that were garbage collected."""
+        dropped = self.dropped
+        while dropped:
+            key = dropped.popleft()
+            region = self.regions.get(key)
+            if region is not None:
+                region.local = False
+                if region.remote <= 0:
+                    self._free(key, region)
+
+    def _find(self, buffer):
+        try:
+            address = ctypes.addressof(ctypes.c_char.from_buffer(buffer))
+        except (TypeError, ValueError):  # read-only or empty: not one of ours
+            return None
+        for segment in self.segments:
+            offset = address - segment.base
+            if 0 <= offset < segment.size:
+                i = bisect.bisect_right(segment.starts, offset) - 1
+                if i < 0:
+                    return None
+                region = self.regions.get((segment.id, segment.starts[i]))
+                if region is None or offset + buffer.nbytes > region.start + region.size:
+                    return None
+                return region, offset - region.start
+        return None
+
+    def _alloc(self, nbytes, local):
+        size = max(ALIGN, -(-nbytes // ALIGN) * ALIGN)
+        for segment in self.segments:
+            start = self._take(segment, size)
+            if start is not None:
+                return self._add(segment, start, size, local)
+        segment = self._grow(size)
+        if segment is None:
+            return None
+        start = self._take(segment, size)
+        return None if start is None else self._add(segment, start, size, local)
+
+    def _take(self, segment, size):
+        try:
+            return segment.take(size)
+        except OSError:  # the shared memory file system is full
+            return None
+
+    def _add(self, segment, start, size, local):
+        region = _Region(segment, start, size, local, 0 if local else 1)
+        self.regions[(segment.id, start)] = region
+        return region
+
+    def _free(self, key, region):
+        del self.regions[key]
+        region.segment.give(region.start, region.size)
+
+    def _grow(self, size):
+        want = max(self.segment_size, size)
+        if self.mapped + want > self.limit:
+            self._retire_empty()
+        if self.mapped + want > self.limit:
+            want = size
+            if self.mapped + want > self.limit:
+                return None
+        try:
+            fd = create_file(self.directory, want)
+        except OSError:
+            return None
+        try:
+            segment = Segment(next(self._ids), fd, want, owned=True)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.segments.append(segment)
+        self.new.append(segment)
+        self.mapped += want
+        return segment
+
+    def _retire_empty(self):
+        for segment in [s for s in self.segments if s.is_empty()]:
+            self.segments.remove(segment)
+            self.mapped -= segment.size
+            if segment in self.new:
+                self.new.remove(segment)
+            else:
+                self.retired.append(segment.id)
+            segment.close()
+
+    def close(self):
+        for segment in self.segments:
+            segment.close()
+        self.segments = []
+        self.regions = {}
+        self.new = []
+
+
+class Incoming:
+    """The peer's segments as mapped on this side, and the release notes owed to the peer."""
+
+    def __init__(self):
+        self.segments = {}
+        #: Keys of the peer's regions this side no longer uses; sent with the next message.
+        self.released = collections.deque()
+
+    def add(self, segment_id, fd, size):
+        self.segments[segment_id] = Segment(segment_id, fd, size, owned=False)
+
+    def retire(self, segment_id):
+        self.segments.pop(segment_id, None)
+
+    def view(self, segment_id, start, offset, length):
+        return self.segments[segment_id].view(start, offset, length, self.released.append)
+
+    def close(self):
+        self.segments = {}
