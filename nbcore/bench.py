@@ -11,10 +11,16 @@ import time
 from pathlib import Path
 
 from .backend import WorkerLaunch
+from .errors import UserError
 from .host import prepare, staged_worker_path, start
+from .worker.bench_targets import make_blob
 
 TARGETS = "nbcore.worker.bench_targets"
 NOOP_BLOCKS = 10
+#: Message sizes of ``--sizes``: 1 KB .. 256 MB, by factors of 4.
+SWEEP_SIZES = tuple(1024 * 4 ** i for i in range(10))
+#: Protocol lists compared by ``--sizes``.
+SWEEP_PROTOCOLS = ("tcp-pickle", "tcp-pickle,shm-pickle")
 
 
 def _pipe_echo(connection):
@@ -133,13 +139,15 @@ def run_bench(env_name=None, config=None, backend=None, protocol=None, quick=Fal
         frame = remote_env.call(TARGETS + ":frame")
         memcpy = _memcpy(frame)
         nbytes = sum(memoryview(p).nbytes for p in frame)
-        to_host, to_worker, copies = [], [], []
+        to_host, to_host_prealloc, to_worker, copies = [], [], [], []
         get_frame = lambda: remote_env.call(TARGETS + ":frame")  # noqa: E731
+        get_allocated = lambda: remote_env.call(TARGETS + ":allocated_frame")  # noqa: E731
         send_frame = lambda: remote_env.call(TARGETS + ":consume", frame)  # noqa: E731
-        get_frame(), send_frame()
+        get_frame(), get_allocated(), send_frame()
         for _ in range(frame_reps):
             to_host += _timed(get_frame, 1)
             copies += _timed(memcpy, 1)
+            to_host_prealloc += _timed(get_allocated, 1)
             to_worker += _timed(send_frame, 1)
             copies += _timed(memcpy, 1)
         negotiated = remote_env.protocol
@@ -159,6 +167,7 @@ def run_bench(env_name=None, config=None, backend=None, protocol=None, quick=Fal
         "frame_mb": nbytes / 1e6,
         "frame_is_numpy": numpy_frames,
         "frame_to_host_ms": _ms(to_host),
+        "frame_to_host_prealloc_ms": _ms(to_host_prealloc),
         "frame_to_worker_ms": _ms(to_worker),
         "memcpy_ms": _ms(copies),
         "start_ms": start_s * 1e3,
@@ -167,10 +176,104 @@ def run_bench(env_name=None, config=None, backend=None, protocol=None, quick=Fal
     result["ratios"] = {
         "noop_vs_pipe": result["noop_us_median"] / result["pipe_noop_us_median"],
         "frame_to_host_vs_memcpy": result["frame_to_host_ms"] / result["memcpy_ms"],
+        "frame_to_host_prealloc_vs_memcpy": result["frame_to_host_prealloc_ms"] / result["memcpy_ms"],
         "frame_to_worker_vs_memcpy": result["frame_to_worker_ms"] / result["memcpy_ms"],
         "start_vs_python_start": result["start_ms"] / result["python_start_ms"],
     }
     return result
+
+
+def _sweep_reps(nbytes, quick):
+    budget = (64 if quick else 512) << 20
+    return max(3, min(20 if quick else 200, budget // nbytes))
+
+
+def run_sweep(env_name=None, config=None, backend=None, quick=False, sizes=SWEEP_SIZES, protocols=SWEEP_PROTOCOLS):
+    """Median transfer time per message size, worker->host and host->worker, for each protocol list.
+
+    Protocol lists whose upgrade is not available here are measured as what they
+    negotiate; the result is keyed by the negotiated name.
+    """
+    if env_name is None:
+        env_name, config = "bench", {"environments": {"bench": {}}}
+    config, provider, env = prepare(env_name, config, backend)
+    result = {"sizes": list(sizes), "memcpy_ms": [], "protocols": {}}
+    for nbytes in sizes:
+        result["memcpy_ms"].append(_ms(_timed(_memcpy([make_blob(nbytes)]), _sweep_reps(nbytes, quick))))
+    for names in protocols:
+        remote_env = start(config, provider, env, names)
+        try:
+            entry = {"to_host_ms": [], "to_worker_ms": []}
+            for nbytes in sizes:
+                reps = _sweep_reps(nbytes, quick)
+                payload = [make_blob(nbytes)]
+                get = lambda: remote_env.call(TARGETS + ":blob", nbytes)  # noqa: E731
+                put = lambda: remote_env.call(TARGETS + ":consume", payload)  # noqa: E731
+                get(), put()
+                entry["to_host_ms"].append(_ms(_timed(get, reps)))
+                entry["to_worker_ms"].append(_ms(_timed(put, reps)))
+                del payload
+            result["protocols"][remote_env.protocol] = entry
+        finally:
+            remote_env.close()
+    return result
+
+
+def _size_label(nbytes):
+    for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if nbytes >= scale:
+            return "%g %s" % (nbytes / scale, unit)
+    return "%d B" % nbytes
+
+
+def _gbps(sizes, times_ms):
+    return [n / (t / 1e3) / 1e9 for n, t in zip(sizes, times_ms)]
+
+
+def format_sweep(sweep):
+    """Throughput table of :func:`run_sweep` (GB/s)."""
+    names = list(sweep["protocols"])
+    columns = ["%s %s" % (n, d) for n in names for d in ("->host", "->worker")] + ["memcpy"]
+    lines = ["throughput GB/s   " + "  ".join("%22s" % c for c in columns)]
+    sizes = sweep["sizes"]
+    series = []
+    for name in names:
+        series += [_gbps(sizes, sweep["protocols"][name]["to_host_ms"]),
+                   _gbps(sizes, sweep["protocols"][name]["to_worker_ms"])]
+    series.append(_gbps(sizes, sweep["memcpy_ms"]))
+    for i, nbytes in enumerate(sizes):
+        lines.append("%-16s  " % _size_label(nbytes) + "  ".join("%22.2f" % s[i] for s in series))
+    return "\n".join(lines)
+
+
+def plot_sweep(sweep, path):
+    """Draw throughput against message size for each protocol and direction into ``path`` (needs matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UserError("--plot needs matplotlib: pip install 'nbcore[plot]'") from None
+    sizes = sweep["sizes"]
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    for name, entry in sweep["protocols"].items():
+        line, = ax.plot(sizes, _gbps(sizes, entry["to_host_ms"]), marker="o", label=name + ", worker -> host")
+        ax.plot(sizes, _gbps(sizes, entry["to_worker_ms"]), marker="s", linestyle="--", color=line.get_color(),
+                label=name + ", host -> worker")
+    ax.plot(sizes, _gbps(sizes, sweep["memcpy_ms"]), color="grey", linestyle=":", label="memcpy (reference)")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks(sizes)
+    ax.set_xticklabels([_size_label(n) for n in sizes], rotation=30)
+    ax.set_xlabel("message size")
+    ax.set_ylabel("throughput (GB/s, one call incl. round trip)")
+    ax.set_title("nbcore: transfer throughput by protocol")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def format_report(result):
@@ -182,6 +285,8 @@ def format_report(result):
             r["noop_us_median"], r["noop_us_p99"], x["noop_vs_pipe"], r["pipe_noop_us_median"]),
         "frame to host   %8.2f ms  %.2fx memcpy (%.2f ms for %.1f MB)" % (
             r["frame_to_host_ms"], x["frame_to_host_vs_memcpy"], r["memcpy_ms"], r["frame_mb"]),
+        "frame to host, allocate_ndarray %6.3f ms  %.3fx memcpy" % (
+            r["frame_to_host_prealloc_ms"], x["frame_to_host_prealloc_vs_memcpy"]),
         "frame to worker %8.2f ms  %.2fx memcpy" % (r["frame_to_worker_ms"], x["frame_to_worker_vs_memcpy"]),
         "start           %8.1f ms  %.2fx python -c pass (%.1f ms)" % (
             r["start_ms"], x["start_vs_python_start"], r["python_start_ms"]),

@@ -52,6 +52,10 @@ def build_parser():
     bench.add_argument("env", nargs="?", help="environment (default: an empty spec on the chosen backend)")
     bench.add_argument("--protocol", help="protocol list (overrides NBCORE_PROTOCOL)")
     bench.add_argument("--quick", action="store_true", help="fewer repetitions (for smoke tests)")
+    bench.add_argument("--sizes", action="store_true",
+                       help="also sweep message sizes 1 KB .. 256 MB for tcp-pickle and shm-pickle")
+    bench.add_argument("--plot", metavar="FILE.png", help="draw the sweep's throughput against size (implies --sizes; "
+                       "needs matplotlib)")
     _json_flag(command("doctor", "show what is installed, what is missing and how to fix it"))
     gc = _json_flag(command("gc", "remove environments that no given config refers to"))
     gc.add_argument("--dry-run", action="store_true", help="only list what would be removed")
@@ -196,12 +200,20 @@ def cmd_bench(args):
     from .bench import run_bench
 
     result = run_bench(args.env, args.config, args.backend, args.protocol, quick=args.quick)
+    if args.sizes or args.plot:
+        from .bench import plot_sweep, run_sweep
+
+        result["sweep"] = run_sweep(args.env, args.config, args.backend, quick=args.quick)
+        if args.plot:
+            plot_sweep(result["sweep"], args.plot)
     if args.json:
         _emit(args, result)
     else:
-        from .bench import format_report
+        from .bench import format_report, format_sweep
 
         print(format_report(result))
+        if "sweep" in result:
+            print(format_sweep(result["sweep"]))
 
 
 def cmd_doctor(args):

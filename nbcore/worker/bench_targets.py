@@ -1,6 +1,7 @@
 """Functions ``nbcore bench`` calls in the worker (stdlib only; numpy when the environment has it)."""
 FRAME_SHAPES = ((1080, 1920, 3), (1080, 1920, 1))
 _frame = None
+_blob = None
 
 
 def noop():
@@ -38,6 +39,26 @@ def allocated_frame():
         array[0, 0, 0] = 1.0
         out.append(array)
     return out
+
+
+def blob(nbytes):
+    """A buffer of ``nbytes`` bytes that crosses out of band (numpy array, else PickleBuffer), kept per size."""
+    global _blob
+    if _blob is None or _blob[0] != nbytes:
+        _blob = (nbytes, make_blob(nbytes))
+    return _blob[1]
+
+
+def make_blob(nbytes):
+    """A fresh ``nbytes`` buffer of ones (the host uses it too)."""
+    if has_numpy():
+        import numpy as np
+
+        return np.ones(nbytes, dtype=np.uint8)
+    import pickle
+
+    data = bytearray(b"\1" * nbytes)
+    return pickle.PickleBuffer(data) if hasattr(pickle, "PickleBuffer") else data
 
 
 def consume(frame):
