@@ -41,7 +41,7 @@ def build_parser():
     install.add_argument("--force", action="store_true", help="rebuild even if ready")
     shell = command("shell", "open a shell (or run CMD) inside an environment")
     shell.add_argument("env")
-    shell.add_argument("cmd", nargs=argparse.REMAINDER, help="command after --")
+    shell.epilog = "Everything after -- is the command to run (default: an interactive shell)."
     call = _json_flag(command("call", "call module:function inside an environment and print the result"))
     call.add_argument("env")
     call.add_argument("target", metavar="module:function")
@@ -152,25 +152,12 @@ def cmd_install(args):
         print("nbcore: environment %s (%s) is already installed at %s" % (env.name, provider.name, env.path), file=sys.stderr)
 
 
-def _shell_command(args):
-    """The command of ``nbcore shell ENV [OPTIONS] [-- CMD]``; options after ENV are parsed into ``args``."""
-    rest = list(args.cmd)
-    if "--" in rest:
-        head, command = rest[:rest.index("--")], rest[rest.index("--") + 1:]
-    elif rest[:1] and rest[0].startswith("-"):
-        head, command = rest, []
-    else:
-        head, command = [], rest
-    _common(argparse.ArgumentParser(prog="nbcore shell", add_help=False)).parse_args(head, namespace=args)
-    return command
-
-
 def cmd_shell(args):
     from .backend import WorkerLaunch
     from .host import prepare, staged_worker_path
 
-    command = _shell_command(args)
     config, provider, env = prepare(args.env, args.config, args.backend)
+    command = args.command_after_dashes
     return provider.shell(env, command, WorkerLaunch(worker_path=staged_worker_path(), cwd=Path.cwd(), variables={}))
 
 
@@ -243,7 +230,12 @@ COMMANDS = {name[4:]: fn for name, fn in globals().items() if name.startswith("c
 
 
 def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    after_dashes = []
+    if "--" in argv:
+        argv, after_dashes = argv[:argv.index("--")], argv[argv.index("--") + 1:]
     args = build_parser().parse_args(argv)
+    args.command_after_dashes = after_dashes
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="nbcore: %(message)s", stream=sys.stderr)
     try:
