@@ -86,10 +86,11 @@ def test_empty_segments_are_retired_to_make_room(out):
     out.new = []  # announced
     for where in first:
         out.release(where[:2])
-    big = out.place(memoryview(bytearray(40 * ALIGN)))
+    assert out.retired == [2, 3, 4] and out.mapped == 16 * ALIGN  # extra ones went as they emptied
+    big = out.place(memoryview(bytearray(60 * ALIGN)))
     assert big is not None
-    assert sorted(out.retired) == [1, 2, 3, 4]
-    assert out.mapped == 40 * ALIGN
+    assert out.retired == [2, 3, 4, 1]  # the first one too, to make room
+    assert out.mapped == 60 * ALIGN
 
 
 def test_free_space_coalesces(out):
@@ -97,3 +98,14 @@ def test_free_space_coalesces(out):
     for key in keys[1::2] + keys[0::2]:
         out.release(key)
     assert out.segments[0].free == [(0, 16 * ALIGN)]
+
+
+def test_extra_segments_are_dropped_once_empty(out):
+    held = [out.place(memoryview(bytearray(16 * ALIGN)))[:2] for _ in range(3)]
+    out.new = []
+    assert out.mapped == 48 * ALIGN
+    out.release(held[1])
+    assert out.mapped == 48 * ALIGN  # two in use: keep room for them
+    out.release(held[2])
+    out.release(held[0])
+    assert out.mapped == 16 * ALIGN and out.retired == [2, 3]

@@ -244,9 +244,6 @@ class ShmChannel(Channel):
                 return view
         return allocate(nbytes)
 
-    def fileno(self):
-        return self._rfd
-
     def close(self):
         if self._closed:
             return

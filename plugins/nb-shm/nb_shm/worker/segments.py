@@ -9,6 +9,8 @@ Each side owns the segments it sends from (:class:`Outgoing`) and maps the
 peer's (:class:`Incoming`).  A region of an outgoing segment is free again only
 when the peer has released it (its last view was garbage collected) and, for
 regions handed out by :meth:`Outgoing.allocate`, the local buffer is gone too.
+Extra segments that fall empty are dropped once the rest leaves room for twice
+what is in use (the first segment stays).
 """
 import bisect
 import collections
@@ -183,7 +185,9 @@ class Outgoing:
         self.retired = []
         #: Keys of regions whose local buffer (from :meth:`allocate`) was garbage collected.
         self.dropped = collections.deque()
+        #: Bytes of segments mapped, and of regions in use.
         self.mapped = 0
+        self.in_use = 0
         self._ids = itertools.count(1)
 
     def allocate(self, nbytes):
@@ -269,11 +273,17 @@ class Outgoing:
     def _add(self, segment, start, size, local):
         region = _Region(segment, start, size, local, 0 if local else 1)
         self.regions[(segment.id, start)] = region
+        self.in_use += size
         return region
 
     def _free(self, key, region):
         del self.regions[key]
         region.segment.give(region.start, region.size)
+        self.in_use -= region.size
+        if len(self.segments) > 1:
+            for extra in [s for s in self.segments[1:] if s.is_empty()]:
+                if self.mapped - extra.size >= max(self.segment_size, 2 * self.in_use):
+                    self._retire(extra)
 
     def _grow(self, size):
         want = max(self.segment_size, size)
@@ -299,13 +309,17 @@ class Outgoing:
 
     def _retire_empty(self):
         for segment in [s for s in self.segments if s.is_empty()]:
-            self.segments.remove(segment)
-            self.mapped -= segment.size
-            if segment in self.new:
-                self.new.remove(segment)
-            else:
-                self.retired.append(segment.id)
-            segment.close()
+            self._retire(segment)
+
+    def _retire(self, segment):
+        """Drop an empty segment; the peer is told with the next message."""
+        self.segments.remove(segment)
+        self.mapped -= segment.size
+        if segment in self.new:
+            self.new.remove(segment)
+        else:
+            self.retired.append(segment.id)
+        segment.close()
 
     def close(self):
         for segment in self.segments:
@@ -313,6 +327,7 @@ class Outgoing:
         self.segments = []
         self.regions = {}
         self.new = []
+        self.mapped = self.in_use = 0
 
 
 class Incoming:
