@@ -204,15 +204,15 @@ def run_sweep(env_name=None, config=None, backend=None, quick=False, sizes=SWEEP
         remote_env = start(config, provider, env, names)
         try:
             entry = {"to_host_ms": [], "to_worker_ms": []}
+            worker_numpy = remote_env.call(TARGETS + ":has_numpy")
             for nbytes in sizes:
                 reps = _sweep_reps(nbytes, quick)
-                payload = [make_blob(nbytes)]
+                payload = [make_blob(nbytes, worker_numpy)]
                 get = lambda: remote_env.call(TARGETS + ":blob", nbytes)  # noqa: E731
                 put = lambda: remote_env.call(TARGETS + ":consume", payload)  # noqa: E731
                 get(), put()
                 entry["to_host_ms"].append(_ms(_timed(get, reps)))
                 entry["to_worker_ms"].append(_ms(_timed(put, reps)))
-                del payload
             result["protocols"][remote_env.protocol] = entry
         finally:
             remote_env.close()

@@ -49,9 +49,9 @@ def blob(nbytes):
     return _blob[1]
 
 
-def make_blob(nbytes):
-    """A fresh ``nbytes`` buffer of ones (the host uses it too)."""
-    if has_numpy():
+def make_blob(nbytes, use_numpy=None):
+    """A fresh ``nbytes`` buffer of ones (the host makes the same kind as the worker's)."""
+    if has_numpy() if use_numpy is None else use_numpy:
         import numpy as np
 
         return np.ones(nbytes, dtype=np.uint8)

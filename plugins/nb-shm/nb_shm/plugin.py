@@ -2,7 +2,6 @@
 import hmac
 import os
 import shutil
-import socket
 import time
 
 from nbcore import hookimpl

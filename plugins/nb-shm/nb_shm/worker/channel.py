@@ -70,6 +70,9 @@ class ShmChannel(Channel):
             data = pickle.dumps(message, self.pickle_protocol)
         out = self._out
         notes = self._in.released
+        if out.idle:
+            with out.lock:
+                out.trim()
         if not buffers and len(data) < INLINE_MAX and not notes and not out.new and not out.retired:
             n = len(data)
             message = SMALL.pack(MAGIC, PAYLOAD.size + n, 1, 0, 0, 0, 0, 0, 0, n) + data
@@ -97,17 +100,17 @@ class ShmChannel(Channel):
                     tables.append(PAYLOAD.pack(where[0], where[1], where[2], n))
             new, out.new = out.new, []
             retired, out.retired = out.retired, []
+            if new:  # under the lock: no other thread may retire (and close) them before they are sent
+                try:
+                    send_fds(self._sock, b"\0", [s.fd for s in new])
+                except OSError as exc:
+                    raise ConnectionClosed(str(exc)) from None
         released = []
         while notes:
             released.append(NOTE.pack(*notes.popleft()))
         head_tables = [NEW.pack(s.id, s.size) for s in new] + [RETIRED.pack(i) for i in retired] + released + tables
         body = b"".join(head_tables)
         head = HEAD.pack(MAGIC, len(body) + inline_bytes, len(tables), len(released), len(new), len(retired))
-        if new:
-            try:
-                send_fds(self._sock, b"\0", [s.fd for s in new])
-            except OSError as exc:
-                raise ConnectionClosed(str(exc)) from None
         if inline_bytes < INLINE_MAX:
             self._write([b"".join([head, body] + inline)])
         else:

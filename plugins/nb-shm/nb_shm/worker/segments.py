@@ -9,8 +9,8 @@ Each side owns the segments it sends from (:class:`Outgoing`) and maps the
 peer's (:class:`Incoming`).  A region of an outgoing segment is free again only
 when the peer has released it (its last view was garbage collected) and, for
 regions handed out by :meth:`Outgoing.allocate`, the local buffer is gone too.
-Extra segments that fall empty are dropped once the rest leaves room for twice
-what is in use (the first segment stays).
+Extra segments (the first one stays) are dropped after being empty for a while,
+or at once when room is needed under the limit.
 """
 import bisect
 import collections
@@ -20,6 +20,7 @@ import mmap
 import os
 import sys
 import threading
+import time
 
 DEFAULT_DIR = "/dev/shm"
 ALIGN = max(mmap.PAGESIZE, 4096)
@@ -27,6 +28,8 @@ ALIGN = max(mmap.PAGESIZE, 4096)
 SEGMENT_SIZE = 128 << 20
 #: Share of the shared memory folder's capacity one side may map at most, by default.
 LIMIT_SHARE = 4
+#: Seconds an extra segment stays mapped after it fell empty.
+RETIRE_AFTER = 2.0
 
 
 def shm_dir():
@@ -188,6 +191,10 @@ class Outgoing:
         #: Bytes of segments mapped, and of regions in use.
         self.mapped = 0
         self.in_use = 0
+        #: Extra segments that are empty, with the time they became so.
+        self.idle = {}
+        #: Seconds an extra segment stays mapped while empty (repeated large messages reuse it).
+        self.retire_after = RETIRE_AFTER
         self._ids = itertools.count(1)
 
     def allocate(self, nbytes):
@@ -271,6 +278,7 @@ class Outgoing:
             return None
 
     def _add(self, segment, start, size, local):
+        self.idle.pop(segment, None)
         region = _Region(segment, start, size, local, 0 if local else 1)
         self.regions[(segment.id, start)] = region
         self.in_use += size
@@ -280,10 +288,15 @@ class Outgoing:
         del self.regions[key]
         region.segment.give(region.start, region.size)
         self.in_use -= region.size
-        if len(self.segments) > 1:
-            for extra in [s for s in self.segments[1:] if s.is_empty()]:
-                if self.mapped - extra.size >= max(self.segment_size, 2 * self.in_use):
-                    self._retire(extra)
+        if region.segment.is_empty() and region.segment is not self.segments[0]:
+            self.idle[region.segment] = time.monotonic()
+
+    def trim(self):
+        """Drop the extra segments that have been empty for :attr:`retire_after` seconds."""
+        now = time.monotonic()
+        for segment, since in list(self.idle.items()):
+            if now - since >= self.retire_after:
+                self._retire(segment)
 
     def _grow(self, size):
         want = max(self.segment_size, size)
@@ -314,6 +327,7 @@ class Outgoing:
     def _retire(self, segment):
         """Drop an empty segment; the peer is told with the next message."""
         self.segments.remove(segment)
+        self.idle.pop(segment, None)
         self.mapped -= segment.size
         if segment in self.new:
             self.new.remove(segment)
@@ -327,6 +341,7 @@ class Outgoing:
         self.segments = []
         self.regions = {}
         self.new = []
+        self.idle = {}
         self.mapped = self.in_use = 0
 
 
