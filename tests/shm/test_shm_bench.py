@@ -1,0 +1,27 @@
+"""``nbcore bench`` figures added for nb-shm: the allocate_ndarray frame, the size sweep and its plot."""
+import pytest
+
+from nbcore.bench import format_report, format_sweep, plot_sweep, run_bench, run_sweep
+
+from conftest import NUMPY_ENV
+
+
+def test_bench_reports_the_allocate_ndarray_frame(nbcore_home):
+    result = run_bench("shmtest", NUMPY_ENV, "venv", quick=True)
+    assert result["protocol"] == "shm-pickle5-buffers"
+    assert result["frame_to_host_prealloc_ms"] > 0
+    assert result["ratios"]["frame_to_host_prealloc_vs_memcpy"] > 0
+    assert "allocate_ndarray" in format_report(result)
+
+
+def test_size_sweep_compares_both_protocols(nbcore_home, tmp_path):
+    sweep = run_sweep("shmtest", NUMPY_ENV, "venv", quick=True, sizes=(1024, 256 * 1024))
+    assert set(sweep["protocols"]) == {"tcp-pickle5-buffers", "shm-pickle5-buffers"}
+    for entry in sweep["protocols"].values():
+        assert len(entry["to_host_ms"]) == len(entry["to_worker_ms"]) == 2
+    assert len(sweep["memcpy_ms"]) == 2
+    table = format_sweep(sweep)
+    assert "1 KB" in table and "256 KB" in table
+    pytest.importorskip("matplotlib")
+    plot_sweep(sweep, tmp_path / "sweep.png")
+    assert (tmp_path / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
