@@ -20,7 +20,7 @@ from nbcore.worker import tcp_pickle as tcp_worker
 from nbcore.worker.auth import NONCE_BYTES, AuthenticationError
 from nbcore.worker.framing import encode_header
 
-from nbtest import REPO_ROOT, clean_environ, pid_alive, write
+from nbtest import clean_environ, pid_alive, write
 
 NUMPY = {"environments": {"demo": {"packages": ["numpy"]}}}
 EMPTY = {"environments": {"demo": {}}}

@@ -1,7 +1,6 @@
 """The plugin machinery: hookspecs, the registry, entry-point discovery of a real distribution."""
 import inspect
 import json
-import os
 import shutil
 import subprocess
 import sys

@@ -337,7 +337,7 @@ def test_numpy_both_directions(env):
 
 
 def test_allocate_ndarray_crosses(env):
-    np = pytest.importorskip("numpy")
+    pytest.importorskip("numpy")
     buf = env.allocate_ndarray((100, 100), "float64")
     buf[:] = 1.5
     assert env.call(f("array_info"), buf)[2] == 15000.0
