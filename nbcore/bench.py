@@ -4,6 +4,15 @@ References are measured interleaved with the protocol (alternating blocks) so
 that machine noise hits both alike: a bare ``multiprocessing.Pipe`` round trip
 for the no-op, a memcpy of the same bytes for the frame, and the environment's
 interpreter running ``python -c pass`` for the start time.
+
+The no-op alternates :data:`NOOP_BLOCKS` blocks of calls with as many blocks
+of Pipe round trips.  The frame figures (to host, to host built with
+``allocate_ndarray``, to worker) take turns with the memcpy in blocks of
+:data:`FRAME_BLOCK` calls: memcpy, frame to host, memcpy, allocated frame to
+host, memcpy, frame to worker, and again, at least 10 calls of each kind.
+Every figure is the median over its single calls, so the first call of a
+block (caches just flushed by 33 MB of memcpy, the peer asleep) counts as one
+call among five, as it would in a loop that does other work between calls.
 """
 import multiprocessing
 import statistics
@@ -17,6 +26,8 @@ from .worker.bench_targets import make_blob
 
 TARGETS = "nbcore.worker.bench_targets"
 NOOP_BLOCKS = 10
+#: Calls per block in the frame measurements (each kind and the memcpy take turns).
+FRAME_BLOCK = 5
 #: Message sizes of ``--sizes``: 1 KB .. 256 MB, by factors of 4.
 SWEEP_SIZES = tuple(1024 * 4 ** i for i in range(10))
 #: Protocol lists compared by ``--sizes``.
@@ -121,7 +132,7 @@ def run_bench(env_name=None, config=None, backend=None, protocol=None, quick=Fal
         env_name, config = "bench", {"environments": {"bench": {}}}
     config, provider, env = prepare(env_name, config, backend)
     noop_calls = 200 if quick else 2000
-    frame_reps = 3 if quick else 10
+    frame_rounds = 2 if quick else 4
     start_reps = 2 if quick else 5
 
     pipe = PipeReference()
@@ -144,12 +155,10 @@ def run_bench(env_name=None, config=None, backend=None, protocol=None, quick=Fal
         get_allocated = lambda: remote_env.call(TARGETS + ":allocated_frame")  # noqa: E731
         send_frame = lambda: remote_env.call(TARGETS + ":consume", frame)  # noqa: E731
         get_frame(), get_allocated(), send_frame()
-        for _ in range(frame_reps):
-            to_host += _timed(get_frame, 1)
-            copies += _timed(memcpy, 1)
-            to_host_prealloc += _timed(get_allocated, 1)
-            to_worker += _timed(send_frame, 1)
-            copies += _timed(memcpy, 1)
+        for _ in range(frame_rounds):
+            for fn, times in ((get_frame, to_host), (get_allocated, to_host_prealloc), (send_frame, to_worker)):
+                copies += _timed(memcpy, FRAME_BLOCK)
+                times += _timed(fn, FRAME_BLOCK)
         negotiated = remote_env.protocol
         worker_python = remote_env.worker_python
     finally:
