@@ -5,9 +5,8 @@ returned from a call crosses without a copy.  Elsewhere it is an ordinary
 buffer.  Do not modify such an array after returning it: the host may read
 it directly.
 """
-import math
-
 _channel = None
+_numpy = None
 
 
 def set_active_channel(channel):
@@ -28,13 +27,21 @@ def allocate_buffer(nbytes, channel=None):
 
 def allocate_ndarray(shape, dtype, channel=None):
     """An uninitialised numpy array of ``shape`` and ``dtype`` that crosses the boundary cheaply."""
-    import numpy as np
-
+    np = _numpy or _import_numpy()
     dtype = np.dtype(dtype)
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
-    count = math.prod(shape) if hasattr(math, "prod") else _prod(shape)
-    buffer = allocate_buffer(count * dtype.itemsize, channel)
-    return np.frombuffer(buffer, dtype=dtype, count=count).reshape(shape)
+    count = _prod(shape)
+    if count < 0:
+        raise ValueError("negative dimensions are not allowed")
+    return np.ndarray(shape, dtype, allocate_buffer(count * dtype.itemsize, channel))
+
+
+def _import_numpy():
+    global _numpy
+    import numpy
+
+    _numpy = numpy
+    return numpy
 
 
 def _prod(values):

@@ -1,4 +1,6 @@
 """Functions ``nbcore bench`` calls in the worker (stdlib only; numpy when the environment has it)."""
+from .allocation import allocate_ndarray
+
 FRAME_SHAPES = ((1080, 1920, 3), (1080, 1920, 1))
 _frame = None
 _blob = None
@@ -31,8 +33,6 @@ def frame():
 
 def allocated_frame():
     """The same frame built with ``allocate_ndarray`` each call (crosses without a copy where supported)."""
-    from .allocation import allocate_ndarray
-
     out = []
     for shape in FRAME_SHAPES:
         array = allocate_ndarray(shape, "float32")

@@ -21,6 +21,7 @@ from nbcore.worker.channel import Channel
 from nbcore.worker.framing import ConnectionClosed, ProtocolError, allocate
 
 from .links import recv_fds, send_fds
+from .pickling import Pickling
 from .segments import Incoming, Outgoing
 
 PROTOCOL = "shm-pickle"
@@ -53,6 +54,7 @@ class ShmChannel(Channel):
         self._sock = sock
         self._out = Outgoing(directory, segment_size, limit)
         self._in = Incoming()
+        self._pickling = Pickling()
         #: When true, received buffers are copied to the heap and shared memory is released at once.
         self.copy = copy
         self._scratch = bytearray(SCRATCH)
@@ -63,19 +65,28 @@ class ShmChannel(Channel):
 
     # sending -------------------------------------------------------------
     def send(self, message):
-        buffers = []
         if self.pickle_protocol >= 5:
-            data = pickle.dumps(message, self.pickle_protocol, buffer_callback=buffers.append)
+            data, buffers = self._pickling.dumps(message)
         else:
-            data = pickle.dumps(message, self.pickle_protocol)
+            data, buffers = pickle.dumps(message, self.pickle_protocol), ()
         out = self._out
         notes = self._in.released
         if out.idle:
             with out.lock:
                 out.trim()
-        if not buffers and len(data) < INLINE_MAX and not notes and not out.new and not out.retired:
-            n = len(data)
-            message = SMALL.pack(MAGIC, PAYLOAD.size + n, 1, 0, 0, 0, 0, 0, 0, n) + data
+        n = len(data)
+        if not buffers and n < INLINE_MAX and not out.new and not out.retired:
+            if notes:  # release notes ride on a small message: no tables, no lock
+                parts = [None]
+                for _ in range(len(notes)):
+                    parts.append(NOTE.pack(*notes.popleft()))
+                n_notes = len(parts) - 1
+                parts[0] = HEAD.pack(MAGIC, n_notes * NOTE.size + PAYLOAD.size + n, 1, n_notes, 0, 0)
+                parts.append(PAYLOAD.pack(0, 0, 0, n))
+                parts.append(data)
+                message = b"".join(parts)
+            else:
+                message = SMALL.pack(MAGIC, PAYLOAD.size + n, 1, 0, 0, 0, 0, 0, 0, n) + data
             try:
                 if os.write(self._wfd, message) == len(message):
                     return
@@ -86,35 +97,50 @@ class ShmChannel(Channel):
         tables = []
         inline = []
         inline_bytes = 0
+        closed = self._closed
         with out.lock:
-            out.drain()
-            payloads = [memoryview(data)] + [b.raw() for b in buffers]
-            for chunk in payloads:
-                n = chunk.nbytes
-                where = out.place(chunk) if n >= INLINE_MAX and not self._closed else None
+            if out.dropped:
+                out.drain()
+            for chunk in [data] + [b.raw() for b in buffers] if buffers else (data,):
+                n = len(chunk)  # bytes, or a raw (flat, unsigned byte) memoryview
+                where = out.place(chunk, n) if n >= INLINE_MAX and not closed else None
                 if where is None:
                     tables.append(PAYLOAD.pack(0, 0, 0, n))
                     inline.append(chunk)
                     inline_bytes += n
                 else:
                     tables.append(PAYLOAD.pack(where[0], where[1], where[2], n))
-            new, out.new = out.new, []
-            retired, out.retired = out.retired, []
+            new, retired = out.new, out.retired
             if new:  # under the lock: no other thread may retire (and close) them before they are sent
+                out.new = []
                 try:
                     send_fds(self._sock, b"\0", [s.fd for s in new])
                 except OSError as exc:
                     raise ConnectionClosed(str(exc)) from None
-        released = []
+            if retired:
+                out.retired = []
+        head = [None]
+        if new:
+            head += [NEW.pack(s.id, s.size) for s in new]
+        if retired:
+            head += [RETIRED.pack(i) for i in retired]
+        n_notes = 0
         while notes:
-            released.append(NOTE.pack(*notes.popleft()))
-        head_tables = [NEW.pack(s.id, s.size) for s in new] + [RETIRED.pack(i) for i in retired] + released + tables
-        body = b"".join(head_tables)
-        head = HEAD.pack(MAGIC, len(body) + inline_bytes, len(tables), len(released), len(new), len(retired))
+            head.append(NOTE.pack(*notes.popleft()))
+            n_notes += 1
+        head += tables
+        head[0] = HEAD.pack(MAGIC, len(new) * NEW.size + len(retired) * RETIRED.size + n_notes * NOTE.size
+                            + len(tables) * PAYLOAD.size + inline_bytes, len(tables), n_notes, len(new), len(retired))
         if inline_bytes < INLINE_MAX:
-            self._write([b"".join([head, body] + inline)])
+            message = b"".join(head + inline)
+            try:
+                if os.write(self._wfd, message) == len(message):
+                    return
+            except OSError as exc:
+                raise ConnectionClosed(str(exc)) from None
+            self._write([message])
         else:
-            self._write([head + body] + inline)
+            self._write([b"".join(head)] + inline)
 
     def _write(self, parts):
         """Write all of ``parts`` (several steps when the pipe fills up)."""
@@ -170,10 +196,16 @@ class ShmChannel(Channel):
             start = self._start
         body = self._view[start + HEAD.size:start + total]
         self._start = start + total
-        if n_payloads == 1 and not (n_notes or n_new or n_retired):
-            segment_id, _, _, length = PAYLOAD.unpack_from(body)
+        if n_payloads == 1 and not (n_new or n_retired):  # a small message, perhaps with release notes
+            pos = n_notes * NOTE.size
+            segment_id, _, _, length = PAYLOAD.unpack_from(body, pos)
             if not segment_id:
-                return pickle.loads(body[PAYLOAD.size:PAYLOAD.size + length])
+                if n_notes:
+                    out = self._out
+                    with out.lock:
+                        out.release_all(NOTE.iter_unpack(body[:pos]))
+                pos += PAYLOAD.size
+                return pickle.loads(body[pos:pos + length])
         return self._decode(body, False, n_payloads, n_notes, n_new, n_retired)
 
     def _read_large(self, size):
@@ -191,38 +223,42 @@ class ShmChannel(Channel):
         pos = 0
         if n_new:
             pos = self._add_segments(body, n_new)
-        for _ in range(n_retired):
-            self._in.retire(RETIRED.unpack_from(body, pos)[0])
-            pos += RETIRED.size
+        if n_retired:
+            end = pos + n_retired * RETIRED.size
+            for segment_id, in RETIRED.iter_unpack(body[pos:end]):
+                self._in.retire(segment_id)
+            pos = end
         if n_notes:
+            end = pos + n_notes * NOTE.size
             out = self._out
             with out.lock:
-                for _ in range(n_notes):
-                    out.release(NOTE.unpack_from(body, pos))
-                    pos += NOTE.size
-        inline = pos + n_payloads * PAYLOAD.size
+                out.release_all(NOTE.iter_unpack(body[pos:end]))
+            pos = end
+        inline = end = pos + n_payloads * PAYLOAD.size
         chunks = []
-        for i in range(n_payloads):
-            segment_id, start, offset, length = PAYLOAD.unpack_from(body, pos)
-            pos += PAYLOAD.size
+        segments = self._in.segments
+        notify = self._in.notify
+        for segment_id, start, offset, length in PAYLOAD.iter_unpack(body[pos:end]):
             if not segment_id:
                 chunk = body[inline:inline + length]
                 inline += length
-                if i and not owned:
+                if chunks and not owned:
                     chunk = bytearray(chunk)
             else:
-                try:
-                    chunk = self._in.view(segment_id, start, offset, length)
-                except KeyError:
-                    raise ProtocolError("message refers to unknown segment %d" % segment_id) from None
-                if i and self.copy:
+                segment = segments.get(segment_id)
+                if segment is None:
+                    raise ProtocolError("message refers to unknown segment %d" % segment_id)
+                chunk = segment.view(start, offset, length, notify)
+                if chunks and self.copy:
                     heap = allocate(length)
                     memoryview(heap)[:length] = chunk
                     chunk = heap
             chunks.append(chunk)
         data = chunks[0]
+        if n_payloads == 1:
+            return pickle.loads(data)
         del chunks[0]
-        return pickle.loads(data, buffers=chunks) if chunks else pickle.loads(data)
+        return pickle.loads(data, buffers=chunks)
 
     def _add_segments(self, body, count):
         _, fds = recv_fds(self._sock, 1, count)

@@ -115,24 +115,33 @@ class Segment:
         return memoryview(exporter).cast("B")[offset:offset + length]
 
     def take(self, size):
-        """First fit: the start of ``size`` free bytes, or None."""
-        for i, (start, length) in enumerate(self.free):
+        """First fit: the start of ``size`` free bytes, or None (also when the file system is full)."""
+        free = self.free
+        for i, (start, length) in enumerate(free):
             if length >= size:
-                self._reserve(start + size)
+                end = start + size
+                if end > self.reserved:
+                    try:
+                        self._reserve(end)
+                    except OSError:  # the shared memory file system is full
+                        return None
                 if length == size:
-                    del self.free[i]
+                    del free[i]
                 else:
-                    self.free[i] = (start + size, length - size)
-                bisect.insort(self.starts, start)
+                    free[i] = (end, length - size)
+                starts = self.starts
+                if not starts or start > starts[-1]:
+                    starts.append(start)
+                else:
+                    bisect.insort(starts, start)
                 return start
         return None
 
     def _reserve(self, end):
         """Back the file up to ``end`` with real pages, so a full tmpfs is an error here, not a SIGBUS later."""
-        if end > self.reserved:
-            if hasattr(os, "posix_fallocate"):
-                os.posix_fallocate(self.fd, self.reserved, end - self.reserved)
-            self.reserved = end
+        if hasattr(os, "posix_fallocate"):
+            os.posix_fallocate(self.fd, self.reserved, end - self.reserved)
+        self.reserved = end
 
     def give(self, start, size):
         """Return a region to the free list, merging it with its neighbours."""
@@ -188,6 +197,7 @@ class Outgoing:
         self.retired = []
         #: Keys of regions whose local buffer (from :meth:`allocate`) was garbage collected.
         self.dropped = collections.deque()
+        self._drop = self.dropped.append
         #: Bytes of segments mapped, and of regions in use.
         self.mapped = 0
         self.in_use = 0
@@ -199,24 +209,38 @@ class Outgoing:
 
     def allocate(self, nbytes):
         """A writable view of a new region for the caller to fill, or None when shared memory is full."""
-        self.drain()
-        region = self._alloc(nbytes, local=True)
+        if self.dropped:
+            self.drain()
+        region = self._alloc(nbytes, True)
         if region is None:
             return None
-        return region.segment.view(region.start, 0, nbytes, self.dropped.append)
+        return region.segment.view(region.start, 0, nbytes, self._drop)
 
-    def place(self, buffer):
-        """Put ``buffer`` (a byte memoryview) in shared memory; return ``(segment_id, start, offset)`` or None.
+    def place(self, buffer, nbytes=None):
+        """Put ``buffer`` (a flat byte buffer of ``nbytes``) in shared memory; return ``(segment_id, start, offset)`` or None.
 
         A buffer that already lies in one of this side's regions is not copied.
         """
-        nbytes = buffer.nbytes
-        found = self._find(buffer)
-        if found is not None:
-            region, offset = found
-            region.remote += 1
-            return region.segment.id, region.start, offset
-        region = self._alloc(nbytes, local=False)
+        if nbytes is None:
+            nbytes = memoryview(buffer).nbytes
+        try:
+            address = ctypes.addressof(ctypes.c_char.from_buffer(buffer))
+        except (TypeError, ValueError):  # read-only or empty: not one of ours
+            pass
+        else:
+            for segment in self.segments:
+                offset = address - segment.base
+                if 0 <= offset < segment.size:
+                    starts = segment.starts
+                    i = bisect.bisect_right(starts, offset) - 1
+                    if i >= 0:
+                        start = starts[i]
+                        region = self.regions.get((segment.id, start))
+                        if region is not None and offset + nbytes <= start + region.size:
+                            region.remote += 1
+                            return segment.id, start, offset - start
+                    break
+        region = self._alloc(nbytes, False)
         if region is None:
             return None
         segment = region.segment
@@ -225,60 +249,45 @@ class Outgoing:
 
     def release(self, key):
         """The peer no longer uses the region ``key`` (a release note)."""
-        region = self.regions.get(key)
-        if region is not None:
-            region.remote -= 1
-            if region.remote <= 0 and not region.local:
-                self._free(key, region)
+        self.release_all((key,))
+
+    def release_all(self, keys):
+        """The peer no longer uses the regions ``keys`` (release notes)."""
+        regions = self.regions
+        for key in keys:
+            region = regions.get(key)
+            if region is not None:
+                region.remote -= 1
+                if region.remote <= 0 and not region.local:
+                    self._free(key, region)
 
     def drain(self):
         """Apply the local buffers that were garbage collected."""
         dropped = self.dropped
+        regions = self.regions
         while dropped:
             key = dropped.popleft()
-            region = self.regions.get(key)
+            region = regions.get(key)
             if region is not None:
                 region.local = False
                 if region.remote <= 0:
                     self._free(key, region)
 
-    def _find(self, buffer):
-        try:
-            address = ctypes.addressof(ctypes.c_char.from_buffer(buffer))
-        except (TypeError, ValueError):  # read-only or empty: not one of ours
-            return None
-        for segment in self.segments:
-            offset = address - segment.base
-            if 0 <= offset < segment.size:
-                i = bisect.bisect_right(segment.starts, offset) - 1
-                if i < 0:
-                    return None
-                region = self.regions.get((segment.id, segment.starts[i]))
-                if region is None or offset + buffer.nbytes > region.start + region.size:
-                    return None
-                return region, offset - region.start
-        return None
-
     def _alloc(self, nbytes, local):
-        size = max(ALIGN, -(-nbytes // ALIGN) * ALIGN)
+        size = -(-nbytes // ALIGN) * ALIGN or ALIGN
         for segment in self.segments:
-            start = self._take(segment, size)
+            start = segment.take(size)
             if start is not None:
-                return self._add(segment, start, size, local)
-        segment = self._grow(size)
-        if segment is None:
-            return None
-        start = self._take(segment, size)
-        return None if start is None else self._add(segment, start, size, local)
-
-    def _take(self, segment, size):
-        try:
-            return segment.take(size)
-        except OSError:  # the shared memory file system is full
-            return None
-
-    def _add(self, segment, start, size, local):
-        self.idle.pop(segment, None)
+                break
+        else:
+            segment = self._grow(size)
+            if segment is None:
+                return None
+            start = segment.take(size)
+            if start is None:
+                return None
+        if self.idle:
+            self.idle.pop(segment, None)
         region = _Region(segment, start, size, local, 0 if local else 1)
         self.regions[(segment.id, start)] = region
         self.in_use += size
@@ -352,6 +361,8 @@ class Incoming:
         self.segments = {}
         #: Keys of the peer's regions this side no longer uses; sent with the next message.
         self.released = collections.deque()
+        #: What a view calls with its key when it is gone.
+        self.notify = self.released.append
 
     def add(self, segment_id, fd, size):
         self.segments[segment_id] = Segment(segment_id, fd, size, owned=False)
@@ -360,7 +371,7 @@ class Incoming:
         self.segments.pop(segment_id, None)
 
     def view(self, segment_id, start, offset, length):
-        return self.segments[segment_id].view(start, offset, length, self.released.append)
+        return self.segments[segment_id].view(start, offset, length, self.notify)
 
     def close(self):
         self.segments = {}
