@@ -64,6 +64,10 @@ def pid():
     return os.getpid()
 
 
+def spin():
+    return allocation._channel.spin
+
+
 def sleep(seconds):
     time.sleep(seconds)
 '''
@@ -98,7 +102,8 @@ def open_env(nbcore_home, targets_dir):
     def opener(backend="venv", protocol=None, config=None, **variables):
         with pytest.MonkeyPatch.context() as mp:
             for name in ("NBCORE_PROTOCOL", "NERFBASELINES_PROTOCOL", "NBCORE_BACKEND", "NBCORE_SHM_COPY",
-                         "NBCORE_SHM_DIR", "NBCORE_SHM_SEGMENT_SIZE", "NBCORE_SHM_LIMIT"):
+                         "NBCORE_SHM_DIR", "NBCORE_SHM_SEGMENT_SIZE", "NBCORE_SHM_LIMIT",
+                         "NBCORE_SHM_SPIN_US"):
                 mp.delenv(name, raising=False)
             for name, value in variables.items():
                 mp.setenv(name, str(value))

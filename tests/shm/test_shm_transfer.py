@@ -1,4 +1,5 @@
 """What crosses shm-pickle arrives intact, at every size boundary, and stays intact while the host keeps it."""
+import os
 import pickle
 
 import numpy as np
@@ -158,3 +159,30 @@ def test_copy_mode_per_call(env):
     assert env.call("shm_targets:stats")["regions"] == 1
     np.testing.assert_array_equal(kept, pattern(SEGMENT, 1))
     np.testing.assert_array_equal(view, pattern(SEGMENT, 2))
+
+
+def test_spin_setting_reaches_both_sides(open_env):
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    for spin_us in (0, 50):
+        with open_env("venv", NBCORE_SHM_SPIN_US=spin_us) as env:
+            expected = spin_us * 1e-6 if cpus > 1 else 0.0
+            assert env.connection.channel.spin == pytest.approx(expected)
+            assert env.call("shm_targets:spin") == pytest.approx(expected)
+            for i in range(50):
+                assert env.call("shm_targets:echo", i) == i
+
+
+def test_no_spinning_on_a_single_cpu(monkeypatch):
+    import socket
+
+    import nb_shm.worker
+
+    monkeypatch.setattr(nb_shm.worker, "_cpus", lambda: 1)
+    a, b = os.pipe()
+    sock, other = socket.socketpair()
+    channel = nb_shm.worker.make_channel(a, b, sock, {"spin_us": 500, "limit": 1 << 20})
+    try:
+        assert channel.spin == 0
+    finally:
+        channel.close()
+        other.close()

@@ -23,6 +23,7 @@ def _options():
         "copy": os.environ.get("NBCORE_SHM_COPY", "") not in ("", "0"),
         "segment_size": _size("NBCORE_SHM_SEGMENT_SIZE"),
         "limit": _size("NBCORE_SHM_LIMIT"),
+        "spin_us": _size("NBCORE_SHM_SPIN_US"),
     }
 
 

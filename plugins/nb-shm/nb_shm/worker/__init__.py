@@ -14,6 +14,8 @@ from .channel import PROTOCOL, ShmChannel
 __all__ = ["PROTOCOL", "ShmChannel", "worker_accept_offer", "worker_available"]
 
 CONNECT_TIMEOUT = 10.0
+#: Microseconds a side polls for the next message before blocking (``NBCORE_SHM_SPIN_US`` on the host).
+DEFAULT_SPIN_US = 200
 
 
 def worker_available():
@@ -30,7 +32,17 @@ def make_channel(read_fd, write_fd, sock, offer):
     directory = segments.shm_dir()
     limit = offer.get("limit") or segments.capacity(directory) // segments.LIMIT_SHARE
     segment_size = offer.get("segment_size") or segments.SEGMENT_SIZE
-    return ShmChannel(read_fd, write_fd, sock, directory, segment_size, limit, bool(offer.get("copy")))
+    spin_us = offer.get("spin_us")
+    spin = (DEFAULT_SPIN_US if spin_us is None else spin_us) * 1e-6 if _cpus() > 1 else 0.0
+    return ShmChannel(read_fd, write_fd, sock, directory, segment_size, limit, bool(offer.get("copy")), spin)
+
+
+def _cpus():
+    """CPUs this process may run on (spinning on a single CPU only delays the peer)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def worker_accept_offer(channel, offer):

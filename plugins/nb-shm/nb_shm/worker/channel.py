@@ -15,7 +15,9 @@ shared memory (once) and reach the receiver as views.
 """
 import os
 import pickle
+import select
 import struct
+import time
 
 from nbcore.worker.channel import Channel
 from nbcore.worker.framing import ConnectionClosed, ProtocolError, allocate
@@ -47,7 +49,7 @@ class ShmChannel(Channel):
 
     protocol = PROTOCOL
 
-    def __init__(self, read_fd, write_fd, sock, directory, segment_size, limit, copy=False):
+    def __init__(self, read_fd, write_fd, sock, directory, segment_size, limit, copy=False, spin=0.0):
         super().__init__()
         self._rfd = read_fd
         self._wfd = write_fd
@@ -57,6 +59,10 @@ class ShmChannel(Channel):
         self._pickling = Pickling()
         #: When true, received buffers are copied to the heap and shared memory is released at once.
         self.copy = copy
+        #: Seconds :meth:`recv` polls for the next message before it blocks in ``read`` (0: block at once).
+        self.spin = spin
+        self._poll = select.poll()
+        self._poll.register(read_fd, select.POLLIN)
         self._scratch = bytearray(SCRATCH)
         self._view = memoryview(self._scratch)
         self._start = 0
@@ -180,8 +186,25 @@ class ShmChannel(Channel):
             raise ConnectionClosed("the peer closed the connection")
         return got
 
+    def _spin(self):
+        """Poll for up to :attr:`spin` seconds without sleeping; the blocking read follows either way.
+
+        A process that sleeps in ``read`` gives up its CPU: waking it costs
+        microseconds, and it often resumes on another CPU with cold caches.
+        """
+        poll = self._poll.poll
+        if poll(0):
+            return
+        clock = time.perf_counter
+        deadline = clock() + self.spin
+        while clock() < deadline:
+            if poll(0):
+                return
+
     def recv(self):
         if self._end - self._start < HEAD.size:
+            if self.spin and self._start == self._end:
+                self._spin()
             self._need(HEAD.size)
         start = self._start
         magic, size, n_payloads, n_notes, n_new, n_retired = HEAD.unpack_from(self._scratch, start)
