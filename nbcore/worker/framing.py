@@ -110,6 +110,22 @@ def encode_header(pickle_len, buffer_lens):
     return HEADER.pack(MAGIC, len(buffer_lens), pickle_len, zlib.crc32(table, zlib.crc32(counts))) + table
 
 
+def write_all(write, parts):
+    """Write every byte of ``parts`` with ``write(buffers) -> bytes written`` (``sendmsg``, ``writev``),
+    calling it again after partial writes."""
+    parts = [memoryview(p) for p in parts if len(p)]
+    while parts:
+        written = write(parts[:IOV_MAX])
+        while written:
+            first = parts[0]
+            if written >= first.nbytes:
+                written -= first.nbytes
+                parts.pop(0)
+            else:
+                parts[0] = first[written:]
+                written = 0
+
+
 class SocketFramer:
     """Sends and receives framed messages on a connected stream socket."""
 
@@ -127,22 +143,10 @@ class SocketFramer:
                 self.sock.sendall(encode_header(len(data), ()) + data)
                 return
             raw = [memoryview(b).cast("B") for b in buffers]
-            self._sendmsg_all([encode_header(len(data), [r.nbytes for r in raw]), data] + raw)
+            write_all(self.sock.sendmsg, [encode_header(len(data), [r.nbytes for r in raw]), data] + raw)
         except (BrokenPipeError, ConnectionResetError) as exc:
             raise ConnectionClosed(str(exc)) from None
 
-    def _sendmsg_all(self, parts):
-        parts = [memoryview(p) for p in parts if len(p)]
-        while parts:
-            sent = self.sock.sendmsg(parts[:IOV_MAX])
-            while sent:
-                first = parts[0]
-                if sent >= first.nbytes:
-                    sent -= first.nbytes
-                    parts.pop(0)
-                else:
-                    parts[0] = first[sent:]
-                    sent = 0
 
     # receiving -----------------------------------------------------------
     def _fill(self):

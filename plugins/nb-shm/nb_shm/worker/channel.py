@@ -13,6 +13,7 @@ Payload 0 is the pickle, the others its out-of-band buffers.  Payloads under
 :data:`INLINE_MAX` travel inline; larger ones are placed in the sender's
 shared memory (once) and reach the receiver as views.
 """
+import functools
 import os
 import pickle
 import select
@@ -20,7 +21,7 @@ import struct
 import time
 
 from nbcore.worker.channel import Channel
-from nbcore.worker.framing import ConnectionClosed, ProtocolError, allocate
+from nbcore.worker.framing import ConnectionClosed, ProtocolError, allocate, write_all
 
 from .links import recv_fds, send_fds
 from .pickling import Pickling
@@ -37,7 +38,6 @@ SMALL = struct.Struct(HEAD.format + PAYLOAD.format[1:])
 #: Payloads smaller than this travel on the pipe; larger ones through shared memory.
 INLINE_MAX = 64 * 1024
 SCRATCH = 256 * 1024
-IOV_MAX = 512
 
 
 class ShmChannel(Channel):
@@ -151,17 +151,7 @@ class ShmChannel(Channel):
     def _write(self, parts):
         """Write all of ``parts`` (several steps when the pipe fills up)."""
         try:
-            parts = [memoryview(p) for p in parts if len(p)]
-            while parts:
-                written = os.writev(self._wfd, parts[:IOV_MAX])
-                while written:
-                    first = parts[0]
-                    if written >= first.nbytes:
-                        written -= first.nbytes
-                        parts.pop(0)
-                    else:
-                        parts[0] = first[written:]
-                        written = 0
+            write_all(functools.partial(os.writev, self._wfd), parts)
         except OSError as exc:  # BrokenPipeError: the peer is gone; EBADF: closed
             raise ConnectionClosed(str(exc)) from None
 
