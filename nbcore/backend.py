@@ -23,10 +23,6 @@ class Environment:
     spec_hash: str
     path: Path
 
-    @property
-    def short_hash(self):
-        return self.spec_hash[:12]
-
 
 @dataclasses.dataclass
 class WorkerLaunch:

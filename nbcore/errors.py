@@ -46,7 +46,3 @@ class RemoteTraceback(Exception):
 
     def __str__(self):
         return "\n\nTraceback in the worker:\n" + self.text
-
-
-class CancelledError(NbcoreError):
-    """The call was cancelled by the host."""

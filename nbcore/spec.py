@@ -4,9 +4,6 @@ import hashlib
 import json
 from typing import Dict, Optional, Tuple
 
-#: Keys every backend understands.
-GENERIC_KEYS = ("python", "packages", "install_script", "backends")
-
 
 @dataclasses.dataclass(frozen=True)
 class EnvironmentSpec:
