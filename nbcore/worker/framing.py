@@ -229,7 +229,17 @@ class SocketFramer:
         return data, buffers
 
 
+#: Socket buffer size on loopback: small enough that bytes the sender copies into the kernel are
+#: still in cache when the receiver copies them out (measured faster and steadier than autotuning).
+LOOPBACK_BUFFER = 256 * 1024
+
+
 def configure_socket(sock):
-    """Low-latency settings for a connected TCP socket (buffer sizes stay kernel-tuned)."""
-    if sock.family in (socket.AF_INET, socket.AF_INET6):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    """Settings for a connected TCP socket: no Nagle delay; on loopback, cache-sized buffers."""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    peer = sock.getpeername()[0]
+    if peer == "::1" or peer.startswith("127."):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, LOOPBACK_BUFFER)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, LOOPBACK_BUFFER)
