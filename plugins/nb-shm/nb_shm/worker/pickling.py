@@ -9,6 +9,11 @@ dtype.str, shape)``: the same out-of-band buffer, the same array on the other
 side (dtype, shape, writability).  Every other object, ``ndarray`` subclasses
 included, is pickled as ``pickle.dumps`` would.  Both ends run this module (the
 host injects it), so the receiver always knows the short form.
+
+The short form is a per-pickler ``dispatch_table`` entry for ``ndarray``
+rather than a ``reducer_override``: the pickler consults the table only for
+objects that are not of a built-in type, while ``reducer_override`` would be a
+Python call for every tuple, list, str and dict of every message.
 """
 import io
 import pickle
@@ -23,6 +28,18 @@ def _ndarray(buffer, dtype, shape):
     return ndarray(shape, dtype, buffer)
 
 
+def _reduce_ndarray(obj):
+    """The short form for a plain C-contiguous array, numpy's own reduction otherwise."""
+    dtype = obj.dtype
+    if dtype.kind in "biufc" and dtype.metadata is None and obj.flags.c_contiguous:
+        return _ndarray, (pickle.PickleBuffer(obj), dtype.str, obj.shape)
+    return obj.__reduce_ex__(5)
+
+
+#: The picklers' dispatch table: empty until numpy is imported, then ``{ndarray: _reduce_ndarray}``.
+_dispatch = {}
+
+
 def _find_ndarray(load=False):
     """numpy's ndarray once numpy is imported (or imported here when ``load``), else None."""
     global _ndarray_type
@@ -31,16 +48,13 @@ def _find_ndarray(load=False):
         import numpy
     if numpy is not None:
         _ndarray_type = getattr(numpy, "ndarray", None)
+        if _ndarray_type is not None:
+            _dispatch[_ndarray_type] = _reduce_ndarray
     return _ndarray_type
 
 
 class _Pickler(pickle.Pickler):
-    def reducer_override(self, obj):
-        if type(obj) is _ndarray_type:
-            dtype = obj.dtype
-            if dtype.kind in "biufc" and dtype.metadata is None and obj.flags.c_contiguous:
-                return _ndarray, (pickle.PickleBuffer(obj), dtype.str, obj.shape)
-        return NotImplemented
+    dispatch_table = _dispatch
 
 
 class _Sink:
