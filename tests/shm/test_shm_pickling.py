@@ -1,4 +1,5 @@
 """The message pickler: plain arrays in the short form, everything else as pickle.dumps does it."""
+import copyreg
 import pickle
 
 import pytest
@@ -51,6 +52,21 @@ def test_other_arrays_are_pickled_as_numpy_does(make):
     if array.dtype.metadata:
         assert back.dtype.metadata == array.dtype.metadata
     assert (back == array).all()
+
+
+class Registered:
+    def __init__(self, value):
+        self.value = value
+
+
+def test_types_registered_with_copyreg_use_their_reducer():
+    copyreg.pickle(Registered, lambda obj: (Registered, (obj.value * 10,)))
+    try:
+        _, _, back = round_trip([Registered(1), 1 + 2j, np.arange(3)])
+    finally:
+        del copyreg.dispatch_table[Registered]
+    assert back[0].value == 10 and back[1] == 1 + 2j
+    np.testing.assert_array_equal(back[2], np.arange(3))
 
 
 def test_nested_messages_and_repeated_arrays():

@@ -15,6 +15,7 @@ rather than a ``reducer_override``: the pickler consults the table only for
 objects that are not of a built-in type, while ``reducer_override`` would be a
 Python call for every tuple, list, str and dict of every message.
 """
+import copyreg
 import io
 import pickle
 import sys
@@ -36,8 +37,18 @@ def _reduce_ndarray(obj):
     return obj.__reduce_ex__(5)
 
 
-#: The picklers' dispatch table: empty until numpy is imported, then ``{ndarray: _reduce_ndarray}``.
-_dispatch = {}
+class _Dispatch(dict):
+    """The picklers' dispatch table: ``{ndarray: _reduce_ndarray}`` once numpy is imported.
+
+    A pickler with a table of its own does not consult ``copyreg``'s, so the
+    types registered there (now or later) are looked up on a miss.
+    """
+
+    def __missing__(self, cls):
+        return copyreg.dispatch_table[cls]
+
+
+_dispatch = _Dispatch()
 
 
 def _find_ndarray(load=False):
