@@ -38,6 +38,8 @@ SMALL = struct.Struct(HEAD.format + PAYLOAD.format[1:])
 #: Payloads smaller than this travel on the pipe; larger ones through shared memory.
 INLINE_MAX = 64 * 1024
 SCRATCH = 256 * 1024
+#: Gives the CPU to another runnable task, if any (a no-op where the system lacks it).
+_yield_cpu = getattr(os, "sched_yield", None) or (lambda: None)
 
 
 class ShmChannel(Channel):
@@ -181,15 +183,21 @@ class ShmChannel(Channel):
 
         A process that sleeps in ``read`` gives up its CPU: waking it costs
         microseconds, and it often resumes on another CPU with cold caches.
+        Every turn yields the CPU to any other runnable task on it: after both
+        sides slept, the kernel often wakes the peer on the waker's CPU, and
+        without the yield the peer would wait there until the spin runs out
+        (a call 4-5x slower, measured with a host that sleeps between calls).
         """
         poll = self._poll.poll
         if poll(0):
             return
         clock = time.perf_counter
+        yield_cpu = _yield_cpu
         deadline = clock() + self.spin
         while clock() < deadline:
             if poll(0):
                 return
+            yield_cpu()
 
     def recv(self):
         if self._end - self._start < HEAD.size:
