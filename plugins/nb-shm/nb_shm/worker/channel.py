@@ -95,12 +95,7 @@ class ShmChannel(Channel):
                 message = b"".join(parts)
             else:
                 message = SMALL.pack(MAGIC, PAYLOAD.size + n, 1, 0, 0, 0, 0, 0, 0, n) + data
-            try:
-                if os.write(self._wfd, message) == len(message):
-                    return
-            except OSError as exc:
-                raise ConnectionClosed(str(exc)) from None
-            self._write([message])
+            self._write_message(message)
             return
         tables = []
         inline = []
@@ -141,14 +136,18 @@ class ShmChannel(Channel):
                             + len(tables) * PAYLOAD.size + inline_bytes, len(tables), n_notes, len(new), len(retired))
         if inline_bytes < INLINE_MAX:
             message = b"".join(head + inline)
-            try:
-                if os.write(self._wfd, message) == len(message):
-                    return
-            except OSError as exc:
-                raise ConnectionClosed(str(exc)) from None
-            self._write([message])
+            self._write_message(message)
         else:
             self._write([b"".join(head)] + inline)
+
+    def _write_message(self, message):
+        """Write one message: a single ``write`` when the pipe has room, the rest in further steps."""
+        try:
+            written = os.write(self._wfd, message)
+        except OSError as exc:
+            raise ConnectionClosed(str(exc)) from None
+        if written < len(message):
+            self._write([memoryview(message)[written:]])
 
     def _write(self, parts):
         """Write all of ``parts`` (several steps when the pipe fills up)."""
