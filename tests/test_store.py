@@ -149,7 +149,8 @@ def wait_for(path, timeout=60):
         time.sleep(0.05)
 
 
-def test_killed_installer_is_recovered(tmp_path):
+def install_that_hangs_the_first_time(tmp_path):
+    """Start an install whose first build hangs; return once it hangs: ``(config, home, builds file, process)``."""
     count, started = tmp_path / "builds", tmp_path / "started"
     config = install_config(tmp_path, """
         echo build >> %s
@@ -158,6 +159,11 @@ def test_killed_installer_is_recovered(tmp_path):
     home = tmp_path / "home"
     first = start_install(config, home)
     wait_for(started)
+    return config, home, count, first
+
+
+def test_killed_installer_is_recovered(tmp_path):
+    config, home, count, first = install_that_hangs_the_first_time(tmp_path)
     waiting = start_install(config, home)  # blocks on the lock held by the first installer
     time.sleep(0.5)
     assert waiting.poll() is None
@@ -172,14 +178,7 @@ def test_killed_installer_is_recovered(tmp_path):
 
 
 def test_killed_installer_leaves_a_half_built_folder_the_next_install_replaces(tmp_path):
-    count, started = tmp_path / "builds", tmp_path / "started"
-    config = install_config(tmp_path, """
-        echo build >> %s
-        if [ "$(wc -l < %s)" -eq 1 ]; then touch %s; sleep 60; fi
-        """ % (count, count, started))
-    home = tmp_path / "home"
-    first = start_install(config, home)
-    wait_for(started)
+    config, home, count, first = install_that_hangs_the_first_time(tmp_path)
     os.killpg(first.pid, signal.SIGKILL)
     first.communicate()
     envs = json.loads(run_nbcore("envs", "--all", "--json", env={"NBCORE_HOME": str(home)}).stdout)
