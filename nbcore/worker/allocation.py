@@ -5,8 +5,14 @@ returned from a call crosses without a copy.  Elsewhere it is an ordinary
 buffer.  Do not modify such an array after returning it: the host may read
 it directly.
 """
+import math
+
 _channel = None
 _numpy = None
+#: ``dtype`` arguments already seen, and the dtype each one means (bounded).
+_dtypes = {}
+_DTYPES_MAX = 256
+_prod = math.prod
 
 
 def set_active_channel(channel):
@@ -27,25 +33,30 @@ def allocate_buffer(nbytes, channel=None):
 
 def allocate_ndarray(shape, dtype, channel=None):
     """An uninitialised numpy array of ``shape`` and ``dtype`` that crosses the boundary cheaply."""
-    np = _numpy or _import_numpy()
-    dtype = np.dtype(dtype)
+    try:
+        resolved = _dtypes.get(dtype)
+    except TypeError:  # an unhashable spec, such as a list of fields
+        resolved = None
+    dtype = _resolve_dtype(dtype) if resolved is None else resolved
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
     count = _prod(shape)
     if count < 0:
         raise ValueError("negative dimensions are not allowed")
-    return np.ndarray(shape, dtype, allocate_buffer(count * dtype.itemsize, channel))
+    return _numpy.ndarray(shape, dtype, allocate_buffer(count * dtype.itemsize, channel))
 
 
-def _import_numpy():
+def _resolve_dtype(spec):
+    """``numpy.dtype(spec)``, remembered: parsing a dtype costs more than the rest of an allocation."""
     global _numpy
-    import numpy
+    if _numpy is None:
+        import numpy
 
-    _numpy = numpy
-    return numpy
-
-
-def _prod(values):
-    out = 1
-    for v in values:
-        out *= v
-    return out
+        _numpy = numpy
+    dtype = _numpy.dtype(spec)
+    if len(_dtypes) >= _DTYPES_MAX:
+        _dtypes.clear()
+    try:
+        _dtypes[spec] = dtype
+    except TypeError:  # not remembered
+        pass
+    return dtype

@@ -39,7 +39,25 @@ def test_placed_region_is_freed_by_the_peers_release(out):
     assert where[2] == 0 and len(out.regions) == 1
     assert bytes(out.segments[0].map[where[1]:where[1] + 5000]) == b"x" * 5000
     out.release(where[:2])
-    assert out.regions == {} and out.segments[0].free == [(0, 16 * ALIGN)]
+    assert out.regions == {} and out.in_use == 0
+    out.return_spare()
+    assert out.segments[0].free == [(0, 16 * ALIGN)]
+
+
+def test_a_freed_region_is_reused_for_the_same_size(out):
+    first = out.place(memoryview(bytearray(3 * ALIGN)))
+    out.release(first[:2])
+    other = out.place(memoryview(bytearray(ALIGN)))
+    again = out.place(memoryview(bytearray(3 * ALIGN)))
+    assert again == first and other[1] == 3 * ALIGN
+
+
+def test_spare_regions_make_room_when_a_request_finds_none(out):
+    keys = [out.place(memoryview(bytearray(ALIGN)))[:2] for _ in range(16)]
+    for key in keys:
+        out.release(key)
+    whole = out.place(memoryview(bytearray(16 * ALIGN)))
+    assert whole[:2] == (1, 0) and len(out.segments) == 1
 
 
 def test_allocated_region_needs_both_sides_to_let_go(out):
@@ -97,6 +115,7 @@ def test_free_space_coalesces(out):
     keys = [out.place(memoryview(bytearray(ALIGN)))[:2] for _ in range(16)]
     for key in keys[1::2] + keys[0::2]:
         out.release(key)
+    out.return_spare()
     assert out.segments[0].free == [(0, 16 * ALIGN)]
 
 

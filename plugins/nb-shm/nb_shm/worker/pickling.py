@@ -21,20 +21,40 @@ import pickle
 import sys
 
 _ndarray_type = None
+#: ``id(dtype) -> (dtype, short name or None)``: a dtype's ``str`` is formatted anew on every access.
+_short_names = {}
+#: ``short name -> dtype``: parsing the name costs more than building the array.
+_dtypes = {}
+_CACHE_MAX = 256
 
 
 def _ndarray(buffer, dtype, shape):
-    """Rebuild an array pickled by :meth:`_Pickler.reducer_override`."""
-    ndarray = _ndarray_type or _find_ndarray(True)
-    return ndarray(shape, dtype, buffer)
+    """Rebuild an array pickled by :func:`_reduce_ndarray`."""
+    resolved = _dtypes.get(dtype)
+    if resolved is None:
+        _find_ndarray(True)
+        resolved = _dtypes[dtype] = sys.modules["numpy"].dtype(dtype)
+    return _ndarray_type(shape, resolved, buffer)
 
 
 def _reduce_ndarray(obj):
     """The short form for a plain C-contiguous array, numpy's own reduction otherwise."""
     dtype = obj.dtype
-    if dtype.kind in "biufc" and dtype.metadata is None and obj.flags.c_contiguous:
-        return _ndarray, (pickle.PickleBuffer(obj), dtype.str, obj.shape)
+    known = _short_names.get(id(dtype))
+    if known is None or known[0] is not dtype:
+        known = _remember(dtype)
+    if known[1] is not None and obj.flags.c_contiguous:
+        return _ndarray, (pickle.PickleBuffer(obj), known[1], obj.shape)
     return obj.__reduce_ex__(5)
+
+
+def _remember(dtype):
+    """Record whether ``dtype`` has a short form (a plain numeric dtype, no metadata) and which."""
+    if len(_short_names) >= _CACHE_MAX:
+        _short_names.clear()
+    plain = dtype.kind in "biufc" and dtype.metadata is None
+    known = _short_names[id(dtype)] = (dtype, dtype.str if plain else None)
+    return known
 
 
 class _Dispatch(dict):

@@ -103,7 +103,8 @@ class Segment:
         if not owned:
             os.close(fd)
         self.free = [(0, size)]
-        self.starts = []
+        #: Regions carved out of this segment and not given back.
+        self.used = 0
         self.reserved = 0
 
     def view(self, start, offset, length, notify):
@@ -129,11 +130,7 @@ class Segment:
                     del free[i]
                 else:
                     free[i] = (end, length - size)
-                starts = self.starts
-                if not starts or start > starts[-1]:
-                    starts.append(start)
-                else:
-                    bisect.insort(starts, start)
+                self.used += 1
                 return start
         return None
 
@@ -145,7 +142,7 @@ class Segment:
 
     def give(self, start, size):
         """Return a region to the free list, merging it with its neighbours."""
-        del self.starts[bisect.bisect_left(self.starts, start)]
+        self.used -= 1
         i = bisect.bisect_left(self.free, (start, 0))
         if i < len(self.free) and start + size == self.free[i][0]:
             size += self.free.pop(i)[1]
@@ -156,7 +153,7 @@ class Segment:
         self.free.insert(i, (start, size))
 
     def is_empty(self):
-        return not self.starts
+        return not self.used
 
     def close(self):
         """Drop this side's handle; the mapping itself ends with its last view."""
@@ -166,14 +163,19 @@ class Segment:
 
 
 class _Region:
-    __slots__ = ("segment", "start", "size", "local", "remote")
+    """``size`` bytes at ``start`` in ``segment``; ``local``: a buffer from :meth:`Outgoing.allocate` lives,
+    ``remote``: how many messages the peer has not released yet."""
 
-    def __init__(self, segment, start, size, local, remote):
+    __slots__ = ("segment", "start", "size", "key", "address", "local", "remote")
+
+    def __init__(self, segment, start, size):
         self.segment = segment
         self.start = start
         self.size = size
-        self.local = local
-        self.remote = remote
+        self.key = (segment.id, start)
+        self.address = segment.base + start
+        self.local = False
+        self.remote = 0
 
 
 class Outgoing:
@@ -182,6 +184,12 @@ class Outgoing:
     Not thread-safe by itself: callers hold :attr:`lock`.  :attr:`dropped` is
     filled by garbage collection at any moment, so it is a deque drained under
     the lock.
+
+    A region of the first segment that falls free is kept as it is, in
+    :attr:`spare`, and the next request of the same size takes it back without
+    searching the free list: a worker returning frames of one shape reuses the
+    same regions call after call.  Spare regions go back to the free list when
+    a request finds no room.
     """
 
     def __init__(self, directory, segment_size, limit):
@@ -190,7 +198,12 @@ class Outgoing:
         self.segment_size = min(segment_size, limit)
         self.lock = threading.Lock()
         self.segments = []
+        #: Regions in use by key ``(segment id, start)``.
         self.regions = {}
+        #: Regions handed out by :meth:`allocate` whose buffer is alive, by address.
+        self.allocated = {}
+        #: Free regions of the first segment kept for reuse, by size.
+        self.spare = {}
         #: ``(segment, fd)`` created since the last message; the next message announces them.
         self.new = []
         #: Ids of segments dropped since the last message.
@@ -211,41 +224,50 @@ class Outgoing:
         """A writable view of a new region for the caller to fill, or None when shared memory is full."""
         if self.dropped:
             self.drain()
-        region = self._alloc(nbytes, True)
+        region = self._alloc(nbytes)
         if region is None:
             return None
+        region.local = True
+        self.allocated[region.address] = region
         return region.segment.view(region.start, 0, nbytes, self._drop)
 
     def place(self, buffer, nbytes=None):
         """Put ``buffer`` (a flat byte buffer of ``nbytes``) in shared memory; return ``(segment_id, start, offset)`` or None.
 
-        A buffer that already lies in one of this side's regions is not copied.
+        A buffer that lies in a region from :meth:`allocate` is not copied.
         """
         if nbytes is None:
             nbytes = memoryview(buffer).nbytes
-        try:
-            address = ctypes.addressof(ctypes.c_char.from_buffer(buffer))
-        except (TypeError, ValueError):  # read-only or empty: not one of ours
-            pass
-        else:
-            for segment in self.segments:
-                offset = address - segment.base
-                if 0 <= offset < segment.size:
-                    starts = segment.starts
-                    i = bisect.bisect_right(starts, offset) - 1
-                    if i >= 0:
-                        start = starts[i]
-                        region = self.regions.get((segment.id, start))
-                        if region is not None and offset + nbytes <= start + region.size:
-                            region.remote += 1
-                            return segment.id, start, offset - start
-                    break
-        region = self._alloc(nbytes, False)
+        if self.allocated:
+            found = self._find_allocated(buffer, nbytes)
+            if found is not None:
+                region, offset = found
+                region.remote += 1
+                return region.segment.id, region.start, offset
+        region = self._alloc(nbytes)
         if region is None:
             return None
+        region.remote = 1
         segment = region.segment
         segment.map[region.start:region.start + nbytes] = buffer
         return segment.id, region.start, 0
+
+    def _find_allocated(self, buffer, nbytes):
+        """``(region, offset)`` of the region from :meth:`allocate` that holds all of ``buffer``, else None."""
+        try:
+            address = ctypes.addressof(ctypes.c_char.from_buffer(buffer))
+        except (TypeError, ValueError):  # read-only or empty: not one of ours
+            return None
+        region = self.allocated.get(address)
+        if region is None:  # a part of an allocated buffer
+            for candidate in self.allocated.values():
+                if candidate.address <= address < candidate.address + candidate.size:
+                    region = candidate
+                    break
+            else:
+                return None
+        offset = address - region.address
+        return (region, offset) if offset + nbytes <= region.size else None
 
     def release(self, key):
         """The peer no longer uses the region ``key`` (a release note)."""
@@ -259,27 +281,43 @@ class Outgoing:
             if region is not None:
                 region.remote -= 1
                 if region.remote <= 0 and not region.local:
-                    self._free(key, region)
+                    self._free(region)
 
     def drain(self):
         """Apply the local buffers that were garbage collected."""
         dropped = self.dropped
         regions = self.regions
         while dropped:
-            key = dropped.popleft()
-            region = regions.get(key)
-            if region is not None:
+            region = regions.get(dropped.popleft())
+            if region is not None and region.local:
                 region.local = False
+                del self.allocated[region.address]
                 if region.remote <= 0:
-                    self._free(key, region)
+                    self._free(region)
 
-    def _alloc(self, nbytes, local):
+    def _alloc(self, nbytes):
         size = -(-nbytes // ALIGN) * ALIGN or ALIGN
+        spare = self.spare.get(size)
+        if spare:
+            region = spare.pop()
+        else:
+            region = self._carve(size)
+            if region is None:
+                return None
+        self.regions[region.key] = region
+        self.in_use += size
+        return region
+
+    def _carve(self, size):
+        """A new region of ``size`` bytes from the free lists, a new segment, or None."""
         for segment in self.segments:
             start = segment.take(size)
             if start is not None:
                 break
         else:
+            if self.spare:
+                self.return_spare()
+                return self._carve(size)
             segment = self._grow(size)
             if segment is None:
                 return None
@@ -288,17 +326,26 @@ class Outgoing:
                 return None
         if self.idle:
             self.idle.pop(segment, None)
-        region = _Region(segment, start, size, local, 0 if local else 1)
-        self.regions[(segment.id, start)] = region
-        self.in_use += size
-        return region
+        return _Region(segment, start, size)
 
-    def _free(self, key, region):
-        del self.regions[key]
-        region.segment.give(region.start, region.size)
+    def _free(self, region):
+        del self.regions[region.key]
         self.in_use -= region.size
-        if region.segment.is_empty() and region.segment is not self.segments[0]:
-            self.idle[region.segment] = time.monotonic()
+        segment = region.segment
+        if segment is self.segments[0]:
+            region.remote = 0
+            self.spare.setdefault(region.size, []).append(region)
+            return
+        segment.give(region.start, region.size)
+        if segment.is_empty():
+            self.idle[segment] = time.monotonic()
+
+    def return_spare(self):
+        """Give the spare regions back to the free list of their segment."""
+        for spare in self.spare.values():
+            for region in spare:
+                region.segment.give(region.start, region.size)
+        self.spare = {}
 
     def trim(self):
         """Drop the extra segments that have been empty for :attr:`retire_after` seconds."""
@@ -330,6 +377,7 @@ class Outgoing:
         return segment
 
     def _retire_empty(self):
+        self.return_spare()
         for segment in [s for s in self.segments if s.is_empty()]:
             self._retire(segment)
 
@@ -349,6 +397,8 @@ class Outgoing:
             segment.close()
         self.segments = []
         self.regions = {}
+        self.allocated = {}
+        self.spare = {}
         self.new = []
         self.idle = {}
         self.mapped = self.in_use = 0
