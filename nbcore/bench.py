@@ -7,12 +7,14 @@ interpreter running ``python -c pass`` for the start time.
 
 The no-op alternates :data:`NOOP_BLOCKS` blocks of calls with as many blocks
 of Pipe round trips.  The frame figures (to host, to host built with
-``allocate_ndarray``, to worker) take turns with the memcpy in blocks of
-:data:`FRAME_BLOCK` calls: memcpy, frame to host, memcpy, allocated frame to
-host, memcpy, frame to worker, and again, at least 10 calls of each kind.
-Every figure is the median over its single calls, so the first call of a
-block (caches just flushed by 33 MB of memcpy, the peer asleep) counts as one
-call among five, as it would in a loop that does other work between calls.
+``allocate_ndarray``, to worker) take turns with the memcpy in blocks:
+memcpy, frame to host, memcpy, allocated frame to host, memcpy, frame to
+worker, and again.  Each block of calls opens with one call timed apart: it
+follows 33 MB of memcpy, so it finds the caches flushed and the peer asleep.
+Those first calls make the ``first_call_ms`` figures (what a call costs in a
+loop that does heavy work between calls); the :data:`FRAME_BLOCK` calls after
+it make the main figures (the steady cost of a call).  Every figure is a
+median over single calls.
 """
 import multiprocessing
 import statistics
@@ -26,7 +28,7 @@ from .worker.bench_targets import make_blob
 
 TARGETS = "nbcore.worker.bench_targets"
 NOOP_BLOCKS = 10
-#: Calls per block in the frame measurements (each kind and the memcpy take turns).
+#: Calls per block in the frame measurements (each kind and the memcpy take turns), after the first call.
 FRAME_BLOCK = 5
 #: Message sizes of ``--sizes``: 1 KB .. 256 MB, by factors of 4.
 SWEEP_SIZES = tuple(1024 * 4 ** i for i in range(10))
@@ -132,7 +134,7 @@ def run_bench(env_name=None, config=None, backend=None, protocol=None, quick=Fal
         env_name, config = "bench", {"environments": {"bench": {}}}
     config, provider, env = prepare(env_name, config, backend)
     noop_calls = 200 if quick else 2000
-    frame_rounds = 2 if quick else 4
+    frame_rounds = 2 if quick else 6
     start_reps = 2 if quick else 5
 
     pipe = PipeReference()
@@ -150,15 +152,22 @@ def run_bench(env_name=None, config=None, backend=None, protocol=None, quick=Fal
         frame = remote_env.call(TARGETS + ":frame")
         memcpy = _memcpy(frame)
         nbytes = sum(memoryview(p).nbytes for p in frame)
-        to_host, to_host_prealloc, to_worker, copies = [], [], [], []
-        get_frame = lambda: remote_env.call(TARGETS + ":frame")  # noqa: E731
-        get_allocated = lambda: remote_env.call(TARGETS + ":allocated_frame")  # noqa: E731
-        send_frame = lambda: remote_env.call(TARGETS + ":consume", frame)  # noqa: E731
-        get_frame(), get_allocated(), send_frame()
+        kinds = {
+            "frame_to_host": lambda: remote_env.call(TARGETS + ":frame"),
+            "frame_to_host_prealloc": lambda: remote_env.call(TARGETS + ":allocated_frame"),
+            "frame_to_worker": lambda: remote_env.call(TARGETS + ":consume", frame),
+        }
+        steady = {kind: [] for kind in kinds}
+        first = {kind: [] for kind in kinds}
+        copies = []
+        for fn in kinds.values():
+            fn()
         for _ in range(frame_rounds):
-            for fn, times in ((get_frame, to_host), (get_allocated, to_host_prealloc), (send_frame, to_worker)):
+            for kind, fn in kinds.items():
                 copies += _timed(memcpy, FRAME_BLOCK)
-                times += _timed(fn, FRAME_BLOCK)
+                block = _timed(fn, 1 + FRAME_BLOCK)
+                first[kind].append(block[0])
+                steady[kind] += block[1:]
         negotiated = remote_env.protocol
         worker_python = remote_env.worker_python
     finally:
@@ -175,10 +184,11 @@ def run_bench(env_name=None, config=None, backend=None, protocol=None, quick=Fal
         "pipe_noop_us_median": statistics.median(theirs) * 1e6,
         "frame_mb": nbytes / 1e6,
         "frame_is_numpy": numpy_frames,
-        "frame_to_host_ms": _ms(to_host),
-        "frame_to_host_prealloc_ms": _ms(to_host_prealloc),
-        "frame_to_worker_ms": _ms(to_worker),
+        "frame_to_host_ms": _ms(steady["frame_to_host"]),
+        "frame_to_host_prealloc_ms": _ms(steady["frame_to_host_prealloc"]),
+        "frame_to_worker_ms": _ms(steady["frame_to_worker"]),
         "memcpy_ms": _ms(copies),
+        "first_call_ms": {kind: _ms(times) for kind, times in first.items()},
         "start_ms": start_s * 1e3,
         "python_start_ms": python_s * 1e3,
     }
@@ -299,6 +309,9 @@ def format_report(result):
         "frame to host, allocate_ndarray %6.3f ms  %.3fx memcpy" % (
             r["frame_to_host_prealloc_ms"], x["frame_to_host_prealloc_vs_memcpy"]),
         "frame to worker %8.2f ms  %.2fx memcpy" % (r["frame_to_worker_ms"], x["frame_to_worker_vs_memcpy"]),
+        "first call after a memcpy block: frame to host %.2f ms, allocate_ndarray %.3f ms, frame to worker %.2f ms" % (
+            r["first_call_ms"]["frame_to_host"], r["first_call_ms"]["frame_to_host_prealloc"],
+            r["first_call_ms"]["frame_to_worker"]),
         "start           %8.1f ms  %.2fx python -c pass (%.1f ms)" % (
             r["start_ms"], x["start_vs_python_start"], r["python_start_ms"]),
     ])
