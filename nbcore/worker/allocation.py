@@ -42,7 +42,13 @@ def allocate_ndarray(shape, dtype, channel=None):
     count = _prod(shape)
     if count < 0:
         raise ValueError("negative dimensions are not allowed")
-    return _numpy.ndarray(shape, dtype, allocate_buffer(count * dtype.itemsize, channel))
+    channel = channel or _channel
+    nbytes = count * dtype.itemsize
+    if channel is None:
+        from .framing import allocate
+
+        return _numpy.ndarray(shape, dtype, allocate(nbytes))
+    return _numpy.ndarray(shape, dtype, channel.allocate(nbytes))
 
 
 def _resolve_dtype(spec):

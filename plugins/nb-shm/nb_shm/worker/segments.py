@@ -81,14 +81,17 @@ def probe(directory):
 class _Exporter(ctypes.c_char * min(1 << 40, sys.maxsize // 2)):
     """Exports the memory of one region; every view of it keeps it (and the mapping) alive.
 
-    When the last view is gone, ``notify(key)`` reports the region as released.
-    The exported length is nominal: callers only ever see slices of it.
+    ``owner`` is ``(notify, key, segment)``: when the last view is gone,
+    ``notify(key)`` reports the region as released; ``segment`` keeps the
+    mapping alive meanwhile.  The exported length is nominal: callers only ever
+    see slices of it.
     """
 
-    __slots__ = ("segment", "key", "notify")
+    __slots__ = ("owner",)
 
     def __del__(self):
-        self.notify(self.key)
+        owner = self.owner
+        owner[0](owner[1])
 
 
 class Segment:
@@ -110,9 +113,7 @@ class Segment:
     def view(self, start, offset, length, notify):
         """A writable view of ``length`` bytes at ``start + offset``; ``notify((id, start))`` when it dies."""
         exporter = _Exporter.from_address(self.base + start)
-        exporter.segment = self
-        exporter.key = (self.id, start)
-        exporter.notify = notify
+        exporter.owner = (notify, (self.id, start), self)
         return memoryview(exporter).cast("B")[offset:offset + length]
 
     def take(self, size):
@@ -229,7 +230,9 @@ class Outgoing:
             return None
         region.local = True
         self.allocated[region.address] = region
-        return region.segment.view(region.start, 0, nbytes, self._drop)
+        exporter = _Exporter.from_address(region.address)
+        exporter.owner = (self._drop, region.key, region.segment)
+        return memoryview(exporter).cast("B")[:nbytes]
 
     def place(self, buffer, nbytes=None):
         """Put ``buffer`` (a flat byte buffer of ``nbytes``) in shared memory; return ``(segment_id, start, offset)`` or None.
@@ -238,12 +241,17 @@ class Outgoing:
         """
         if nbytes is None:
             nbytes = memoryview(buffer).nbytes
-        if self.allocated:
-            found = self._find_allocated(buffer, nbytes)
-            if found is not None:
-                region, offset = found
+        if self.allocated:  # a buffer from allocate(), or a part of one, is sent where it lies
+            try:
+                address = ctypes.addressof(ctypes.c_char.from_buffer(buffer))
+            except (TypeError, ValueError):  # read-only or empty: not one of ours
+                address = None
+            region = self.allocated.get(address) if address is not None else None
+            if region is None and address is not None:
+                region = self._allocated_around(address)
+            if region is not None and address + nbytes <= region.address + region.size:
                 region.remote += 1
-                return region.segment.id, region.start, offset
+                return region.segment.id, region.start, address - region.address
         region = self._alloc(nbytes)
         if region is None:
             return None
@@ -252,22 +260,12 @@ class Outgoing:
         segment.map[region.start:region.start + nbytes] = buffer
         return segment.id, region.start, 0
 
-    def _find_allocated(self, buffer, nbytes):
-        """``(region, offset)`` of the region from :meth:`allocate` that holds all of ``buffer``, else None."""
-        try:
-            address = ctypes.addressof(ctypes.c_char.from_buffer(buffer))
-        except (TypeError, ValueError):  # read-only or empty: not one of ours
-            return None
-        region = self.allocated.get(address)
-        if region is None:  # a part of an allocated buffer
-            for candidate in self.allocated.values():
-                if candidate.address <= address < candidate.address + candidate.size:
-                    region = candidate
-                    break
-            else:
-                return None
-        offset = address - region.address
-        return (region, offset) if offset + nbytes <= region.size else None
+    def _allocated_around(self, address):
+        """The region from :meth:`allocate` that holds ``address``, else None."""
+        for region in self.allocated.values():
+            if region.address <= address < region.address + region.size:
+                return region
+        return None
 
     def release(self, key):
         """The peer no longer uses the region ``key`` (a release note)."""
