@@ -11,7 +11,10 @@ def test_bench_reports_the_allocate_ndarray_frame(nbcore_home):
     assert result["protocol"] == "shm-pickle5-buffers"
     assert result["frame_to_host_prealloc_ms"] > 0
     assert result["ratios"]["frame_to_host_prealloc_vs_memcpy"] > 0
-    assert "allocate_ndarray" in format_report(result)
+    assert set(result["first_call_ms"]) == {"frame_to_host", "frame_to_host_prealloc", "frame_to_worker"}
+    assert all(ms > 0 for ms in result["first_call_ms"].values())
+    report = format_report(result)
+    assert "allocate_ndarray" in report and "first call" in report
 
 
 def test_size_sweep_compares_both_protocols(nbcore_home, tmp_path):
