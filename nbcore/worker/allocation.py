@@ -42,13 +42,7 @@ def allocate_ndarray(shape, dtype, channel=None):
     count = _prod(shape)
     if count < 0:
         raise ValueError("negative dimensions are not allowed")
-    channel = channel or _channel
-    nbytes = count * dtype.itemsize
-    if channel is None:
-        from .framing import allocate
-
-        return _numpy.ndarray(shape, dtype, allocate(nbytes))
-    return _numpy.ndarray(shape, dtype, channel.allocate(nbytes))
+    return _numpy.ndarray(shape, dtype, allocate_buffer(count * dtype.itemsize, channel))
 
 
 def _resolve_dtype(spec):

@@ -25,7 +25,7 @@ from nbcore.worker.framing import ConnectionClosed, ProtocolError, allocate, wri
 
 from .links import recv_fds, send_fds
 from .pickling import Pickling
-from .segments import Incoming, Outgoing, _Exporter
+from .segments import Incoming, Outgoing
 
 PROTOCOL = "shm-pickle"
 MAGIC = b"NBS1"
@@ -258,7 +258,6 @@ class ShmChannel(Channel):
         chunks = []
         segments = self._in.segments
         notify = self._in.notify
-        from_address = _Exporter.from_address
         for segment_id, start, offset, length in PAYLOAD.iter_unpack(body[pos:end]):
             if not segment_id:
                 chunk = body[inline:inline + length]
@@ -269,9 +268,7 @@ class ShmChannel(Channel):
                 segment = segments.get(segment_id)
                 if segment is None:
                     raise ProtocolError("message refers to unknown segment %d" % segment_id)
-                exporter = from_address(segment.base + start)  # Segment.view, inlined: one per buffer
-                exporter.owner = (notify, (segment_id, start), segment)
-                chunk = memoryview(exporter).cast("B")[offset:offset + length]
+                chunk = segment.view(start, offset, length, notify)
                 if chunks and self.copy:
                     heap = allocate(length)
                     memoryview(heap)[:length] = chunk

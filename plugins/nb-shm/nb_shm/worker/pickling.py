@@ -25,6 +25,7 @@ _ndarray_type = None
 _short_names = {}
 #: ``short name -> dtype``: parsing the name costs more than building the array.
 _dtypes = {}
+#: Entries each cache holds at most (it starts over when full).
 _CACHE_MAX = 256
 
 
@@ -33,6 +34,8 @@ def _ndarray(buffer, dtype, shape):
     resolved = _dtypes.get(dtype)
     if resolved is None:
         _find_ndarray(True)
+        if len(_dtypes) >= _CACHE_MAX:
+            _dtypes.clear()
         resolved = _dtypes[dtype] = sys.modules["numpy"].dtype(dtype)
     return _ndarray_type(shape, resolved, buffer)
 

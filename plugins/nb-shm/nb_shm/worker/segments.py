@@ -230,9 +230,7 @@ class Outgoing:
             return None
         region.local = True
         self.allocated[region.address] = region
-        exporter = _Exporter.from_address(region.address)
-        exporter.owner = (self._drop, region.key, region.segment)
-        return memoryview(exporter).cast("B")[:nbytes]
+        return region.segment.view(region.start, 0, nbytes, self._drop)
 
     def place(self, buffer, nbytes=None):
         """Put ``buffer`` (a flat byte buffer of ``nbytes``) in shared memory; return ``(segment_id, start, offset)`` or None.
@@ -242,16 +240,11 @@ class Outgoing:
         if nbytes is None:
             nbytes = memoryview(buffer).nbytes
         if self.allocated:  # a buffer from allocate(), or a part of one, is sent where it lies
-            try:
-                address = ctypes.addressof(ctypes.c_char.from_buffer(buffer))
-            except (TypeError, ValueError):  # read-only or empty: not one of ours
-                address = None
-            region = self.allocated.get(address) if address is not None else None
-            if region is None and address is not None:
-                region = self._allocated_around(address)
-            if region is not None and address + nbytes <= region.address + region.size:
+            found = self._allocated_holding(buffer, nbytes)
+            if found is not None:
+                region, offset = found
                 region.remote += 1
-                return region.segment.id, region.start, address - region.address
+                return region.segment.id, region.start, offset
         region = self._alloc(nbytes)
         if region is None:
             return None
@@ -260,12 +253,19 @@ class Outgoing:
         segment.map[region.start:region.start + nbytes] = buffer
         return segment.id, region.start, 0
 
-    def _allocated_around(self, address):
-        """The region from :meth:`allocate` that holds ``address``, else None."""
-        for region in self.allocated.values():
-            if region.address <= address < region.address + region.size:
-                return region
-        return None
+    def _allocated_holding(self, buffer, nbytes):
+        """``(region, offset)`` of the region from :meth:`allocate` that holds all of ``buffer``, else None."""
+        try:
+            address = ctypes.addressof(ctypes.c_char.from_buffer(buffer))
+        except (TypeError, ValueError):  # read-only or empty: not one of ours
+            return None
+        region = self.allocated.get(address)
+        if region is None:  # perhaps a part of an allocated buffer
+            region = next((r for r in self.allocated.values() if r.address <= address < r.address + r.size), None)
+            if region is None:
+                return None
+        offset = address - region.address
+        return (region, offset) if offset + nbytes <= region.size else None
 
     def release(self, key):
         """The peer no longer uses the region ``key`` (a release note)."""
