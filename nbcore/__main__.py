@@ -1,3 +1,3 @@
-from nbcore.cli import main
+from nbcore.cli.main import main
 
 raise SystemExit(main())

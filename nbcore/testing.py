@@ -41,7 +41,7 @@ def nbcore_home(tmp_path_factory):
 @pytest.fixture
 def fresh_registry(monkeypatch):
     """Rebuild the plugin registry for this test (and again afterwards)."""
-    from nbcore import plugins
+    from nbcore.plugin import registry as plugins
 
     monkeypatch.setattr(plugins, "_registry", None)
     yield plugins.get_registry

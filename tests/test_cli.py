@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from nbcore.plugins import KNOWN_BACKENDS, get_registry
+from nbcore.plugin.registry import KNOWN_BACKENDS, get_registry
 
 from nbtest import clean_environ, pid_alive, run_nbcore, write
 
@@ -94,9 +94,9 @@ def test_protocols_json():
 
 def test_plugins_json():
     data = {p["name"]: p for p in cli_json("plugins", "--json")}
-    venv = data["nbcore.backends.venv"]
+    venv = data["nbcore.builtin.venv"]
     assert venv["builtin"] and venv["backends"] == ["venv"] and venv["hooks"] == ["nbcore_register_backends"]
-    assert data["nbcore.protocols.tcp_pickle"]["protocols"] == ["tcp-pickle"]
+    assert data["nbcore.builtin.tcp_pickle"]["protocols"] == ["tcp-pickle"]
 
 
 @pytest.mark.parametrize("protocol", [[], ["--protocol", "tcp-pickle"]], ids=["default", "tcp-pickle"])

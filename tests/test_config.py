@@ -1,9 +1,9 @@
 """Config files: validation errors are one line naming file:line and the key."""
 import pytest
 
-from nbcore.config import load_config, parse_config
+from nbcore.host.config import load_config, parse_config
 from nbcore.errors import ConfigError
-from nbcore.plugins import build_registry
+from nbcore.plugin.registry import build_registry
 
 from nbtest import run_nbcore, write
 
@@ -136,8 +136,8 @@ def test_load_config_names_the_file(tmp_path, backends):
 def test_plugin_section_is_validated_by_its_schema(fresh_registry, monkeypatch):
     import types
 
-    from nbcore import plugins
-    from nbcore.backend import BackendProvider
+    from nbcore.plugin import registry as plugins
+    from nbcore.plugin.backend import BackendProvider
 
     class Strict(BackendProvider):
         name = "strict"

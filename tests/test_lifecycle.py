@@ -12,10 +12,11 @@ import types
 
 import pytest
 
-from nbcore import open_backend, plugins
-from nbcore.backend import BackendProvider, SubprocessWorker
+from nbcore import open_backend
+from nbcore.plugin import registry as plugins
+from nbcore.plugin.backend import BackendProvider, SubprocessWorker
 from nbcore.errors import WorkerError
-from nbcore.protocols.tcp_pickle import TcpPickle
+from nbcore.builtin.tcp_pickle import TcpPickle
 from nbcore.worker import tcp_pickle as tcp_worker
 from nbcore.worker.auth import NONCE_BYTES, AuthenticationError
 from nbcore.worker.framing import encode_header
@@ -308,7 +309,7 @@ def test_unauthenticated_clients_are_rejected(tmp_path, caplog):
 
 
 def test_a_silent_client_does_not_delay_the_worker(monkeypatch):
-    from nbcore.protocols import tcp_pickle
+    from nbcore.builtin import tcp_pickle
 
     monkeypatch.setattr(tcp_pickle, "AUTH_TIMEOUT", 2.0)
     listener = TcpPickle().listen("127.0.0.1")

@@ -12,8 +12,10 @@ import types
 
 import pytest
 
-from nbcore import host, open_backend, plugins
-from nbcore.protocol import ProtocolProvider
+from nbcore import open_backend
+from nbcore.host import launch as host
+from nbcore.plugin import registry as plugins
+from nbcore.plugin.protocol import ProtocolProvider
 from nbcore.worker.channel import SocketChannel
 from nbcore.worker.negotiation import host_negotiate, worker_negotiate
 from nbcore.worker import tcp_pickle as tcp_worker

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from nbcore import plugins
-from nbcore.backend import BackendProvider
-from nbcore.backends import venv as venv_backend
+from nbcore.plugin import registry as plugins
+from nbcore.plugin.backend import BackendProvider
+from nbcore.builtin import venv as venv_backend
 from nbcore.errors import BackendUnavailable, UserError
-from nbcore.selection import DEFAULT_PROTOCOLS, choose_backend, plan_protocols, protocol_list
+from nbcore.host.selection import DEFAULT_PROTOCOLS, choose_backend, plan_protocols, protocol_list
 from nbcore.spec import EnvironmentSpec
-from nbcore.store import make_environment
+from nbcore.host.store import make_environment
 
 pytestmark = pytest.mark.usefixtures("clean_env")
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from nbcore.backend import BackendProvider
+from nbcore.plugin.backend import BackendProvider
 from nbcore.errors import InstallError
-from nbcore.progress import Progress
+from nbcore.plugin.progress import Progress
 from nbcore.spec import EnvironmentSpec
-from nbcore.store import READY_MARKER, ensure_installed, is_ready, list_environments, make_environment
+from nbcore.host.store import READY_MARKER, ensure_installed, is_ready, list_environments, make_environment
 
 from nbtest import clean_environ, run_nbcore, write
 

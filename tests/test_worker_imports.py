@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from nbcore import open_backend
-from nbcore.backends import venv as venv_backend
-from nbcore.plugins import get_registry
-from nbcore.staging import stage_worker
+from nbcore.builtin import venv as venv_backend
+from nbcore.plugin.registry import get_registry
+from nbcore.host.staging import stage_worker
 
 from nbtest import write
 

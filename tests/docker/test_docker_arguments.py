@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from nbcore import ConfigError, Environment, EnvironmentSpec, WorkerLaunch
-from nbcore.config import config_from_dict
+from nbcore.host.config import config_from_dict
 
 from nb_docker.backend import DockerBackend
 from nb_docker.container import PIP_CACHE_TARGET, container_config

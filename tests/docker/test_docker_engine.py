@@ -12,9 +12,9 @@ import pytest
 
 import nbcore
 from nbcore.testing import engine_unavailable
-from nbcore.host import prepare, start
-from nbcore.progress import Progress
-from nbcore.store import ensure_installed
+from nbcore.host.launch import prepare, start
+from nbcore.plugin.progress import Progress
+from nbcore.host.store import ensure_installed
 
 from nbtest import run_nbcore
 

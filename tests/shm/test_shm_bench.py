@@ -1,7 +1,7 @@
 """``nbcore bench`` figures added for nb-shm: the allocate_ndarray frame, the size sweep and its plot."""
 import pytest
 
-from nbcore.bench import format_report, format_sweep, plot_sweep, run_bench, run_sweep
+from nbcore.cli.bench import format_report, format_sweep, plot_sweep, run_bench, run_sweep
 
 from conftest import NUMPY_ENV
 

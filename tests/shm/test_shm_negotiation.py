@@ -3,7 +3,7 @@ import logging
 
 import pytest
 
-from nbcore import host
+from nbcore.host import launch as host
 from nb_shm import ShmPickle
 
 SHM_NAME = "shm-pickle5-buffers"

@@ -5,7 +5,7 @@ import shutil
 import time
 
 from nbcore import hookimpl
-from nbcore.protocol import ProtocolProvider
+from nbcore.plugin.protocol import ProtocolProvider
 
 from . import worker
 from .worker import links

@@ -5,8 +5,8 @@ Nothing is isolated; use it to debug worker code with the host's debugger.
 import sys
 import threading
 
-from ..backend import BackendProvider, WorkerProcess
-from ..plugins import hookimpl
+from ..plugin.backend import BackendProvider, WorkerProcess
+from ..plugin.registry import hookimpl
 from ..spec import python_matches
 
 

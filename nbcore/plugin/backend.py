@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from typing import ClassVar, Dict, List, Optional
 
-from .spec import EnvironmentSpec
+from ..spec import EnvironmentSpec
 
 
 @dataclasses.dataclass(frozen=True)

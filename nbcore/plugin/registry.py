@@ -16,16 +16,16 @@ from typing import Dict, List, Optional
 
 import pluggy
 
-from .errors import PluginError
+from ..errors import PluginError
 
 GROUP = "nbcore"
 hookimpl = pluggy.HookimplMarker(GROUP)
 
 #: nbcore's built-in plugins, registered exactly like third-party ones.
 DEFAULT_PLUGINS = (
-    "nbcore.backends.venv",
-    "nbcore.backends.python",
-    "nbcore.protocols.tcp_pickle",
+    "nbcore.builtin.venv",
+    "nbcore.builtin.python",
+    "nbcore.builtin.tcp_pickle",
 )
 
 #: Which pip package provides a backend that is not installed (a hint for error messages).
@@ -105,7 +105,8 @@ def _disabled():
 
 def build_registry(plugins=(), autoload: Optional[bool] = None) -> Registry:
     """Build a registry from the built-in plugins, entry points and ``plugins`` (extra module objects)."""
-    from . import __version__, hookspecs
+    from .. import __version__
+    from . import hookspecs
 
     pm = pluggy.PluginManager(GROUP)
     pm.add_hookspecs(hookspecs)

@@ -6,18 +6,18 @@ import weakref
 from pathlib import Path
 from typing import Optional, Union
 
-from .client import Connection
+from .connection import Connection
 from .config import Config, config_from_dict, find_config_file, load_config
-from .errors import ConfigError, WorkerError
-from .home import nbcore_home
-from .plugins import get_registry
-from .progress import Progress
+from ..errors import ConfigError, WorkerError
+from ..home import nbcore_home
+from ..plugin.registry import get_registry
+from ..plugin.progress import Progress
 from .selection import choose_backend, plan_protocols, protocol_list
 from .staging import stage_worker
 from .store import ensure_installed, make_environment
-from .backend import WorkerLaunch
-from .worker.framing import ConnectionClosed, ProtocolError
-from .worker.negotiation import host_negotiate
+from ..plugin.backend import WorkerLaunch
+from ..worker.framing import ConnectionClosed, ProtocolError
+from ..worker.negotiation import host_negotiate
 
 log = logging.getLogger("nbcore")
 _open = weakref.WeakSet()
@@ -67,7 +67,7 @@ class RemoteEnv:
 
     def allocate_ndarray(self, shape, dtype):
         """An array to fill and pass as an argument; with ``shm-pickle`` it crosses without a copy."""
-        from .worker.allocation import allocate_ndarray
+        from ..worker.allocation import allocate_ndarray
 
         return allocate_ndarray(shape, dtype, channel=self.connection.channel)
 

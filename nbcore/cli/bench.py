@@ -21,10 +21,10 @@ import statistics
 import time
 from pathlib import Path
 
-from .backend import WorkerLaunch
-from .errors import UserError
-from .host import prepare, staged_worker_path, start
-from .worker.bench_targets import make_blob
+from ..plugin.backend import WorkerLaunch
+from ..errors import UserError
+from ..host.launch import prepare, staged_worker_path, start
+from ..worker.bench_targets import make_blob
 
 TARGETS = "nbcore.worker.bench_targets"
 NOOP_BLOCKS = 10

@@ -7,9 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..backend import BackendProvider, SubprocessWorker
+from ..plugin.backend import BackendProvider, SubprocessWorker
 from ..errors import InstallError
-from ..plugins import hookimpl
+from ..plugin.registry import hookimpl
 from ..spec import python_matches
 
 

@@ -13,8 +13,8 @@ import logging
 import os
 from typing import List, Optional, Tuple
 
-from .errors import BackendUnavailable, UserError
-from .plugins import KNOWN_BACKENDS, missing_hint
+from ..errors import BackendUnavailable, UserError
+from ..plugin.registry import KNOWN_BACKENDS, missing_hint
 
 DEFAULT_ORDER = ("conda", "docker", "apptainer", "venv")
 DEFAULT_PROTOCOLS = "tcp-pickle,shm-pickle"
@@ -108,6 +108,6 @@ def plan_protocols(registry, names: List[str]) -> Tuple[object, List[Tuple[str, 
 
 
 def _can_listen(provider) -> bool:
-    from .protocol import ProtocolProvider
+    from ..plugin.protocol import ProtocolProvider
 
     return type(provider).listen is not ProtocolProvider.listen

@@ -4,11 +4,11 @@ import os
 import shutil
 from pathlib import Path
 
-from .config import find_config_file, load_config
-from .errors import UserError
-from .home import nbcore_home
-from .plugins import get_registry
-from .store import env_folder, environment_from_record, list_environments
+from ..host.config import find_config_file, load_config
+from ..errors import UserError
+from ..home import nbcore_home
+from ..plugin.registry import get_registry
+from ..host.store import env_folder, environment_from_record, list_environments
 
 
 @contextlib.contextmanager

@@ -3,11 +3,11 @@ import os
 import shutil
 import sys
 
-from . import __version__
-from .errors import NbcoreError
-from .home import nbcore_home
-from .plugins import KNOWN_PROVIDERS, get_registry
-from .store import folder_bytes
+from .. import __version__
+from ..errors import NbcoreError
+from ..home import nbcore_home
+from ..plugin.registry import KNOWN_PROVIDERS, get_registry
+from ..host.store import folder_bytes
 
 
 def diagnose(config_path=None):
@@ -39,7 +39,7 @@ def diagnose(config_path=None):
     if report["uv"] is None:
         problems.append("uv is not on PATH: venv environments are created with pip (slower); pip install uv")
     try:
-        from .config import find_config_file, load_config
+        from ..host.config import find_config_file, load_config
 
         path = find_config_file(config_path)
         if path is not None:

@@ -5,8 +5,8 @@ import socket
 import time
 
 from ..errors import WorkerError
-from ..plugins import hookimpl
-from ..protocol import Listener, ProtocolProvider
+from ..plugin.registry import hookimpl
+from ..plugin.protocol import Listener, ProtocolProvider
 from ..worker.auth import ANSWER_BYTES, AuthenticationError, host_challenge, host_verify
 from ..worker.channel import SocketChannel
 from ..worker.framing import configure_socket

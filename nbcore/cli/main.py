@@ -5,8 +5,8 @@ import logging
 import sys
 from pathlib import Path
 
-from . import __version__
-from .errors import NbcoreError, RemoteTraceback, UserError
+from .. import __version__
+from ..errors import NbcoreError, RemoteTraceback, UserError
 
 
 def _common(parser):
@@ -87,7 +87,7 @@ def _jsonable(value):
 
 
 def cmd_plugins(args):
-    from .plugins import get_registry
+    from ..plugin.registry import get_registry
 
     registry = get_registry()
     data = [dict(vars(p)) for p in registry.plugins.values()]
@@ -97,7 +97,7 @@ def cmd_plugins(args):
 
 
 def cmd_backends(args):
-    from .plugins import KNOWN_BACKENDS, get_registry
+    from ..plugin.registry import KNOWN_BACKENDS, get_registry
 
     registry = get_registry()
     data = []
@@ -114,8 +114,8 @@ def cmd_backends(args):
 
 
 def cmd_protocols(args):
-    from .plugins import get_registry
-    from .selection import protocol_list
+    from ..plugin.registry import get_registry
+    from ..host.selection import protocol_list
 
     registry = get_registry()
     order = protocol_list()
@@ -133,8 +133,8 @@ def cmd_protocols(args):
 
 
 def cmd_envs(args):
-    from .home import nbcore_home
-    from .store import list_environments
+    from ..home import nbcore_home
+    from ..host.store import list_environments
 
     data = [e for e in list_environments(nbcore_home()) if e["ready"] or args.all]
     rows = [dict(e, size="%.1f MB" % (e["bytes"] / 1e6), hash=(e["hash"] or "")[:12]) for e in data]
@@ -142,9 +142,9 @@ def cmd_envs(args):
 
 
 def cmd_install(args):
-    from .host import prepare
-    from .progress import Progress
-    from .store import ensure_installed
+    from ..host.launch import prepare
+    from ..plugin.progress import Progress
+    from ..host.store import ensure_installed
 
     config, provider, env = prepare(args.env, args.config, args.backend, install=False)
     built = ensure_installed(provider, env, Progress(), force=args.force)
@@ -153,8 +153,8 @@ def cmd_install(args):
 
 
 def cmd_shell(args):
-    from .backend import WorkerLaunch
-    from .host import prepare, staged_worker_path
+    from ..plugin.backend import WorkerLaunch
+    from ..host.launch import prepare, staged_worker_path
 
     config, provider, env = prepare(args.env, args.config, args.backend)
     command = args.command_after_dashes
@@ -169,7 +169,7 @@ def _parse_json(text, what):
 
 
 def cmd_call(args):
-    from .host import open_backend
+    from ..host.launch import open_backend
 
     call_args = _parse_json(args.args, "--args")
     call_kwargs = _parse_json(args.kwargs, "--kwargs")

@@ -2,7 +2,7 @@
 import abc
 from typing import Callable, ClassVar, Optional, Tuple
 
-from .worker.channel import Channel
+from ..worker.channel import Channel
 
 
 class Listener(abc.ABC):

@@ -3,7 +3,7 @@ import collections
 import subprocess
 import sys
 
-from .errors import InstallError
+from ..errors import InstallError
 
 
 class Progress:

@@ -21,9 +21,9 @@ from typing import Dict, Optional
 
 import yaml
 
-from .errors import ConfigError
-from .plugins import KNOWN_BACKENDS
-from .spec import EnvironmentSpec
+from ..errors import ConfigError
+from ..plugin.registry import KNOWN_BACKENDS
+from ..spec import EnvironmentSpec
 
 DEFAULT_FILE = "nbcore.yaml"
 

@@ -3,9 +3,9 @@ import itertools
 import pickle
 import threading
 
-from .errors import RemoteError, RemoteTraceback, WorkerError
-from .worker.framing import ConnectionClosed, ProtocolError
-from .worker.rpc import ERROR, OK, REF, STOP, lookup
+from ..errors import RemoteError, RemoteTraceback, WorkerError
+from ..worker.framing import ConnectionClosed, ProtocolError
+from ..worker.rpc import ERROR, OK, REF, STOP, lookup
 
 SHUTDOWN_GRACE = 5.0
 

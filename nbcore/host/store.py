@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 from typing import List
 
-from .backend import Environment
-from .errors import InstallError
-from .spec import EnvironmentSpec
+from ..plugin.backend import Environment
+from ..errors import InstallError
+from ..spec import EnvironmentSpec
 
 READY_MARKER = "nbcore-env.json"
 

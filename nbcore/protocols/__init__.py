@@ -1,1 +1,0 @@
-"""nbcore's built-in protocol providers."""
