@@ -1,0 +1,85 @@
+"""The ``conda`` backend provider: one conda prefix per spec, its worker running activated."""
+import dataclasses
+import os
+import subprocess
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from nbcore.plugin import BackendProvider, ConfigError, SubprocessWorker
+
+from .prefix import CondaPrefixBuilder
+from .settings import CONFIG_SCHEMA, identity_material
+
+DEFAULT_SHELL = "bash"
+
+
+@dataclasses.dataclass
+class Command:
+    """A command as it runs inside an environment: argv, the complete environment, the working folder."""
+
+    argv: List[str]
+    env: Dict[str, str]
+    cwd: Path
+
+
+class CondaBackend(BackendProvider):
+    """Conda environments per spec, created by the embedded py-rattler engine or by micromamba/mamba/conda."""
+
+    name = "conda"
+    config_schema = CONFIG_SCHEMA
+    #: Chosen first among the built-in backends: real C/C++ isolation without a container engine.
+    auto_priority = 40
+
+    def __init__(self, builder: Optional[CondaPrefixBuilder] = None):
+        self.builder = builder or CondaPrefixBuilder()
+
+    @property
+    def description(self):
+        try:
+            engine = self.builder.engine().description
+        except ConfigError as exc:
+            engine = "no engine (%s)" % exc
+        return "conda environment per spec, activated; engine: %s" % engine
+
+    def check_available(self):
+        try:
+            self.builder.engine()
+        except ConfigError as exc:
+            return str(exc)
+        return None
+
+    def identity(self, env_spec) -> dict:
+        """The content of ``environment_file`` and ``lock_file`` and the default Python: a change makes a new env."""
+        return identity_material(env_spec)
+
+    @staticmethod
+    def prefix(env) -> Path:
+        return env.path / "prefix"
+
+    def is_installed(self, env):
+        return self.builder.is_built(self.prefix(env))
+
+    def install(self, env, progress):
+        self.builder.build(env.spec, self.prefix(env), progress, variables={"NBCORE_ENV_PATH": str(env.path)})
+
+    def lock(self, env, path, progress):
+        """Write the environment's conda packages to the lock file ``path`` (``lock_file:`` installs it with no solve)."""
+        count = self.builder.lock(env.spec, self.prefix(env), path, progress)
+        progress.step("wrote %d packages of %s to %s" % (count, env.name, path))
+
+    def worker_python(self, env) -> str:
+        return str(self.prefix(env) / "bin" / "python")
+
+    def command(self, env, argv, variables=None, cwd=None) -> Command:
+        """``argv`` run inside the activated environment (activation recorded at install, replayed here)."""
+        environment = self.builder.activation(self.prefix(env))
+        environment.update(variables or {})
+        return Command(list(argv), environment, Path(cwd or os.getcwd()))
+
+    def start_worker(self, env, launch):
+        environment = launch.worker_environment(self.builder.activation(self.prefix(env)))
+        return SubprocessWorker([self.worker_python(env)] + launch.python_args, env=environment, cwd=launch.cwd)
+
+    def shell(self, env, command, launch):
+        command = self.command(env, command or [os.environ.get("SHELL") or DEFAULT_SHELL], None, launch.cwd)
+        return subprocess.call(command.argv, env=command.env, cwd=str(command.cwd))
