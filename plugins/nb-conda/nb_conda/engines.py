@@ -94,27 +94,30 @@ def select_engine(environ: Mapping[str, str] = os.environ):
 
     Raise :class:`ConfigError` when the chosen one is not there, with what to install.
     """
-    choice = (environ.get("NBCORE_CONDA_ENGINE") or "auto").strip()
-    found = find_frontends(environ)
-    embedded_ok = embedded.rattler_version() is not None
+    return choose_engine((environ.get("NBCORE_CONDA_ENGINE") or "auto").strip(), find_frontends(environ),
+                         embedded.rattler_version() is not None)
+
+
+def choose_engine(choice: str, found: Mapping[str, str], embedded_ok: bool):
+    """The engine for ``choice`` (``auto``, ``embedded``, a frontend's name or path) among what was found."""
     if choice == "auto":
         for kind in AUTO_ORDER:
             if kind == "embedded" and embedded_ok:
                 return embedded.EmbeddedEngine()
             if kind in found:
                 return Frontend(kind, found[kind])
-        raise ConfigError("no conda engine: pip install py-rattler (the embedded engine), or put micromamba, mamba "
-                          "or conda on PATH")
+        raise ConfigError("no conda engine: pip install py-rattler (the embedded engine, Python >= 3.10), or put "
+                          "micromamba, mamba or conda on PATH")
     if choice == "embedded":
         if not embedded_ok:
-            raise ConfigError("NBCORE_CONDA_ENGINE=embedded needs py-rattler: pip install py-rattler")
+            raise ConfigError("NBCORE_CONDA_ENGINE=embedded needs py-rattler (Python >= 3.10): pip install py-rattler")
         return embedded.EmbeddedEngine()
     if choice in FRONTENDS:
         if choice not in found:
             raise ConfigError("NBCORE_CONDA_ENGINE=%s, but no %s was found (MAMBA_EXE, CONDA_EXE, PATH)" % (choice, choice))
         return Frontend(choice, found[choice])
     kind = frontend_kind(choice)
-    if kind and os.access(choice, os.X_OK):
+    if kind and os.path.isabs(choice) and os.access(choice, os.X_OK):
         return Frontend(kind, choice)
-    raise ConfigError("NBCORE_CONDA_ENGINE=%r is not one of auto, embedded, %s, nor an executable of one of them"
+    raise ConfigError("NBCORE_CONDA_ENGINE=%r is not one of auto, embedded, %s, nor the path of an executable one of them"
                       % (choice, ", ".join(FRONTENDS)))
