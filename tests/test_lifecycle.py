@@ -17,6 +17,7 @@ from nbcore.plugin import registry as plugins
 from nbcore.plugin.backend import BackendProvider, SubprocessWorker
 from nbcore.errors import WorkerError
 from nbcore.builtin.tcp_pickle import TcpPickle
+from nbcore.plugin.protocol import ListenAddress
 from nbcore.worker import tcp_pickle as tcp_worker
 from nbcore.worker.auth import NONCE_BYTES, AuthenticationError
 from nbcore.worker.framing import encode_header
@@ -254,7 +255,7 @@ def connect(address):
 
 def test_unauthenticated_clients_are_rejected(tmp_path, caplog):
     caplog.set_level(logging.WARNING, logger="nbcore")
-    listener = TcpPickle().listen("127.0.0.1")
+    listener = TcpPickle().listen(ListenAddress())
     secret = os.urandom(32)
     marker = tmp_path / "ran"
 
@@ -312,7 +313,7 @@ def test_a_silent_client_does_not_delay_the_worker(monkeypatch):
     from nbcore.builtin import tcp_pickle
 
     monkeypatch.setattr(tcp_pickle, "AUTH_TIMEOUT", 2.0)
-    listener = TcpPickle().listen("127.0.0.1")
+    listener = TcpPickle().listen(ListenAddress())
     secret = os.urandom(32)
     silent = connect(listener.address)
     worker = {}

@@ -42,6 +42,12 @@ class Protocol(ProtocolProvider):
     def check_available(self):
         return None
 
+    def host_offer(self, channel):
+        raise NotImplementedError
+
+    def host_complete(self, channel, state, reply):
+        raise NotImplementedError
+
 
 def plugin_module(name, backends=(), protocols=(), **extra):
     module = types.ModuleType(name)
@@ -77,10 +83,15 @@ def test_every_hookspec_is_documented():
         assert "firstresult" in doc, "%s does not say whether it is firstresult" % name
 
 
-def test_every_hookspec_is_used_by_a_builtin_plugin():
+def test_builtins_use_the_register_hook_and_the_01_hooks_still_work():
     registry = plugins.build_registry(autoload=False)
     used = {hook for info in registry.plugins.values() if info.builtin for hook in info.hooks}
-    assert used == {name for name, _ in specs()}
+    assert used == {"nbcore_register"}
+    legacy = plugin_module("nbtest_legacy", backends=["old-b"], protocols=["old-p"])
+    registry = plugins.build_registry(plugins=[legacy], autoload=False)
+    assert registry.plugins["nbtest_legacy"].hooks == ["nbcore_register_backends", "nbcore_register_protocols"]
+    assert "old-b" in registry.backends and "old-p" in registry.protocols
+    assert used | set(registry.plugins["nbtest_legacy"].hooks) == {name for name, _ in specs()}
 
 
 def test_builtins_are_registered_through_the_hooks():
@@ -139,9 +150,9 @@ def test_hook_with_a_wrong_signature_is_rejected():
 def test_provider_without_name_and_failing_hook():
     @plugins.hookimpl
     def nbcore_register_backends(register):
-        register(object())
+        register(Backend(""))
 
-    with pytest.raises(PluginError, match="without a name"):
+    with pytest.raises(PluginError, match="plugin 'nbtest_noname' registered a backend provider without a name"):
         plugins.build_registry(plugins=[plugin_module("nbtest_noname", nbcore_register_backends=nbcore_register_backends)],
                                autoload=False)
 

@@ -52,7 +52,7 @@ class QuietProgress(Progress):
 
 def test_builds_once_and_marks_ready(tmp_path):
     provider = CountingBackend()
-    env = make_environment(tmp_path, "counting", "demo", EnvironmentSpec(packages=("x",)))
+    env = make_environment(tmp_path, provider, "demo", EnvironmentSpec(packages=("x",)))
     assert env.path.parent == tmp_path / "envs" / "counting"
     assert env.path.name == "demo-" + env.spec_hash[:12]
     assert ensure_installed(provider, env, QuietProgress()) is True
@@ -77,7 +77,7 @@ def test_spec_changes_change_the_identity():
 
 def test_failed_install_leaves_nothing(tmp_path):
     provider = CountingBackend(fail=True)
-    env = make_environment(tmp_path, "counting", "demo", EnvironmentSpec())
+    env = make_environment(tmp_path, provider, "demo", EnvironmentSpec())
     with pytest.raises(InstallError, match="step X failed"):
         ensure_installed(provider, env, QuietProgress())
     assert not env.path.exists() and not is_ready(env)
@@ -85,7 +85,7 @@ def test_failed_install_leaves_nothing(tmp_path):
 
 def test_unfinished_folder_is_removed_and_rebuilt(tmp_path):
     provider = CountingBackend()
-    env = make_environment(tmp_path, "counting", "demo", EnvironmentSpec())
+    env = make_environment(tmp_path, provider, "demo", EnvironmentSpec())
     env.path.mkdir(parents=True)
     (env.path / "half-built").write_text("")
     assert [e["ready"] for e in list_environments(tmp_path)] == [False]
@@ -103,7 +103,7 @@ def test_missing_install_is_rebuilt(tmp_path):
             return (env.path / "payload").exists()
 
     provider = Vanishing()
-    env = make_environment(tmp_path, "counting", "demo", EnvironmentSpec())
+    env = make_environment(tmp_path, provider, "demo", EnvironmentSpec())
     ensure_installed(provider, env, QuietProgress())
     (env.path / "payload").unlink()
     assert ensure_installed(provider, env, QuietProgress()) is True

@@ -118,7 +118,7 @@ def cmd_protocols(args):
     from ..host.selection import protocol_list
 
     registry = get_registry()
-    order = protocol_list()
+    order = protocol_list(registry)
     data = []
     for name, provider in sorted(registry.protocols.items()):
         reason = provider.check_available()

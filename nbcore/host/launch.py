@@ -16,8 +16,9 @@ from .selection import choose_backend, plan_protocols, protocol_list
 from .staging import stage_worker
 from .store import ensure_installed, make_environment
 from ..plugin.backend import WorkerLaunch
+from ..plugin.protocol import ListenAddress
 from ..worker.framing import ConnectionClosed, ProtocolError
-from ..worker.negotiation import host_negotiate
+from .negotiation import host_negotiate
 
 log = logging.getLogger("nbcore")
 _open = weakref.WeakSet()
@@ -25,10 +26,6 @@ _open = weakref.WeakSet()
 
 def _connect_timeout():
     return float(os.environ.get("NBCORE_CONNECT_TIMEOUT", "120"))
-
-
-def _bind_host():
-    return os.environ.get("NBCORE_BIND", "127.0.0.1")
 
 
 class RemoteEnv:
@@ -105,7 +102,7 @@ def prepare(name, config=None, backend=None, progress=None, install=True):
     provider, how = choose_backend(registry, lambda b: make_environment(home, b, name, spec), spec,
                                    requested=backend, config_default=config.backend)
     log.info("backend %s (%s)", provider.name, how)
-    env = make_environment(home, provider.name, name, spec)
+    env = make_environment(home, provider, name, spec)
     if install:
         ensure_installed(provider, env, progress or Progress())
     return config, provider, env
@@ -129,9 +126,9 @@ def worker_launch(address, secret, fallback, candidates):
 def start(config, provider, env, protocol: Optional[str] = None) -> RemoteEnv:
     """Start a worker for an installed environment and connect to it."""
     registry = get_registry()
-    names = protocol_list(config.protocol, protocol)
+    names = protocol_list(registry, config.protocol, protocol)
     fallback, candidates = plan_protocols(registry, names)
-    listener = fallback.listen(_bind_host())
+    listener = fallback.listen(ListenAddress.from_environment())
     secret = os.urandom(32)
     launch = worker_launch(listener.address, secret, fallback, candidates)
     try:

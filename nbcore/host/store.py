@@ -28,9 +28,10 @@ def env_folder(home: Path, backend: str, name: str, spec_hash: str) -> Path:
     return home / "envs" / backend / ("%s-%s" % (name, spec_hash[:12]))
 
 
-def make_environment(home: Path, backend: str, name: str, spec: EnvironmentSpec) -> Environment:
-    spec_hash = spec.identity(backend)
-    return Environment(name, spec, backend, spec_hash, env_folder(home, backend, name, spec_hash))
+def make_environment(home: Path, provider, name: str, spec: EnvironmentSpec) -> Environment:
+    """The environment ``provider`` (a backend) makes of ``spec``, named by its hash."""
+    spec_hash = spec.identity(provider.name, provider.identity(spec))
+    return Environment(name, spec, provider.name, spec_hash, env_folder(home, provider.name, name, spec_hash))
 
 
 def is_ready(env: Environment) -> bool:

@@ -9,13 +9,17 @@ from ..errors import (BackendUnavailable, ConfigError, InstallError, NbcoreError
                       WorkerError)
 from ..home import nbcore_home
 from ..spec import EnvironmentSpec
-from .backend import BackendProvider, Environment, SubprocessWorker, WorkerLaunch, WorkerProcess
+from .auth import ANSWER_BYTES, AuthenticationError, host_challenge, host_verify
+from .backend import (BackendProvider, Command, Environment, SubprocessWorker, WorkerLaunch, WorkerProcess,
+                      host_environment)
 from .progress import Progress
-from .protocol import Listener, ProtocolProvider
-from .registry import get_registry, hookimpl
+from .protocol import FALLBACK, UPGRADE, ListenAddress, Listener, ProtocolProvider
+from .registry import CapabilityMissing, Register, get_registry, hookimpl
 
 __all__ = [
-    "BackendProvider", "BackendUnavailable", "ConfigError", "Environment", "EnvironmentSpec", "InstallError",
-    "Listener", "NbcoreError", "PluginError", "Progress", "ProtocolProvider", "SubprocessWorker", "UserError",
-    "WorkerError", "WorkerLaunch", "WorkerProcess", "get_registry", "hookimpl", "nbcore_home",
+    "ANSWER_BYTES", "AuthenticationError", "BackendProvider", "BackendUnavailable", "CapabilityMissing", "Command",
+    "ConfigError", "Environment", "EnvironmentSpec", "FALLBACK", "InstallError", "ListenAddress", "Listener",
+    "NbcoreError", "PluginError", "Progress", "ProtocolProvider", "Register", "SubprocessWorker", "UPGRADE",
+    "UserError", "WorkerError", "WorkerLaunch", "WorkerProcess", "get_registry", "hookimpl", "host_challenge",
+    "host_environment", "host_verify", "nbcore_home",
 ]

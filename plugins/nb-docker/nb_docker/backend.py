@@ -26,6 +26,7 @@ class DockerBackend(nbcore.BackendProvider):
     name = "docker"
     description = "Docker container per spec (image built from the spec or given ready); needs a Docker daemon"
     config_schema = CONFIG_SCHEMA
+    auto_priority = 30
 
     def check_available(self):
         from .engine import unavailable_reason

@@ -4,8 +4,7 @@ import os
 import shutil
 import time
 
-from nbcore import hookimpl
-from nbcore.plugin.protocol import ProtocolProvider
+from nbcore.plugin import UPGRADE, ProtocolProvider, hookimpl
 
 from . import worker
 from .worker import links
@@ -55,6 +54,8 @@ class ShmPickle(ProtocolProvider):
     name = worker.PROTOCOL
     description = "pickle with out-of-band buffers in shared memory (views, released by GC), pipe doorbell"
     worker_module = "nb_shm.worker"
+    roles = frozenset([UPGRADE])
+    preference = 50
 
     def check_available(self):
         return worker.worker_available()
@@ -105,5 +106,5 @@ class ShmPickle(ProtocolProvider):
 
 
 @hookimpl
-def nbcore_register_protocols(register):
-    register(ShmPickle())
+def nbcore_register(register):
+    register.protocol(ShmPickle())
