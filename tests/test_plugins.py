@@ -115,6 +115,20 @@ def test_in_process_plugin_is_attributed():
     assert registry.plugin_of("backend", "b2") is info
 
 
+def test_capability_is_registered_attributed_and_looked_up():
+    offered = object()
+    module = types.ModuleType("nbtest_offers")
+
+    @plugins.hookimpl
+    def nbcore_register(register):
+        register.capability("nbtest-thing", offered)
+    module.nbcore_register = nbcore_register
+    registry = plugins.build_registry(plugins=[module], autoload=False)
+    assert registry.capability("nbtest-thing") is offered
+    assert registry.plugins["nbtest_offers"].capabilities == ["nbtest-thing"]
+    assert registry.plugin_of("capability", "nbtest-thing").name == "nbtest_offers"
+
+
 def test_duplicate_backend_name_is_rejected():
     with pytest.raises(PluginError, match=r"plugin 'nbtest_dup' registers backend 'venv', already provided by plugin 'nbcore.builtin.venv'"):
         plugins.build_registry(plugins=[plugin_module("nbtest_dup", backends=["venv"])], autoload=False)
