@@ -1,25 +1,11 @@
 """The ``conda`` backend provider: one conda prefix per spec, its worker running activated."""
-import dataclasses
-import os
-import subprocess
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Optional
 
-from nbcore.plugin import BackendProvider, ConfigError, SubprocessWorker
+from nbcore.plugin import BackendProvider, Command, ConfigError
 
 from .prefix import CondaPrefixBuilder
 from .settings import CONFIG_SCHEMA, identity_material
-
-DEFAULT_SHELL = "bash"
-
-
-@dataclasses.dataclass
-class Command:
-    """A command as it runs inside an environment: argv, the complete environment, the working folder."""
-
-    argv: List[str]
-    env: Dict[str, str]
-    cwd: Path
 
 
 class CondaBackend(BackendProvider):
@@ -71,15 +57,7 @@ class CondaBackend(BackendProvider):
         return str(self.prefix(env) / "bin" / "python")
 
     def command(self, env, argv, variables=None, cwd=None) -> Command:
-        """``argv`` run inside the activated environment (activation recorded at install, replayed here)."""
+        """``argv`` inside the activated environment (the activation recorded at install, replayed: no shell)."""
         environment = self.builder.activation(self.prefix(env))
         environment.update(variables or {})
-        return Command(list(argv), environment, Path(cwd or os.getcwd()))
-
-    def start_worker(self, env, launch):
-        environment = launch.worker_environment(self.builder.activation(self.prefix(env)))
-        return SubprocessWorker([self.worker_python(env)] + launch.python_args, env=environment, cwd=launch.cwd)
-
-    def shell(self, env, command, launch):
-        command = self.command(env, command or [os.environ.get("SHELL") or DEFAULT_SHELL], None, launch.cwd)
-        return subprocess.call(command.argv, env=command.env, cwd=str(command.cwd))
+        return Command(list(argv), environment, None if cwd is None else str(cwd))

@@ -5,5 +5,7 @@ from .backend import CondaBackend
 
 
 @hookimpl
-def nbcore_register_backends(register):
-    register(CondaBackend())
+def nbcore_register(register):
+    backend = CondaBackend()
+    register.backend(backend)
+    register.capability("conda-prefix", backend.builder)
