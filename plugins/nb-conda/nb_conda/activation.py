@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Dict, List, Mapping
 
 #: Where a prefix keeps its recorded activation (beside conda's own records).
-RECORD_FILE = "conda-meta/nbcore-activation.json"
+RECORD_FILE = "conda-meta/nbcore-activation"  # no .json: conda-meta/*.json are package records
 #: What bash itself changes, not the activation.
 _SHELL_VARIABLES = frozenset({"_", "SHLVL", "PWD", "OLDPWD"})
 
