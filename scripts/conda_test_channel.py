@@ -116,11 +116,18 @@ def python_package(debs_dir, channel, work):
     for alias in ("python3", "python"):
         os.symlink("python3.11", os.path.join(root, "bin", alias))
     shutil.copytree(os.path.join(extracted, "usr/lib/python3.11"), os.path.join(root, "lib/python3.11"), symlinks=True)
-    # PEP 668: Debian marks its own Python as externally managed; in a conda prefix pip owns it.
-    marker = os.path.join(root, "lib/python3.11/EXTERNALLY-MANAGED")
-    if os.path.exists(marker):
-        os.remove(marker)
+    # PEP 668: Debian marks its own Python as externally managed; in a conda prefix pip owns it.  And
+    # sitecustomize.py links to /etc/python3.11, outside any prefix.
+    for debian_only in ("EXTERNALLY-MANAGED", "sitecustomize.py"):
+        path = os.path.join(root, "lib/python3.11", debian_only)
+        if os.path.lexists(path):
+            os.remove(path)
     os.makedirs(os.path.join(root, SITE_PACKAGES), exist_ok=True)
+    # Byte-code, as conda-forge's python ships it (Debian compiles at install time instead): without it every
+    # start of an interpreter that may not write __pycache__ compiles the modules it imports.
+    subprocess.run([os.path.join(root, "bin/python3.11"), "-m", "compileall", "-q", "-j0",
+                    "--invalidation-mode", "unchecked-hash", "-d", "lib/python3.11", os.path.join(root, "lib/python3.11")],
+                   check=True, env={"PATH": os.environ.get("PATH", "")})
     index = base_index("python", version, "debian_0", "linux-64", platform="linux", arch="x86_64",
                        python_site_packages_path=SITE_PACKAGES)
     return pack(root, index, os.path.join(channel, "linux-64"))
