@@ -163,7 +163,10 @@ def test_missing_python_through_the_cli(tmp_path):
     result = run_nbcore("install", "old", "--backend", "venv", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "Python 2.9 is not on PATH" in result.stderr
-    assert "nb-conda" in result.stderr and "Traceback" not in result.stderr
+    assert "Traceback" not in result.stderr
+    installed = plugins.get_registry().backends
+    for name, package in plugins.KNOWN_BACKENDS.items():  # what is not installed is named with its package
+        assert (name in installed) or ("%s (pip install %s)" % (name, package) in result.stderr), name
 
 
 # protocol lists ---------------------------------------------------------------

@@ -1,4 +1,5 @@
 """The embedded engine, host side: py-rattler driven in a process of its own (:mod:`nb_conda.rattler_process`)."""
+import functools
 import json
 import subprocess
 import sys
@@ -11,8 +12,9 @@ from nbcore.plugin import InstallError, nbcore_home
 from . import settings
 
 
+@functools.lru_cache(maxsize=None)
 def rattler_version():
-    """py-rattler's version, or None when it is not installed."""
+    """py-rattler's version, or None when it is not installed (looked up once per process)."""
     try:
         return metadata.version("py-rattler")
     except metadata.PackageNotFoundError:
