@@ -181,19 +181,57 @@ def test_missing_hint():
 # a real third-party distribution, installed with pip into a temporary venv ------------
 
 PLUGIN_MODULE = '''
-"""A third-party nbcore plugin used by nbcore's tests: a backend named "hello"."""
-from nbcore import hookimpl
+"""A third-party nbcore plugin used by nbcore's tests: a backend "hello" that automatic selection
+prefers, and an upgrade protocol "hello-up" that the default protocol list tries."""
 from nbcore.builtin.python import PythonBackend
+from nbcore.plugin import UPGRADE, ProtocolProvider, hookimpl
 
 
 class HelloBackend(PythonBackend):
     name = "hello"
     description = "in-process worker, from a third-party distribution"
+    auto_priority = 1000
+
+
+class HelloUpgrade(ProtocolProvider):
+    name = "hello-up"
+    worker_module = "nbtest_hello.worker"
+    roles = frozenset([UPGRADE])
+    preference = 5
+
+    def check_available(self):
+        return None
+
+    def host_offer(self, channel):
+        return None, {"greeting": "hi"}
+
+    def host_complete(self, channel, state, reply):
+        assert reply == {"greeting": "hi back"}, reply
+        channel.protocol = "hello-up"
+        return channel
 
 
 @hookimpl
 def nbcore_register_backends(register):
     register(HelloBackend())
+
+
+@hookimpl
+def nbcore_register(register):
+    register.protocol(HelloUpgrade())
+'''
+
+PLUGIN_WORKER_MODULE = '''
+"""The worker side of hello-up: it keeps the connection and renames it."""
+
+
+def worker_available():
+    return None
+
+
+def worker_accept_offer(channel, offer):
+    channel.protocol = "hello-up"
+    return channel, {"greeting": offer["greeting"] + " back"}
 '''
 
 PLUGIN_PYPROJECT = '''
@@ -220,6 +258,7 @@ def plugin_venv(tmp_path_factory):
     root = tmp_path_factory.mktemp("third-party")
     write(root / "nbtest-hello" / "pyproject.toml", PLUGIN_PYPROJECT)
     write(root / "nbtest-hello" / "nbtest_hello" / "__init__.py", PLUGIN_MODULE)
+    write(root / "nbtest-hello" / "nbtest_hello" / "worker.py", PLUGIN_WORKER_MODULE)
     venv = root / "venv"
     python = venv / "bin" / "python"
     uv = shutil.which("uv")
@@ -250,7 +289,8 @@ def test_third_party_plugin_is_discovered(plugin_venv):
     hello = found["nbtest-hello"]
     assert hello["distribution"] == "nbtest-hello" and hello["version"] == "1.2.3"
     assert hello["module"] == "nbtest_hello" and hello["backends"] == ["hello"] and not hello["builtin"]
-    assert hello["hooks"] == ["nbcore_register_backends"]
+    assert hello["protocols"] == ["hello-up"]
+    assert hello["hooks"] == ["nbcore_register", "nbcore_register_backends"]
     assert found["nbcore.builtin.venv"]["builtin"]
 
     result = venv_nbcore(python, "backends", "--json")
@@ -269,13 +309,30 @@ def test_third_party_backend_is_selectable(plugin_venv, tmp_path):
                          cwd=tmp_path, NBCORE_HOME=str(tmp_path / "home"))
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert data["result"] == 42 and data["backend"] == "hello" and data["protocol"].startswith("tcp-pickle")
+    assert data["result"] == 42 and data["backend"] == "hello" and data["protocol"].startswith("hello-up")
     # NBCORE_BACKEND selects it too, and the config's spec may carry a section for it
     write(tmp_path / "nbcore.yaml", "environments:\n  demo: {hello: {}}\n")
     result = venv_nbcore(python, "call", "demo", "nbtest_hello_mod:f", "--args", "[2, 3]", "--json", cwd=tmp_path,
                          NBCORE_HOME=str(tmp_path / "home"), NBCORE_BACKEND="hello")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["backend"] == "hello"
+
+
+def test_third_party_backend_and_protocol_are_chosen_by_default(plugin_venv, tmp_path):
+    """No flag, no variable, no config key: the plugin's priority picks its backend, and its upgrade
+    protocol is in the default list and negotiated."""
+    root, python = plugin_venv
+    write(tmp_path / "nbcore.yaml", "environments:\n  demo: {}\n")
+    write(tmp_path / "nbtest_hello_mod.py", "def f(a, b):\n    return a + b\n")
+    result = venv_nbcore(python, "call", "demo", "nbtest_hello_mod:f", "--args", "[6, 7]", "--json", cwd=tmp_path,
+                         NBCORE_HOME=str(tmp_path / "home"))
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert (data["result"], data["backend"]) == (13, "hello")
+    assert data["protocol"].startswith("hello-up"), data
+    result = venv_nbcore(python, "protocols", "--json")
+    assert json.loads(result.stdout)["protocol_list"][0] == "tcp-pickle"
+    assert "hello-up" in json.loads(result.stdout)["protocol_list"]
 
 
 def test_disabling_a_plugin(plugin_venv, tmp_path):

@@ -118,11 +118,13 @@ class Register:
                        % (kind, name, self._registry.plugin_of(kind, name).name))
         table[name] = value
         self._registry.provided_by[kind + ":" + name] = self._plugin.name
-        getattr(self._plugin, kind + "s").append(name)
+        getattr(self._plugin, _PLURALS[kind]).append(name)
 
     def _fail(self, message):
         raise PluginError("plugin %r %s" % (self._plugin.name, message))
 
+
+_PLURALS = {"backend": "backends", "protocol": "protocols", "capability": "capabilities"}
 
 #: The 0.1 hooks, each a ``register(provider)`` callable for one kind.
 _LEGACY_HOOKS = {"nbcore_register_backends": "backend", "nbcore_register_protocols": "protocol"}
