@@ -1,6 +1,7 @@
 """The plugin machinery: hookspecs, the registry, entry-point discovery of a real distribution."""
 import inspect
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -345,3 +346,40 @@ def test_disabling_a_plugin(plugin_venv, tmp_path):
     result = venv_nbcore(python, "call", "demo", "m:f", "--backend", "hello", cwd=tmp_path,
                          NBCORE_DISABLE_PLUGINS="nbtest-hello")
     assert result.returncode == 2 and "unknown backend 'hello'" in result.stderr
+
+
+def example_plugin_files():
+    """The files of the complete example plugin in docs/plugins.md: code blocks whose first line names a file."""
+    text = (REPO_ROOT / "docs" / "plugins.md").read_text()
+    files = {}
+    for block in re.findall(r"```(?:python|toml)\n(.*?)```", text, re.S):
+        first = block.splitlines()[0]
+        match = re.match(r"^# (nb_interpreter/\S+\.py|pyproject\.toml)$", first)
+        if match:
+            files[match.group(1)] = block
+    return files
+
+
+def test_the_documented_example_plugin_works_as_written(plugin_venv, tmp_path):
+    root, python = plugin_venv
+    files = example_plugin_files()
+    assert set(files) == {"pyproject.toml", "nb_interpreter/backend.py", "nb_interpreter/plugin.py"}
+    project = tmp_path / "nb-interpreter"
+    for name, text in files.items():
+        write(project / name, text)
+    write(project / "nb_interpreter" / "__init__.py", "")
+    uv = shutil.which("uv")
+    argv = ([uv, "pip", "install", "-q", "--python", str(python), str(project)] if uv
+            else [str(python), "-m", "pip", "install", "-q", "--no-deps", str(project)])
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=clean_environ())
+    assert result.returncode == 0, result.stderr
+    write(tmp_path / "nbcore.yaml", "environments:\n  old:\n    interpreter: {path: %s}\n" % sys.executable)
+    write(tmp_path / "mod.py", "import sys\ndef f(a, b):\n    return [a + b, sys.executable]\n")
+    result = venv_nbcore(python, "call", "old", "mod:f", "--args", "[2, 3]", "--json", cwd=tmp_path,
+                         NBCORE_HOME=str(tmp_path / "home"), NBCORE_DISABLE_PLUGINS="nbtest-hello")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["result"] == [5, sys.executable] and data["backend"] == "interpreter"
+    result = venv_nbcore(python, "shell", "old", "--", "python3", "-c", "import os; print(os.getcwd())",
+                         cwd=tmp_path, NBCORE_HOME=str(tmp_path / "home"))
+    assert result.returncode == 0 and result.stdout.strip() == str(tmp_path), result.stderr
