@@ -6,6 +6,7 @@ import weakref
 from pathlib import Path
 from typing import Optional, Union
 
+from ..worker import serve
 from .connection import Connection
 from .config import Config, config_from_dict, find_config_file, load_config
 from ..errors import ConfigError, WorkerError
@@ -116,11 +117,17 @@ def staged_worker_path():
 def worker_launch(address, secret, fallback, candidates):
     protocols = [fallback] + [p for _, p in candidates]
     variables = {
-        "NBCORE_WORKER_ADDRESS": address,
-        "NBCORE_WORKER_SECRET": secret.hex(),
-        "NBCORE_WORKER_PROTOCOLS": ",".join("%s=%s" % (p.name, p.worker_module) for p in protocols),
+        serve.ADDRESS_VARIABLE: address,
+        serve.SECRET_VARIABLE: secret.hex(),
+        serve.PROTOCOLS_VARIABLE: ",".join("%s=%s" % (p.name, p.worker_module) for p in protocols),
+        serve.KEEPALIVE_VARIABLE: str(_keepalive()),
     }
     return WorkerLaunch(worker_path=staged_worker_path(), cwd=Path.cwd(), variables=variables)
+
+
+def _keepalive():
+    """Seconds after which either side counts a silent peer on the control connection as gone."""
+    return float(os.environ.get("NBCORE_KEEPALIVE") or serve.DEFAULT_KEEPALIVE)
 
 
 def start(config, provider, env, protocol: Optional[str] = None) -> RemoteEnv:
@@ -161,6 +168,7 @@ def start(config, provider, env, protocol: Optional[str] = None) -> RemoteEnv:
     except BaseException:
         process.kill()
         raise
+    control.keepalive(_keepalive())
     connection = Connection(channel, control, process)
     log.info("connected to the worker (Python %s) via %s", hello["python"], connection.protocol)
     remote_env = RemoteEnv(env.name, env, provider, connection, hello["python"])

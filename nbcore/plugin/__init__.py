@@ -1,10 +1,12 @@
 """The plugin API: everything a backend or protocol plugin may import from nbcore, host side.
 
 A plugin's host-side code imports only from here (``from nbcore.plugin import
-BackendProvider, hookimpl``); its worker-side code imports only from
-:mod:`nbcore.worker`.  ``tests/test_layout.py`` fails when a first-party plugin
-reaches past these two surfaces.  See ``docs/plugins.md``.
+BackendProvider, hookimpl``) and from :mod:`nbcore.plugin.containers`; its
+worker-side code imports only from :mod:`nbcore.worker` (see
+:data:`PLUGIN_SURFACE`).  ``tests/test_layout.py`` fails when a first-party
+plugin reaches past them.  See ``docs/plugins.md``.
 """
+from .. import __version__ as nbcore_version
 from ..errors import (BackendUnavailable, ConfigError, InstallError, NbcoreError, PluginError, UserError,
                       WorkerError)
 from ..home import nbcore_home
@@ -21,5 +23,9 @@ __all__ = [
     "ConfigError", "Environment", "EnvironmentSpec", "FALLBACK", "InstallError", "ListenAddress", "Listener",
     "NbcoreError", "PluginError", "Progress", "ProtocolProvider", "Register", "SubprocessWorker", "UPGRADE",
     "UserError", "WorkerError", "WorkerLaunch", "WorkerProcess", "get_registry", "hookimpl", "host_challenge",
-    "host_environment", "host_verify", "nbcore_home",
+    "host_environment", "host_verify", "nbcore_home", "nbcore_version",
 ]
+
+#: The modules a plugin may import from nbcore: this package and its container toolkit (host side),
+#: :mod:`nbcore.worker` (worker side) and :mod:`nbcore.testing` (its tests).
+PLUGIN_SURFACE = ("nbcore.plugin", "nbcore.plugin.containers", "nbcore.worker", "nbcore.testing")

@@ -124,7 +124,6 @@ class Register:
         raise PluginError("plugin %r %s" % (self._plugin.name, message))
 
 
-#: The PluginInfo list of each kind.
 _PLURALS = {"backend": "backends", "protocol": "protocols", "capability": "capabilities"}
 
 #: The 0.1 hooks, each a ``register(provider)`` callable for one kind.

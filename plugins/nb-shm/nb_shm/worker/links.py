@@ -13,7 +13,7 @@ import socket
 import sys
 import tempfile
 
-from nbcore.worker.framing import ConnectionClosed
+from nbcore.worker import ConnectionClosed
 
 #: Pipe buffer size asked for (messages larger than this are written in several steps).
 PIPE_SIZE = 256 * 1024
