@@ -187,6 +187,22 @@ def test_unsatisfiable_spec_is_a_one_line_error_naming_the_package(project, nbco
     assert not list((Path(nbcore_home) / "envs" / "conda").glob("cd-bad-*/"))
 
 
+def test_failing_step_is_named_with_its_last_output(project, tmp_path):
+    write(tmp_path / "nbcore.yaml", """
+        environments:
+          cd-fails:
+            install_script: |
+              echo "first line of the log"
+              echo "the cause" >&2
+              exit 3
+    """)
+    result = run_nbcore("install", "cd-fails", "--backend", "conda", cwd=tmp_path)
+    assert result.returncode != 0
+    error = result.stderr[result.stderr.index("nbcore: error:"):]
+    assert error.splitlines()[:3] == ["nbcore: error: running install_script failed (exit code 3): the cause",
+                                      "  | first line of the log", "  | the cause"], result.stderr
+
+
 def test_solve_limit_is_enforced(project):
     result = run_nbcore("install", "cd-bad", "--backend", "conda", cwd=project,
                         env={"NBCORE_CONDA_SOLVE_TIMEOUT": "0.000001"})
@@ -209,6 +225,30 @@ def test_lock_file_is_written_and_installed_with_no_solve(main_env, tmp_path):
     assert not any(s.startswith("solving") for s in recorder.steps), recorder.steps
     assert any("from the lock file %s (no solve)" % lock in s for s in recorder.steps), recorder.steps
     assert packages_in(prefix_of(locked)) == packages_in(prefix_of(env))
+
+
+def test_capability_builds_a_prefix_through_the_callers_runner(project, tmp_path):
+    from nbcore.plugin import EnvironmentSpec
+
+    builder = nbcore.get_registry().capability("conda-prefix")
+    spec = EnvironmentSpec.from_dict({"conda": {"dependencies": ["nbtest-activation"]},
+                                      "install_script": "echo \"$NBTEST_ACTIVATED $NBTEST_EXTRA\" > script-ran"},
+                                     base_dir=str(tmp_path))
+    calls = []
+
+    def run(argv, variables, cwd, step):
+        calls.append(step)
+        subprocess.run(argv, env=variables, cwd=str(cwd), check=True)
+
+    prefix = tmp_path / "prefix"
+    builder.build(spec, prefix, Progress(quiet=True), run=run, base={"PATH": "/usr/bin:/bin", "HOME": "/nowhere"},
+                  variables={"NBTEST_EXTRA": "extra"})
+    assert calls == ["recording the activation (activate.d scripts)", "running install_script"]
+    assert (tmp_path / "script-ran").read_text() == "yes:%s extra\n" % prefix
+    assert builder.is_built(prefix)
+    variables = builder.activation(prefix, base={"PATH": "/opt/container/bin"})
+    assert variables["PATH"] == "%s/bin:/opt/container/bin" % prefix
+    assert variables["NBTEST_ACTIVATED"] == "yes:%s" % prefix and "HOME" not in variables
 
 
 def test_two_installers_at_once_build_once(project, tmp_path):
