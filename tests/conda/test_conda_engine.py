@@ -214,7 +214,8 @@ def test_lock_file_is_written_and_installed_with_no_solve(main_env, tmp_path):
     _, provider, env, _ = main_env
     lock = tmp_path / "cd-main.lock"
     provider.lock(env, lock, Progress(quiet=True))
-    assert "sha256" in lock.read_text()
+    text = lock.read_text()
+    assert "sha256" in text and "nbtest_tiny-1.0-py3-none-any.whl" in text
     write(tmp_path / "nbcore.yaml", """
         environments:
           cd-locked:
@@ -224,7 +225,11 @@ def test_lock_file_is_written_and_installed_with_no_solve(main_env, tmp_path):
     _, locked_provider, locked = prepare("cd-locked", str(tmp_path / "nbcore.yaml"), backend="conda", progress=recorder)
     assert not any(s.startswith("solving") for s in recorder.steps), recorder.steps
     assert any("from the lock file %s (no solve)" % lock in s for s in recorder.steps), recorder.steps
+    assert "installing 1 pip packages from the lock file" in recorder.steps
     assert packages_in(prefix_of(locked)) == packages_in(prefix_of(env))
+    probe = subprocess.run([str(prefix_of(locked) / "bin" / "python"), "-c", "import nbtest_tiny; print(nbtest_tiny.VALUE)"],
+                           capture_output=True, text=True)
+    assert probe.stdout == "42\n", probe.stderr
 
 
 def test_capability_builds_a_prefix_through_the_callers_runner(project, tmp_path):

@@ -92,12 +92,16 @@ def activation_script(prefix: Path, path: str, progress) -> str:
     return run_engine("activation", progress, "computing the activation", prefix=str(prefix), path=path)["script"]
 
 
-def write_lock(prefix: Path, request: settings.CondaRequest, path: Path, progress) -> int:
-    """Write the conda packages of ``prefix`` as a rattler lock file; return how many."""
+def write_lock(prefix: Path, request: settings.CondaRequest, pip: List[dict], path: Path, progress) -> int:
+    """Write the conda packages of ``prefix`` and the ``pip`` ones (name, version, url) as a rattler lock file.
+
+    Return how many packages it holds.
+    """
     return run_engine("lock", progress, "writing the lock file", prefix=str(prefix), path=str(path),
-                      channels=settings.channel_urls(request))["packages"]
+                      channels=settings.channel_urls(request), pip=pip)["packages"]
 
 
-def explicit_urls(lock_file: Path, progress) -> List[str]:
-    """``URL#md5`` of every package in a lock file: an ``@EXPLICIT`` list for conda, mamba and micromamba."""
-    return run_engine("explicit", progress, "reading the lock file", lock_file=str(lock_file))["urls"]
+def read_lock(lock_file: Path, progress) -> dict:
+    """A lock file's packages: ``conda`` (``URL#md5``, an ``@EXPLICIT`` list for conda, mamba and micromamba)
+    and ``pip`` (the locations pip installs, without resolving)."""
+    return run_engine("read_lock", progress, "reading the lock file", lock_file=str(lock_file))

@@ -77,7 +77,7 @@ class Frontend:
 
     def create(self, request: settings.CondaRequest, prefix: Path, progress) -> None:
         if request.lock_file:
-            urls = embedded.explicit_urls(request.lock_file, progress)
+            urls = embedded.read_lock(request.lock_file, progress)["conda"]
             with tempfile.NamedTemporaryFile("w", suffix=".txt", prefix="nbcore-explicit-") as explicit:
                 explicit.write("@EXPLICIT\n" + "".join(url + "\n" for url in urls))
                 explicit.flush()

@@ -19,13 +19,15 @@ import json
 import os
 import textwrap
 from pathlib import Path
-from typing import Callable, Dict, Mapping, Optional
+from typing import Callable, Dict, List, Mapping, Optional
 
 from nbcore.plugin import InstallError
 
 from . import activation, embedded, engines, settings
 
 Runner = Callable[..., None]
+#: pip's report of what the spec's pip step installed (``pip install --report``), read by :meth:`CondaPrefixBuilder.lock`.
+PIP_REPORT = "conda-meta/nbcore-pip-report"
 #: Output lines quoted when a step fails.
 TAIL_LINES = 12
 #: Host variables a step must not inherit (they would point into another Python or env).
@@ -77,12 +79,22 @@ class CondaPrefixBuilder:
             _record_variables(prefix, request.variables)
         self._record_activation(prefix, base, run, progress)
         env = dict(self.activation(prefix, base), **(variables or {}))
-        if request.pip:
-            _step(run, progress, [str(prefix / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check",
-                                  *request.pip], env, request.base_dir, "installing pip packages " + " ".join(request.pip))
+        locked_pip = embedded.read_lock(request.lock_file, progress)["pip"] if request.lock_file else []
+        if locked_pip:  # exactly what was installed when the lock was written: no resolution
+            self._pip(prefix, run, progress, ["--no-deps", *locked_pip], env, request.base_dir,
+                      "installing %d pip packages from the lock file" % len(locked_pip))
+        elif request.pip:
+            self._pip(prefix, run, progress, list(request.pip), env, request.base_dir,
+                      "installing pip packages " + " ".join(request.pip))
         if request.install_script:
             _step(run, progress, ["bash", "-eo", "pipefail", "-c", request.install_script], env, request.base_dir,
                   "running install_script")
+
+    @staticmethod
+    def _pip(prefix, run, progress, arguments, env, cwd, step):
+        """pip install with the prefix's pip; its report (what it downloaded, from where) is kept for lock files."""
+        _step(run, progress, [str(prefix / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check",
+                              "--report", str(prefix / PIP_REPORT)] + arguments, env, cwd, step)
 
     def _record_activation(self, prefix: Path, base, run, progress) -> None:
         meta = prefix / "conda-meta"
@@ -107,8 +119,30 @@ class CondaPrefixBuilder:
         return activation.record_path(Path(prefix)).is_file()
 
     def lock(self, spec, prefix, path, progress) -> int:
-        """Write the conda packages of ``prefix`` (URLs and hashes) to the lock file ``path``; return how many."""
-        return embedded.write_lock(Path(prefix), settings.conda_request(spec), Path(path), progress)
+        """Write the packages of ``prefix`` to the lock file ``path``: the conda ones (URLs and hashes) and
+        those pip installed from the spec (URLs with their sha256); return how many."""
+        prefix = Path(prefix)
+        return embedded.write_lock(prefix, settings.conda_request(spec), pip_installed(prefix), Path(path), progress)
+
+
+def pip_installed(prefix: Path) -> List[dict]:
+    """What the spec's pip step installed (name, version, url with ``#sha256=``), from pip's report."""
+    report = prefix / PIP_REPORT
+    if not report.is_file():
+        return []
+    packages = []
+    for item in json.loads(report.read_text()).get("install", ()):
+        info = item.get("download_info") or {}
+        url = info.get("url")
+        if not url:
+            continue
+        archive = info.get("archive_info") or {}
+        sha256 = archive.get("hashes", {}).get("sha256")
+        if not sha256 and str(archive.get("hash", "")).startswith("sha256="):  # pip < 23.1 writes one "hash"
+            sha256 = archive["hash"].split("=", 1)[1]
+        packages.append({"name": item["metadata"]["name"], "version": item["metadata"]["version"],
+                         "url": url + "#sha256=" + sha256 if sha256 and "#" not in url else url})
+    return packages
 
 
 def _record_variables(prefix: Path, variables: Mapping[str, str]) -> None:

@@ -102,18 +102,26 @@ async def _solve(request):
     return records
 
 
-def _locked_records(path):
+def _locked_environment(path):
+    """The default environment of a lock file and this platform's entry in it."""
     try:
         lock = LockFile.from_path(path)
     except Exception as exc:
         raise Failure("lock", "cannot read the lock file %s: %s" % (path, _one_line(exc))) from None
-    environment = lock.default_environment()
     current = str(Subdir.current())
     platform = next((p for p in lock.platforms() if p.name == current), None)
-    records = environment.conda_repodata_records_for_platform(platform) if environment and platform else None
-    if not records:
+    environment = lock.default_environment()
+    if environment is None or platform is None:
         raise Failure("lock", "the lock file %s has no packages for %s (write it with `nbcore lock` on this platform)"
                       % (path, current))
+    return environment, platform
+
+
+def _locked_records(path):
+    environment, platform = _locked_environment(path)
+    records = environment.conda_repodata_records_for_platform(platform)
+    if not records:
+        raise Failure("lock", "the lock file %s has no conda packages for %s" % (path, platform.name))
     return records
 
 
@@ -141,7 +149,8 @@ def activation(request):
 
 
 def lock(request):
-    """Write the prefix's conda packages (its conda-meta/ records: URLs and hashes) as a rattler lock file."""
+    """Write the prefix's conda packages (its conda-meta/ records: URLs and hashes) and the given pip
+    packages as a rattler lock file."""
     records = [PrefixRecord.from_path(p) for p in sorted(glob.glob(os.path.join(request["prefix"], "conda-meta", "*.json")))]
     if not records:
         raise Failure("lock", "%s holds no conda packages (conda-meta/ is empty)" % request["prefix"])
@@ -150,17 +159,21 @@ def lock(request):
     lock_file.set_channels("default", [LockChannel(c.base_url) for c in _channels(request)])
     for record in records:
         lock_file.add_conda_package("default", platform, record)
+    for package in request["pip"]:
+        lock_file.add_pypi_package("default", platform, package["name"], package["version"], package["url"])
     lock_file.to_path(request["path"])
-    return {"packages": len(records)}
+    return {"packages": len(records) + len(request["pip"])}
 
 
-def explicit(request):
-    """The URLs (with md5) of a lock file's packages, for a frontend's ``create --file`` (no solve)."""
-    return {"urls": ["%s#%s" % (r.url, r.md5.hex() if isinstance(r.md5, bytes) else r.md5)
-                     for r in _locked_records(request["lock_file"])]}
+def read_lock(request):
+    """A lock file's packages for a frontend and for pip: conda ``URL#md5`` (an ``@EXPLICIT`` list) and pip locations."""
+    environment, platform = _locked_environment(request["lock_file"])
+    return {"conda": ["%s#%s" % (r.url, r.md5.hex() if isinstance(r.md5, bytes) else r.md5)
+                      for r in _locked_records(request["lock_file"])],
+            "pip": [p.location for p in environment.pypi_packages_for_platform(platform) or ()]}
 
 
-OPERATIONS = {"create": create, "activation": activation, "lock": lock, "explicit": explicit}
+OPERATIONS = {"create": create, "activation": activation, "lock": lock, "read_lock": read_lock}
 
 
 def _exit_with_parent():
