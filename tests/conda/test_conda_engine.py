@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from nbcore.host.launch import prepare, start
 from nbcore.host.store import READY_MARKER, ensure_installed
 from nbcore.plugin import Progress
 
-from nbtest import pid_alive, run_nbcore, write
+from nbtest import run_nbcore, write
 
 pytestmark = pytest.mark.conda
 
@@ -101,6 +100,19 @@ def main_env(project):
     return config, provider, env, recorder.steps
 
 
+def group_members(pgid):
+    """The live processes of process group ``pgid``."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
 def prefix_of(env):
     return env.path / "prefix"
 
@@ -175,6 +187,33 @@ def test_generic_spec_is_chosen_automatically_and_returns_numpy_arrays(project):
         scaled, ones = scaler.scale(np.arange(6, dtype=np.float64).reshape(2, 3))
     np.testing.assert_array_equal(scaled, np.arange(6).reshape(2, 3) * 3)
     assert ones.dtype == np.uint8 and list(ones) == [3, 3, 3]
+
+
+def test_environment_yml_as_conda_writes_it(project, tmp_path, build_wheel):
+    build_wheel(tmp_path, "nbtest_fromfile", "2.0", "VALUE = 'from the file'\n")
+    write(tmp_path / "environment.yml", """
+        name: some-name
+        channels:
+          - conda-forge
+        dependencies:
+          - python=3.11
+          - nbtest-activation
+          - pip
+          - pip:
+              - ./nbtest_fromfile-2.0-py3-none-any.whl
+        variables:
+          NBTEST_FROM_FILE: "yes"
+    """)
+    write(tmp_path / "nbcore.yaml", """
+        environments:
+          cd-file:
+            conda: {environment_file: environment.yml}
+    """)
+    result = run_nbcore("shell", "cd-file", "--backend", "conda", "--", "python", "-c",
+                        "import os, nbtest_fromfile; print(nbtest_fromfile.VALUE, os.environ['NBTEST_FROM_FILE'], "
+                        "os.environ['NBTEST_ACTIVATED'] != '')", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "from the file yes True\n"
 
 
 def test_unsatisfiable_spec_is_a_one_line_error_naming_the_package(project, nbcore_home):
@@ -291,6 +330,10 @@ def test_killed_installer_leaves_nothing_half_ready(project, tmp_path, nbcore_ho
     assert (tmp_path / "started").exists(), "the install script never started"
     os.killpg(installer.pid, signal.SIGKILL)
     installer.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while group_members(installer.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert group_members(installer.pid) == [], "the installer's children outlived it"
     folders = list((Path(nbcore_home) / "envs" / "conda").glob("cd-killed-*/"))
     assert len(folders) == 1 and not (folders[0] / READY_MARKER).exists()
     (tmp_path / "hang").unlink()
