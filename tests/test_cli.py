@@ -150,6 +150,15 @@ def test_user_errors_are_one_line(project, args, needle):
     assert "Traceback" not in result.stderr
 
 
+def test_lock_on_a_backend_without_lock_files_is_a_one_line_error(project):
+    result = run_nbcore("lock", "demo", "--backend", "venv", cwd=project)
+    assert result.returncode == 2, result.stderr
+    error = result.stderr.strip().splitlines()[-1]
+    assert error == "nbcore: error: the venv backend writes no lock files; the conda backend writes lock files " \
+                    "(--backend conda)", result.stderr
+    assert not (project / "demo.lock").exists()
+
+
 def test_missing_backend_names_its_package(project):
     missing = [name for name in KNOWN_BACKENDS if name not in get_registry().backends]
     if not missing:

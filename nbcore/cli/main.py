@@ -39,6 +39,9 @@ def build_parser():
     install = command("install", "create an environment (no-op when it is ready)")
     install.add_argument("env")
     install.add_argument("--force", action="store_true", help="rebuild even if ready")
+    lock = command("lock", "write a lock file of an environment (installed first when needed)")
+    lock.add_argument("env")
+    lock.add_argument("-o", "--output", help="lock file to write (default: ./ENV.lock)")
     shell = command("shell", "open a shell (or run CMD) inside an environment")
     shell.add_argument("env")
     shell.epilog = "Everything after -- is the command to run (default: an interactive shell)."
@@ -150,6 +153,18 @@ def cmd_install(args):
     built = ensure_installed(provider, env, Progress(), force=args.force)
     if not built:
         print("nbcore: environment %s (%s) is already installed at %s" % (env.name, provider.name, env.path), file=sys.stderr)
+
+
+def cmd_lock(args):
+    from ..host.launch import prepare
+    from ..plugin.progress import Progress
+
+    config, provider, env = prepare(args.env, args.config, args.backend)
+    path = Path(args.output or "%s.lock" % env.name).resolve()
+    try:
+        provider.lock(env, path, Progress())
+    except NotImplementedError as exc:
+        raise UserError("%s; the conda backend writes lock files (--backend conda)" % exc) from None
 
 
 def cmd_shell(args):

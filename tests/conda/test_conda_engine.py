@@ -249,10 +249,12 @@ def test_solve_limit_is_enforced(project):
     assert "nbcore: error: the conda solve did not finish within 1e-06 s (NBCORE_CONDA_SOLVE_TIMEOUT)" in result.stderr
 
 
-def test_lock_file_is_written_and_installed_with_no_solve(main_env, tmp_path):
-    _, provider, env, _ = main_env
+def test_lock_file_is_written_and_installed_with_no_solve(main_env, project, tmp_path):
+    env = main_env[2]
+    result = run_nbcore("lock", "cd-main", "--backend", "conda", "-o", tmp_path / "cd-main.lock", cwd=project)
+    assert result.returncode == 0, result.stderr
     lock = tmp_path / "cd-main.lock"
-    provider.lock(env, lock, Progress(quiet=True))
+    assert "wrote 4 packages of cd-main to %s" % lock in result.stderr
     text = lock.read_text()
     assert "sha256" in text and "nbtest_tiny-1.0-py3-none-any.whl" in text
     write(tmp_path / "nbcore.yaml", """
