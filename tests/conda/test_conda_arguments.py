@@ -229,3 +229,19 @@ def test_conda_is_tried_before_docker_and_venv():
     from nbcore.builtin.venv import VenvBackend
 
     assert CondaBackend.auto_priority > DockerBackend.auto_priority > VenvBackend.auto_priority
+
+
+def test_backend_names_its_engine_or_what_to_install(monkeypatch):
+    if embedded.rattler_version() is None:
+        pytest.skip("py-rattler is not installed (Python < 3.10)")
+    monkeypatch.setenv("NBCORE_CONDA_ENGINE", "embedded")
+    backend = CondaBackend()
+    assert backend.check_available() is None
+    assert backend.description.endswith("engine: embedded engine (py-rattler %s)" % embedded.rattler_version())
+    monkeypatch.setenv("NBCORE_CONDA_ENGINE", "micromamba")
+    monkeypatch.setenv("PATH", "")
+    monkeypatch.delenv("MAMBA_EXE", raising=False)
+    monkeypatch.delenv("CONDA_EXE", raising=False)
+    assert backend.check_available() == "NBCORE_CONDA_ENGINE=micromamba, but no micromamba was found (MAMBA_EXE, " \
+                                        "CONDA_EXE, PATH)"
+    assert "no engine (NBCORE_CONDA_ENGINE=micromamba" in backend.description
