@@ -297,6 +297,19 @@ def test_capability_builds_a_prefix_through_the_callers_runner(project, tmp_path
     assert variables["NBTEST_ACTIVATED"] == "yes:%s" % prefix and "HOME" not in variables
 
 
+def test_unreadable_lock_file_is_a_one_line_error(project, tmp_path):
+    write(tmp_path / "broken.lock", "version: 7\nplatforms: [[[\n")
+    write(tmp_path / "nbcore.yaml", """
+        environments:
+          cd-broken-lock:
+            conda: {lock_file: broken.lock}
+    """)
+    result = run_nbcore("install", "cd-broken-lock", "--backend", "conda", cwd=tmp_path)
+    assert result.returncode == 2
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("nbcore: error: cannot read the lock file %s: " % (tmp_path / "broken.lock")), result.stderr
+
+
 def test_two_installers_at_once_build_once(project, tmp_path):
     write(tmp_path / "nbcore.yaml", """
         environments:

@@ -70,7 +70,7 @@ def _event(raw):
 
 
 class EmbeddedEngine:
-    """Creates prefixes with py-rattler: solve in-process (no conda needed), shared package cache, no shell."""
+    """Creates prefixes with py-rattler, in a process of its own: no conda needed, the shared package cache."""
 
     name = "embedded"
 

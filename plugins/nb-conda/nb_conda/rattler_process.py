@@ -3,7 +3,7 @@
 Run as ``python -m nb_conda.rattler_process`` by :mod:`nb_conda.embedded`, one
 request per process: a JSON object on stdin, JSON event lines on stdout
 (``{"step": ...}``, ``{"line": ...}``, then ``{"result": ...}`` or
-``{"error": ..., "kind": ...}``).  A process of its own because py-rattler runs
+``{"error": ...}``).  A process of its own because py-rattler runs
 an async runtime with threads of its own: the host's event loop (a notebook's)
 stays untouched, a stuck solve can be killed, and the process ends with
 ``os._exit`` once it has answered, never racing those threads at interpreter
@@ -33,11 +33,7 @@ def emit(**event):
 
 
 class Failure(Exception):
-    """A failure with a one-line message for the user and its kind (solve, timeout, lock, install)."""
-
-    def __init__(self, kind, message):
-        super().__init__(message)
-        self.kind = kind
+    """A failure whose message is the one line the user gets."""
 
 
 def _one_line(text):
@@ -91,13 +87,13 @@ async def _solve(request):
     except SolverError as exc:
         message = _one_line(exc)
         if "cancelled" in message:
-            raise Failure("timeout", "the conda solve did not finish within %g s (NBCORE_CONDA_SOLVE_TIMEOUT)"
+            raise Failure("the conda solve did not finish within %g s (NBCORE_CONDA_SOLVE_TIMEOUT)"
                           % request["timeout"]) from None
         message = message.replace("Cannot solve the request because of: ", "")
-        raise Failure("solve", "the conda solve failed: %s (channels: %s)"
+        raise Failure("the conda solve failed: %s (channels: %s)"
                       % (message.rstrip("."), ", ".join(request["channels"]))) from None
     except Exception as exc:  # repodata that cannot be fetched, a bad channel URL
-        raise Failure("solve", "the conda solve failed: %s" % _one_line(exc)) from None
+        raise Failure("the conda solve failed: %s" % _one_line(exc)) from None
     emit(step="solved %d packages in %.2f s" % (len(records), time.monotonic() - started))
     return records
 
@@ -107,12 +103,12 @@ def _locked_environment(path):
     try:
         lock = LockFile.from_path(path)
     except Exception as exc:
-        raise Failure("lock", "cannot read the lock file %s: %s" % (path, _one_line(exc))) from None
+        raise Failure("cannot read the lock file %s: %s" % (path, _one_line(exc))) from None
     current = str(Subdir.current())
     platform = next((p for p in lock.platforms() if p.name == current), None)
     environment = lock.default_environment()
     if environment is None or platform is None:
-        raise Failure("lock", "the lock file %s has no packages for %s (write it with `nbcore lock` on this platform)"
+        raise Failure("the lock file %s has no packages for %s (write it with `nbcore lock` on this platform)"
                       % (path, current))
     return environment, platform
 
@@ -121,7 +117,7 @@ def _locked_records(path):
     environment, platform = _locked_environment(path)
     records = environment.conda_repodata_records_for_platform(platform)
     if not records:
-        raise Failure("lock", "the lock file %s has no conda packages for %s" % (path, platform.name))
+        raise Failure("the lock file %s has no conda packages for %s" % (path, platform.name))
     return records
 
 
@@ -137,7 +133,7 @@ async def create(request):
         await install(records, target_prefix=request["prefix"], cache_dir=Path(request["pkgs_dir"]),
                       reporter=Reporter(), show_progress=False)
     except Exception as exc:
-        raise Failure("install", "linking the conda packages failed: %s" % _one_line(exc)) from None
+        raise Failure("linking the conda packages failed: %s" % _one_line(exc)) from None
     return {"packages": sorted("%s-%s-%s" % (r.name.normalized, r.version, r.build) for r in records)}
 
 
@@ -153,7 +149,7 @@ def lock(request):
     packages as a rattler lock file."""
     records = [PrefixRecord.from_path(p) for p in sorted(glob.glob(os.path.join(request["prefix"], "conda-meta", "*.json")))]
     if not records:
-        raise Failure("lock", "%s holds no conda packages (conda-meta/ is empty)" % request["prefix"])
+        raise Failure("%s holds no conda packages (conda-meta/ is empty)" % request["prefix"])
     platform = LockPlatform(str(Subdir.current()))
     lock_file = LockFile([platform])
     lock_file.set_channels("default", [LockChannel(c.base_url) for c in _channels(request)])
@@ -194,10 +190,10 @@ def main():
             result = asyncio.run(result)
         emit(result=result)
     except Failure as exc:
-        emit(error=str(exc), kind=exc.kind)
+        emit(error=str(exc))
         code = 1
     except Exception as exc:
-        emit(error="%s: %s" % (type(exc).__name__, _one_line(exc)), kind="internal")
+        emit(error="the conda engine failed: %s: %s" % (type(exc).__name__, _one_line(exc)))
         code = 1
     sys.stdout.flush()
     sys.stderr.flush()
