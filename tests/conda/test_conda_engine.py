@@ -216,6 +216,26 @@ def test_environment_yml_as_conda_writes_it(project, tmp_path, build_wheel):
     assert result.stdout == "from the file yes True\n"
 
 
+def test_package_cache_is_shared_and_follows_conda_pkgs_dirs(project, tmp_path, monkeypatch):
+    monkeypatch.setenv("CONDA_PKGS_DIRS", str(tmp_path / "pkgs"))
+    write(tmp_path / "nbcore.yaml", """
+        environments:
+          cd-cache-one:
+            conda: {dependencies: [nbtest-activation]}
+          cd-cache-two:
+            conda: {variables: {ANOTHER: spec}}
+    """)
+    pythons = []
+    for name in ("cd-cache-one", "cd-cache-two"):
+        recorder = Recorder()
+        _, _, env = prepare(name, str(tmp_path / "nbcore.yaml"), backend="conda", progress=recorder)
+        assert "downloading into %s and linking" % (tmp_path / "pkgs") in " ".join(recorder.steps), recorder.steps
+        pythons.append(os.stat(prefix_of(env) / "bin" / "python3.11"))
+    assert (tmp_path / "pkgs" / "python-3.11.2-debian_0").is_dir()
+    if pythons[0].st_dev == os.stat(tmp_path / "pkgs").st_dev:  # same file system: hard links, no copies
+        assert pythons[0].st_ino == pythons[1].st_ino, "both prefixes link the one cached python"
+
+
 def test_unsatisfiable_spec_is_a_one_line_error_naming_the_package(project, nbcore_home):
     result = run_nbcore("install", "cd-bad", "--backend", "conda", cwd=project)
     assert result.returncode != 0
