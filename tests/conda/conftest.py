@@ -24,9 +24,10 @@ CHANNELS = Path(os.environ.get("NBCORE_CONDA_TEST_CHANNELS")
                 or os.path.join(os.environ.get("NBCORE_CI_CACHE", "/var/cache/nbcore-ci"), "conda", "channels"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def conda_channels():
-    """The folder of local channels; selects the embedded engine and aliases channel names into the folder."""
+    """The folder of local channels; selects the embedded engine and aliases channel names into the folder
+    (for the tests of one module: the variables do not leak into other test folders)."""
     from nb_conda.embedded import rattler_version
 
     if rattler_version() is None:
