@@ -14,7 +14,7 @@ import pytest
 
 from nbcore import open_backend
 from nbcore.plugin import registry as plugins
-from nbcore.plugin.backend import BackendProvider, SubprocessWorker
+from nbcore.plugin.backend import BackendProvider, SubprocessWorker, host_environment
 from nbcore.errors import WorkerError
 from nbcore.builtin.tcp_pickle import TcpPickle
 from nbcore.plugin.protocol import ListenAddress
@@ -45,7 +45,7 @@ class CommandBackend(BackendProvider):
         pass
 
     def start_worker(self, env, launch):
-        self.last = SubprocessWorker(self.argv, env=launch.worker_environment(), cwd=launch.cwd, echo=False)
+        self.last = SubprocessWorker(self.argv, env=host_environment(launch.worker_variables()), cwd=launch.cwd, echo=False)
         return self.last
 
 

@@ -67,16 +67,6 @@ class WorkerLaunch:
         """The variables nbcore sets for the worker: :attr:`variables`, ``PYTHONPATH`` and unbuffered output."""
         return dict(self.variables, PYTHONPATH=str(self.worker_path), PYTHONUNBUFFERED="1")
 
-    def worker_environment(self, base=None):
-        """The environment for the worker process: ``base`` (default ``os.environ``) plus nbcore's variables.
-
-        The host's ``PYTHONPATH``/``PYTHONHOME`` are dropped: the worker sees only its
-        own environment's packages and the injected worker code.
-        """
-        env = {k: v for k, v in (os.environ if base is None else base).items() if k not in HOST_PYTHON_VARIABLES}
-        env.update(self.worker_variables())
-        return env
-
 
 class WorkerProcess(abc.ABC):
     """A running worker as the host watches it (a process, a container, a thread)."""
