@@ -11,7 +11,9 @@ import time
 import pytest
 
 from nbcore import open_backend
+from nbcore.errors import InstallError
 from nbcore.plugin.process import OutputReader, OutputTail, SubprocessWorker
+from nbcore.plugin.progress import Progress
 
 from nbtest import clean_environ, write
 
@@ -225,3 +227,43 @@ def test_subprocess_worker_kill_ends_its_group():
     worker.kill()  # idempotent
     assert worker.poll() == -signal.SIGKILL
     wait_until(lambda: not sleeps_with(token), "the group to end", timeout=5)
+
+
+# install steps --------------------------------------------------------------------------------
+
+PROGRESS_STEP = '''
+import os, sys, time
+for step in (1, 2, 3):
+    sys.stdout.write("\\r%d/3" % step)
+    sys.stdout.flush()
+deadline = time.monotonic() + 30
+while not os.path.exists(sys.argv[1]) and time.monotonic() < deadline:
+    time.sleep(0.01)
+print("\\nreleased" if os.path.exists(sys.argv[1]) else "\\ntimed out")
+'''
+
+
+def test_install_step_progress_streams_before_the_step_ends(tmp_path):
+    release = tmp_path / "released"
+    stream = WatchingStream(release_when(release, "\r  | 3/3"))
+    progress = Progress(stream=stream)
+    progress.run([sys.executable, "-c", PROGRESS_STEP, str(release)], step="a step with a progress bar")
+    assert progress.tail.lines()[-2:] == ["3/3", "released"]
+    assert "  | 1/3\r  | 2/3\r  | 3/3\n  | released\n" in stream.getvalue()
+
+
+def test_install_step_failure_keeps_a_bounded_tail():
+    progress = Progress(quiet=True)
+    with pytest.raises(InstallError) as info:
+        progress.run([sys.executable, "-c", "import sys; sys.stdout.write('y' * 5000000); sys.exit(3)"], step="flood")
+    assert "flood failed (exit code 3)" in str(info.value)
+    assert len(str(info.value)) < progress.tail.max_chars + 100
+    assert len(progress.tail.text()) <= progress.tail.max_chars
+
+
+def test_install_step_leaves_nothing_running(tmp_path):
+    token = sleep_token()
+    progress = Progress(quiet=True)
+    progress.run(["sh", "-c", "(sleep %s; echo nbt-late) & echo started" % token], step="a step that forks")
+    assert "nbt-late" not in progress.tail.text()
+    wait_until(lambda: not sleeps_with(token), "the step's background child to end", timeout=5)
