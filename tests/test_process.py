@@ -1,4 +1,5 @@
 """Child processes: output read in chunks and passed through as it comes, a bounded tail, whole groups ended."""
+import fcntl
 import io
 import os
 import random
@@ -267,3 +268,34 @@ def test_install_step_leaves_nothing_running(tmp_path):
     progress.run(["sh", "-c", "(sleep %s; echo nbt-late) & echo started" % token], step="a step that forks")
     assert "nbt-late" not in progress.tail.text()
     wait_until(lambda: not sleeps_with(token), "the step's background child to end", timeout=5)
+
+
+def test_sigterm_of_install_stops_the_script_and_removes_the_half_built_env(tmp_path, nbcore_home):
+    token = sleep_token()
+    marker = tmp_path / "script-started"
+    write(tmp_path / "nbcore.yaml", """
+        environments:
+          term:
+            install_script: "touch %s; sleep %s; echo finished"
+        """ % (marker, token))
+    cli = subprocess.Popen([sys.executable, "-m", "nbcore", "install", "term", "--backend", "venv"], cwd=str(tmp_path),
+                           env=clean_environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: marker.exists() and sleeps_with(token) or cli.poll() is not None,
+                   "the install script to start", timeout=120)
+        assert cli.poll() is None, cli.communicate()
+        cli.send_signal(signal.SIGTERM)
+        _, err = cli.communicate(timeout=30)
+    finally:
+        cli.kill()
+        cli.wait()
+    assert cli.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "nbcore: terminated"
+    assert "Traceback" not in err
+    wait_until(lambda: not sleeps_with(token), "the install script's sleep to end", timeout=5)
+    envs = os.path.join(nbcore_home, "envs", "venv")
+    left = [name for name in os.listdir(envs) if name.startswith("term-")]
+    assert all(name.endswith(".lock") for name in left), "half-built environment left: %s" % left
+    for name in left:
+        with open(os.path.join(envs, name), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises when the install lock is still held
