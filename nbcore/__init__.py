@@ -22,7 +22,7 @@ _EXPORTS = {
     "Environment": "nbcore.plugin.backend",
     "WorkerLaunch": "nbcore.plugin.backend",
     "WorkerProcess": "nbcore.plugin.backend",
-    "SubprocessWorker": "nbcore.plugin.backend",
+    "SubprocessWorker": "nbcore.plugin.process",
     "ProtocolProvider": "nbcore.plugin.protocol",
     "Listener": "nbcore.plugin.protocol",
     "Channel": "nbcore.worker.channel",

@@ -14,7 +14,8 @@ import pytest
 
 from nbcore import open_backend
 from nbcore.plugin import registry as plugins
-from nbcore.plugin.backend import BackendProvider, SubprocessWorker, host_environment
+from nbcore.plugin.backend import BackendProvider, host_environment
+from nbcore.plugin.process import SubprocessWorker
 from nbcore.errors import WorkerError
 from nbcore.builtin.tcp_pickle import TcpPickle
 from nbcore.plugin.protocol import ListenAddress

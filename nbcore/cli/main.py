@@ -238,14 +238,20 @@ def main(argv=None):
     args.command_after_dashes = after_dashes
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="nbcore: %(message)s", stream=sys.stderr)
+    from .signals import TERMINATED_EXIT, Terminated, sigterm_raises
+
     try:
-        return COMMANDS[args.command](args) or 0
+        with sigterm_raises():
+            return COMMANDS[args.command](args) or 0
     except UserError as exc:
         print("nbcore: error: %s" % exc, file=sys.stderr)
         return 2
     except NbcoreError as exc:
         print("nbcore: error: %s" % exc, file=sys.stderr)
         return 1
+    except Terminated:
+        print("nbcore: terminated", file=sys.stderr)
+        return TERMINATED_EXIT
     except KeyboardInterrupt:
         print("nbcore: interrupted", file=sys.stderr)
         return 130

@@ -1,12 +1,9 @@
 """What a backend plugin provides: the :class:`BackendProvider` and its worker handles."""
 import abc
-import collections
 import dataclasses
 import os
 import shutil
 import subprocess
-import sys
-import threading
 from pathlib import Path
 from typing import ClassVar, Dict, List, Optional
 
@@ -88,52 +85,6 @@ class WorkerProcess(abc.ABC):
         return ""
 
 
-class SubprocessWorker(WorkerProcess):
-    """A worker running as a local child process; its output is echoed to the host's stderr.
-
-    Backends that start a local command (venv, conda, apptainer) use it as is.
-    """
-
-    def __init__(self, argv, env, cwd, tail_lines=20, echo=True):
-        self.argv = list(argv)
-        self._tail = collections.deque(maxlen=tail_lines)
-        self._echo = echo
-        self.process = subprocess.Popen(
-            self.argv, env=env, cwd=None if cwd is None else str(cwd), stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        self._reader = threading.Thread(target=self._pump, name="nbcore-worker-output", daemon=True)
-        self._reader.start()
-
-    def _pump(self):
-        for raw in iter(self.process.stdout.readline, b""):
-            line = raw.decode("utf-8", "replace")
-            self._tail.append(line.rstrip("\n"))
-            if self._echo:
-                sys.stderr.write(line)
-                sys.stderr.flush()
-        self.process.stdout.close()
-
-    def poll(self):
-        return self.process.poll()
-
-    def wait(self, timeout):
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def kill(self):
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait()
-        self._reader.join(timeout=2)
-
-    def output_tail(self):
-        self._reader.join(timeout=0.5)
-        return "\n".join(self._tail)
-
-
 class BackendProvider(abc.ABC):
     """A way to create environments and run commands and workers in them (venv, conda, docker, ...).
 
@@ -198,6 +149,8 @@ class BackendProvider(abc.ABC):
 
         The default runs :meth:`command` of :meth:`worker_python` as a local process.
         """
+        from .process import SubprocessWorker  # process.py builds on WorkerProcess from this module
+
         command = self.command(env, [self.worker_python(env)] + launch.python_args, launch.worker_variables(),
                                launch.cwd)
         return SubprocessWorker(command.argv, env=command.env, cwd=command.cwd)
