@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import tarfile
+from pathlib import Path
 
 import pytest
 
@@ -100,3 +101,26 @@ def test_worker_archive_is_deterministic_and_its_hash_is_the_staged_stamp(tmp_pa
     assert packed == {k: v for k, v in staged_files(folder).items() if k != STAMP}
     assert {(m.mtime, m.uid, m.gid, m.uname, m.gname) for m in members} == {(0, 0, 0, "", "")}
     assert {m.mode for m in members if m.isfile()} == {0o644} and {m.mode for m in members if m.isdir()} == {0o755}
+
+
+STAGE = ("import sys; from pathlib import Path; from nbcore.host.staging import stage_worker; "
+         "from nbcore.plugin.registry import get_registry; sys.stdout.write(str(stage_worker(Path(sys.argv[1]), "
+         "[p.worker_module for p in get_registry().protocols.values()])))")
+
+
+def stage_in_processes(home, count=4):
+    """Stage into ``home`` from ``count`` processes at once; return the folder they all got."""
+    processes = [subprocess.Popen([sys.executable, "-c", STAGE, str(home)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(count)]
+    results = [p.communicate(timeout=60) for p in processes]
+    assert [p.returncode for p in processes] == [0] * count, results
+    (folder,) = {out for out, _ in results}
+    assert [p.name for p in (home / "worker").iterdir()] == [os.path.basename(folder)], "leftovers"
+    return Path(folder)
+
+
+def test_processes_staging_at_once_agree_on_one_folder(tmp_path):
+    folder = stage_in_processes(tmp_path)
+    (folder / RPC).unlink()
+    assert stage_in_processes(tmp_path) == folder
+    assert (folder / RPC).is_file()
