@@ -21,7 +21,7 @@ _EXPORTS = {
     "BackendProvider": "nbcore.plugin.backend",
     "Environment": "nbcore.plugin.backend",
     "WorkerLaunch": "nbcore.plugin.backend",
-    "WorkerProcess": "nbcore.plugin.backend",
+    "WorkerProcess": "nbcore.plugin.process",
     "SubprocessWorker": "nbcore.plugin.process",
     "ProtocolProvider": "nbcore.plugin.protocol",
     "Listener": "nbcore.plugin.protocol",

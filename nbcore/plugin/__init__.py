@@ -12,8 +12,8 @@ from ..errors import (BackendUnavailable, ConfigError, InstallError, NbcoreError
 from ..home import nbcore_home
 from ..spec import EnvironmentSpec
 from .auth import ANSWER_BYTES, AuthenticationError, host_challenge, host_verify
-from .backend import BackendProvider, Command, Environment, WorkerLaunch, WorkerProcess, host_environment
-from .process import OutputReader, OutputTail, SubprocessWorker
+from .backend import BackendProvider, Command, Environment, WorkerLaunch, host_environment
+from .process import OutputReader, OutputTail, SubprocessWorker, WorkerProcess
 from .progress import Progress
 from .protocol import FALLBACK, UPGRADE, ListenAddress, Listener, ProtocolProvider
 from .registry import CapabilityMissing, Register, get_registry, hookimpl

@@ -5,9 +5,10 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import ClassVar, Dict, List, Optional
+from typing import Callable, ClassVar, Dict, List, Optional, Tuple
 
 from ..spec import EnvironmentSpec
+from .process import SubprocessWorker, WorkerProcess
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,30 +60,13 @@ class WorkerLaunch:
     cwd: Optional[Path]
     variables: Dict[str, str]
     python_args: List[str] = dataclasses.field(default_factory=lambda: ["-m", "nbcore.worker"])
+    #: The same worker code as one content-addressed archive, for launchers that ship it to another machine:
+    #: a callable returning ``(tar bytes, sha256 hex)``; the folder's name starts with that hash.
+    worker_archive: Optional[Callable[[], Tuple[bytes, str]]] = None
 
     def worker_variables(self) -> Dict[str, str]:
         """The variables nbcore sets for the worker: :attr:`variables`, ``PYTHONPATH`` and unbuffered output."""
         return dict(self.variables, PYTHONPATH=str(self.worker_path), PYTHONUNBUFFERED="1")
-
-
-class WorkerProcess(abc.ABC):
-    """A running worker as the host watches it (a process, a container, a thread)."""
-
-    @abc.abstractmethod
-    def poll(self) -> Optional[int]:
-        """Return the exit code if the worker has ended, else None (never blocks)."""
-
-    @abc.abstractmethod
-    def wait(self, timeout: float) -> Optional[int]:
-        """Wait up to ``timeout`` seconds for the worker to end; return its exit code or None."""
-
-    @abc.abstractmethod
-    def kill(self) -> None:
-        """End the worker now and release what it holds (idempotent)."""
-
-    def output_tail(self) -> str:
-        """The last lines the worker wrote to stdout/stderr, for error messages."""
-        return ""
 
 
 class BackendProvider(abc.ABC):
@@ -149,7 +133,6 @@ class BackendProvider(abc.ABC):
 
         The default runs :meth:`command` of :meth:`worker_python` as a local process.
         """
-        from .process import SubprocessWorker  # process.py builds on WorkerProcess from this module
 
         command = self.command(env, [self.worker_python(env)] + launch.python_args, launch.worker_variables(),
                                launch.cwd)

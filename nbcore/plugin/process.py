@@ -6,6 +6,7 @@ included) and keeps a bounded :class:`OutputTail` for error messages.
 :class:`LocalProcess` runs a local command in a session of its own and ends the
 whole process group when killed; :class:`SubprocessWorker` is that, as a worker handle.
 """
+import abc
 import codecs
 import collections
 import os
@@ -17,7 +18,6 @@ import sys
 import threading
 from typing import Optional
 
-from .backend import WorkerProcess
 
 #: Most bytes read from a child's output at once.
 CHUNK_BYTES = 64 * 1024
@@ -28,6 +28,26 @@ DRAIN_CHUNKS = 16
 STOP_TIMEOUT = 5.0
 
 _SEPARATORS = re.compile(r"([\r\n])")
+
+
+class WorkerProcess(abc.ABC):
+    """A running worker as the host watches it (a process, a container, a thread)."""
+
+    @abc.abstractmethod
+    def poll(self) -> Optional[int]:
+        """Return the exit code if the worker has ended, else None (never blocks)."""
+
+    @abc.abstractmethod
+    def wait(self, timeout: float) -> Optional[int]:
+        """Wait up to ``timeout`` seconds for the worker to end; return its exit code or None."""
+
+    @abc.abstractmethod
+    def kill(self) -> None:
+        """End the worker now and release what it holds (idempotent)."""
+
+    def output_tail(self) -> str:
+        """The last lines the worker wrote to stdout/stderr, for error messages."""
+        return ""
 
 
 class OutputTail:
