@@ -215,6 +215,25 @@ def test_secret_is_not_in_argv(venv_env):
         argv = f.read().split(b"\0")[:-1]
     assert argv[1:] == [b"-m", b"nbcore.worker"]
     assert venv_env.call("os:getenv", "NBCORE_WORKER_SECRET") is None
+    inherited = venv_env.call("subprocess:check_output", ["sh", "-c", "echo \"[$NBCORE_WORKER_SECRET]\""])
+    assert inherited == b"[]\n", "a process the worker starts must not inherit the secret"
+
+
+def test_the_secret_opens_nothing_once_the_worker_is_connected(workdir, monkeypatch):
+    """The secret stays readable in /proc/PID/environ (docs/protocols.md says so); it must be useless there."""
+    listeners = []
+    listen = TcpPickle.listen
+
+    def recording_listen(self, where):
+        listeners.append(listen(self, where))
+        return listeners[-1]
+
+    monkeypatch.setattr(TcpPickle, "listen", recording_listen)
+    with open_backend("demo", config={"environments": {"demo": {}}}, backend="venv", protocol="tcp-pickle") as env:
+        assert env.call("operator:add", 1, 2) == 3
+        host, port = listeners[0].address.rsplit(":", 1)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((host, int(port)), timeout=5)
 
 
 def open_fds():
