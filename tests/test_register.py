@@ -238,3 +238,20 @@ def test_the_control_connection_gets_keepalive_probes():
     finally:
         for s in (client, accepted, server):
             s.close()
+
+
+def test_a_launch_offers_the_worker_code_as_a_folder_and_as_a_content_addressed_archive(nbcore_home):
+    import hashlib
+    import io
+    import tarfile
+
+    from nbcore.host.launch import worker_launch
+    from nbcore.plugin import get_registry
+
+    tcp = get_registry().protocols["tcp-pickle"]
+    launch = worker_launch("127.0.0.1:1", b"s" * 32, tcp, [])
+    data, digest = launch.worker_archive()
+    assert hashlib.sha256(data).hexdigest() == digest and launch.worker_path.name == digest[:16]
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        names = tar.getnames()
+    assert "nbcore/worker/serve.py" in names and all((launch.worker_path / n).exists() for n in names)

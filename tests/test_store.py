@@ -190,33 +190,3 @@ def test_killed_installer_leaves_a_half_built_folder_the_next_install_replaces(t
     assert count.read_text().splitlines() == ["build", "build"]
     result = run_nbcore("install", "-c", config, "demo", "--backend", "venv", env={"NBCORE_HOME": str(home)})
     assert result.returncode == 0 and "already installed" in result.stderr
-
-
-def test_gc_removes_environments_no_config_refers_to(tmp_path):
-    home = {"NBCORE_HOME": str(tmp_path / "home")}
-    config = write(tmp_path / "nbcore.yaml", "environments:\n  keep: {}\n  drop: {python: '3'}\n  change: {packages: [a]}\n")
-    for name in ("keep", "drop", "change"):
-        result = run_nbcore("install", "-c", config, name, "--backend", "python", env=home)
-        assert result.returncode == 0, result.stderr
-    write(config, "environments:\n  keep: {}\n  change: {packages: [b]}\n")
-    result = run_nbcore("gc", "-c", config, "--dry-run", "--json", env=home)
-    assert result.returncode == 0, result.stderr
-    assert sorted(e["name"] for e in json.loads(result.stdout)) == ["change", "drop"]
-    assert len(json.loads(run_nbcore("envs", "--json", env=home).stdout)) == 3, "dry run removed something"
-    result = run_nbcore("gc", "-c", config, env=home)
-    assert result.returncode == 0, result.stderr
-    assert "2 environment(s) removed" in result.stdout
-    remaining = json.loads(run_nbcore("envs", "--all", "--json", env=home).stdout)
-    assert [e["name"] for e in remaining] == ["keep"]
-    result = run_nbcore("gc", env=home, cwd=tmp_path / "home")
-    assert result.returncode == 2 and "-c FILE" in result.stderr
-
-
-def test_gc_removes_a_renamed_environment_with_the_same_spec(tmp_path):
-    home = {"NBCORE_HOME": str(tmp_path / "home")}
-    config = write(tmp_path / "nbcore.yaml", "environments:\n  keep: {}\n  old-name: {}\n")
-    for name in ("keep", "old-name"):
-        assert run_nbcore("install", "-c", config, name, "--backend", "python", env=home).returncode == 0
-    write(config, "environments:\n  keep: {}\n")
-    result = run_nbcore("gc", "-c", config, "--json", env=home)
-    assert [e["name"] for e in json.loads(result.stdout)] == ["old-name"]

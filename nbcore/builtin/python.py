@@ -6,7 +6,8 @@ import os
 import sys
 import threading
 
-from ..plugin.backend import BackendProvider, WorkerProcess
+from ..plugin.backend import BackendProvider
+from ..plugin.process import WorkerProcess
 from ..plugin.registry import hookimpl
 from ..worker import serve
 from ..spec import python_matches

@@ -14,7 +14,7 @@ from ..home import nbcore_home
 from ..plugin.registry import get_registry
 from ..plugin.progress import Progress
 from .selection import choose_backend, plan_protocols, protocol_list
-from .staging import stage_worker
+from .staging import stage_worker, worker_archive
 from .store import ensure_installed, make_environment
 from ..plugin.backend import WorkerLaunch
 from ..plugin.protocol import ListenAddress
@@ -109,9 +109,13 @@ def prepare(name, config=None, backend=None, progress=None, install=True):
     return config, provider, env
 
 
+def _worker_modules():
+    return [p.worker_module for p in get_registry().protocols.values()]
+
+
 def staged_worker_path():
     """The folder with the worker code of nbcore and every installed protocol plugin."""
-    return stage_worker(nbcore_home(), [p.worker_module for p in get_registry().protocols.values()])
+    return stage_worker(nbcore_home(), _worker_modules())
 
 
 def worker_launch(address, secret, fallback, candidates):
@@ -122,7 +126,8 @@ def worker_launch(address, secret, fallback, candidates):
         serve.PROTOCOLS_VARIABLE: ",".join("%s=%s" % (p.name, p.worker_module) for p in protocols),
         serve.KEEPALIVE_VARIABLE: str(_keepalive()),
     }
-    return WorkerLaunch(worker_path=staged_worker_path(), cwd=Path.cwd(), variables=variables)
+    return WorkerLaunch(worker_path=staged_worker_path(), cwd=Path.cwd(), variables=variables,
+                        worker_archive=lambda: worker_archive(_worker_modules()))
 
 
 def _keepalive():

@@ -12,8 +12,8 @@ from ..errors import (BackendUnavailable, ConfigError, InstallError, NbcoreError
 from ..home import nbcore_home
 from ..spec import EnvironmentSpec
 from .auth import ANSWER_BYTES, AuthenticationError, host_challenge, host_verify
-from .backend import (BackendProvider, Command, Environment, SubprocessWorker, WorkerLaunch, WorkerProcess,
-                      host_environment)
+from .backend import BackendProvider, Command, Environment, WorkerLaunch, host_environment
+from .process import OutputReader, OutputTail, SubprocessWorker, WorkerProcess
 from .progress import Progress
 from .protocol import FALLBACK, UPGRADE, ListenAddress, Listener, ProtocolProvider
 from .registry import CapabilityMissing, Register, get_registry, hookimpl
@@ -21,9 +21,9 @@ from .registry import CapabilityMissing, Register, get_registry, hookimpl
 __all__ = [
     "ANSWER_BYTES", "AuthenticationError", "BackendProvider", "BackendUnavailable", "CapabilityMissing", "Command",
     "ConfigError", "Environment", "EnvironmentSpec", "FALLBACK", "InstallError", "ListenAddress", "Listener",
-    "NbcoreError", "PluginError", "Progress", "ProtocolProvider", "Register", "SubprocessWorker", "UPGRADE",
-    "UserError", "WorkerError", "WorkerLaunch", "WorkerProcess", "get_registry", "hookimpl", "host_challenge",
-    "host_environment", "host_verify", "nbcore_home", "nbcore_version",
+    "NbcoreError", "OutputReader", "OutputTail", "PluginError", "Progress", "ProtocolProvider", "Register",
+    "SubprocessWorker", "UPGRADE", "UserError", "WorkerError", "WorkerLaunch", "WorkerProcess", "get_registry",
+    "hookimpl", "host_challenge", "host_environment", "host_verify", "nbcore_home", "nbcore_version",
 ]
 
 #: The modules a plugin may import from nbcore: this package and its container toolkit (host side),

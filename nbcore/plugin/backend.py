@@ -1,16 +1,14 @@
 """What a backend plugin provides: the :class:`BackendProvider` and its worker handles."""
 import abc
-import collections
 import dataclasses
 import os
 import shutil
 import subprocess
-import sys
-import threading
 from pathlib import Path
-from typing import ClassVar, Dict, List, Optional
+from typing import Callable, ClassVar, Dict, List, Optional, Tuple
 
 from ..spec import EnvironmentSpec
+from .process import SubprocessWorker, WorkerProcess
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,86 +60,13 @@ class WorkerLaunch:
     cwd: Optional[Path]
     variables: Dict[str, str]
     python_args: List[str] = dataclasses.field(default_factory=lambda: ["-m", "nbcore.worker"])
+    #: The same worker code as one content-addressed archive, for launchers that ship it to another machine:
+    #: a callable returning ``(tar bytes, sha256 hex)``; the folder's name starts with that hash.
+    worker_archive: Optional[Callable[[], Tuple[bytes, str]]] = None
 
     def worker_variables(self) -> Dict[str, str]:
         """The variables nbcore sets for the worker: :attr:`variables`, ``PYTHONPATH`` and unbuffered output."""
         return dict(self.variables, PYTHONPATH=str(self.worker_path), PYTHONUNBUFFERED="1")
-
-    def worker_environment(self, base=None):
-        """The environment for the worker process: ``base`` (default ``os.environ``) plus nbcore's variables.
-
-        The host's ``PYTHONPATH``/``PYTHONHOME`` are dropped: the worker sees only its
-        own environment's packages and the injected worker code.
-        """
-        env = {k: v for k, v in (os.environ if base is None else base).items() if k not in HOST_PYTHON_VARIABLES}
-        env.update(self.worker_variables())
-        return env
-
-
-class WorkerProcess(abc.ABC):
-    """A running worker as the host watches it (a process, a container, a thread)."""
-
-    @abc.abstractmethod
-    def poll(self) -> Optional[int]:
-        """Return the exit code if the worker has ended, else None (never blocks)."""
-
-    @abc.abstractmethod
-    def wait(self, timeout: float) -> Optional[int]:
-        """Wait up to ``timeout`` seconds for the worker to end; return its exit code or None."""
-
-    @abc.abstractmethod
-    def kill(self) -> None:
-        """End the worker now and release what it holds (idempotent)."""
-
-    def output_tail(self) -> str:
-        """The last lines the worker wrote to stdout/stderr, for error messages."""
-        return ""
-
-
-class SubprocessWorker(WorkerProcess):
-    """A worker running as a local child process; its output is echoed to the host's stderr.
-
-    Backends that start a local command (venv, conda, apptainer) use it as is.
-    """
-
-    def __init__(self, argv, env, cwd, tail_lines=20, echo=True):
-        self.argv = list(argv)
-        self._tail = collections.deque(maxlen=tail_lines)
-        self._echo = echo
-        self.process = subprocess.Popen(
-            self.argv, env=env, cwd=None if cwd is None else str(cwd), stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        self._reader = threading.Thread(target=self._pump, name="nbcore-worker-output", daemon=True)
-        self._reader.start()
-
-    def _pump(self):
-        for raw in iter(self.process.stdout.readline, b""):
-            line = raw.decode("utf-8", "replace")
-            self._tail.append(line.rstrip("\n"))
-            if self._echo:
-                sys.stderr.write(line)
-                sys.stderr.flush()
-        self.process.stdout.close()
-
-    def poll(self):
-        return self.process.poll()
-
-    def wait(self, timeout):
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def kill(self):
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait()
-        self._reader.join(timeout=2)
-
-    def output_tail(self):
-        self._reader.join(timeout=0.5)
-        return "\n".join(self._tail)
 
 
 class BackendProvider(abc.ABC):
@@ -208,6 +133,7 @@ class BackendProvider(abc.ABC):
 
         The default runs :meth:`command` of :meth:`worker_python` as a local process.
         """
+
         command = self.command(env, [self.worker_python(env)] + launch.python_args, launch.worker_variables(),
                                launch.cwd)
         return SubprocessWorker(command.argv, env=command.env, cwd=command.cwd)

@@ -70,7 +70,7 @@ class DockerBackend(BackendProvider):
 
     def start_worker(self, env, launch):
         from .engine import api_client
-        from .worker import ContainerWorker
+        from .running import ContainerWorker
 
         config = self._container(env, [self.worker_python(env)] + launch.python_args, launch.worker_variables(),
                                  launch.cwd, "worker", launch.worker_path)

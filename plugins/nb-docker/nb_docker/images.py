@@ -8,7 +8,7 @@ from typing import Optional
 import docker.errors
 from docker.utils import parse_repository_tag
 
-from nbcore.plugin import InstallError, nbcore_version
+from nbcore.plugin import InstallError, nbcore_home, nbcore_version
 from nbcore.plugin.containers import ENV_PYTHON, BuildRecipe, proxy_variables, python_environment_recipe
 
 from . import __version__
@@ -22,6 +22,9 @@ LABEL_ENV = "org.nbcore.env"
 LABEL_SPEC_HASH = "org.nbcore.spec-hash"
 LABEL_VERSION = "org.nbcore.version"
 LABEL_PLUGIN = "org.nbcore.nb-docker"
+#: Which cache (``NBCORE_HOME``) and project (the config file's folder) built an image, as stable ids.
+LABEL_HOME = "org.nbcore.home"
+LABEL_PROJECT = "org.nbcore.project"
 _LOG_LINES = 15
 
 
@@ -56,6 +59,15 @@ def plan_image(env, settings: DockerSettings) -> ImagePlan:
     digest = hashlib.sha256((env.spec_hash + "\0" + dockerfile).encode()).hexdigest()[:16]
     return ImagePlan(tag="%s:%s" % (repository_for(env.name), digest), python=ENV_PYTHON, recipe=recipe,
                      dockerfile=dockerfile)
+
+
+def _stable_id(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def owner_labels(env) -> dict:
+    """The labels naming the cache and the project an image is built for; old tags are removed only within them."""
+    return {LABEL_HOME: _stable_id(str(nbcore_home())), LABEL_PROJECT: _stable_id(env.spec.base_dir or "")}
 
 
 def image_exists(api, name: str) -> bool:
@@ -100,7 +112,7 @@ def build(api, env, plan: ImagePlan, settings: DockerSettings, progress) -> None
     ensure_present(api, plan.recipe.base, progress, "base image")
     context = build_context(plan.recipe, plan.dockerfile)
     labels = {LABEL_ENV: env.name, LABEL_SPEC_HASH: env.spec_hash, LABEL_VERSION: nbcore_version,
-              LABEL_PLUGIN: __version__}
+              LABEL_PLUGIN: __version__, **owner_labels(env)}
     progress.step("building image %s from %s" % (plan.tag, plan.recipe.base))
     step, recent = "sending the build context", collections.deque(maxlen=_LOG_LINES)
     try:
@@ -129,9 +141,13 @@ def _build_failure(tag, step, error, recent):
 
 
 def remove_old_tags(api, env, keep: str, progress) -> None:
-    """Remove this environment's other built tags (older specs or nbcore versions)."""
+    """Remove this environment's other built tags (older specs or nbcore versions) of the same cache and project.
+
+    Another project's (or another ``NBCORE_HOME``'s) environment of the same name keeps its images.
+    """
     repository = repository_for(env.name)
-    for image in api.images(filters={"label": "%s=%s" % (LABEL_ENV, env.name)}):
+    labels = {LABEL_ENV: env.name, **owner_labels(env)}
+    for image in api.images(filters={"label": ["%s=%s" % item for item in sorted(labels.items())]}):
         for tag in image.get("RepoTags") or ():
             if tag == keep or parse_repository_tag(tag)[0] != repository:
                 continue
