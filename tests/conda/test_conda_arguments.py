@@ -245,3 +245,11 @@ def test_backend_names_its_engine_or_what_to_install(monkeypatch):
     assert backend.check_available() == "NBCORE_CONDA_ENGINE=micromamba, but no micromamba was found (MAMBA_EXE, " \
                                         "CONDA_EXE, PATH)"
     assert "no engine (NBCORE_CONDA_ENGINE=micromamba" in backend.description
+
+
+def test_a_failing_step_quotes_only_its_own_output():
+    from nb_conda.prefix import _lines_since
+
+    assert _lines_since(["a", "b"], ["a", "b", "c", "d"]) == ["c", "d"]
+    assert _lines_since(["a", "b", "c"], ["c", "d", "e"]) == ["d", "e"]  # the bounded tail dropped a and b
+    assert _lines_since([], ["x"]) == ["x"] and _lines_since(["x"], ["x"]) == []

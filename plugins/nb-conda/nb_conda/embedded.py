@@ -54,8 +54,9 @@ def run_engine(op: str, progress, step: str, **request) -> dict:
     if error:
         raise InstallError(error)
     if code != 0 or result is None:
+        lines = progress.tail.lines()
         raise InstallError("%s failed: the conda engine exited with code %s%s"
-                           % (step, code, ": " + progress.tail[-1] if progress.tail else ""))
+                           % (step, code, ": " + lines[-1] if lines else ""))
     return result
 
 

@@ -155,9 +155,17 @@ def _record_variables(prefix: Path, variables: Mapping[str, str]) -> None:
 
 def _step(run, progress, argv, variables, cwd, step) -> None:
     """Run one step; on failure raise an :class:`InstallError` naming it, with the last lines of its output."""
-    progress.tail.clear()
+    before = progress.tail.lines()
     try:
         run(argv, variables, cwd, step)
     except InstallError as exc:
-        tail = "\n".join(list(progress.tail)[-TAIL_LINES:])
+        tail = "\n".join(_lines_since(before, progress.tail.lines())[-TAIL_LINES:])
         raise InstallError("%s%s" % (exc, "\n" + textwrap.indent(tail, "  | ") if tail else "")) from None
+
+
+def _lines_since(before: List[str], after: List[str]) -> List[str]:
+    """The lines of the bounded tail ``after`` that came after the snapshot ``before`` (old lines drop off its start)."""
+    for overlap in range(min(len(before), len(after)), 0, -1):
+        if before[len(before) - overlap:] == after[:overlap]:
+            return after[overlap:]
+    return after
