@@ -253,3 +253,19 @@ def test_a_failing_step_quotes_only_its_own_output():
     assert _lines_since(["a", "b"], ["a", "b", "c", "d"]) == ["c", "d"]
     assert _lines_since(["a", "b", "c"], ["c", "d", "e"]) == ["d", "e"]  # the bounded tail dropped a and b
     assert _lines_since([], ["x"]) == ["x"] and _lines_since(["x"], ["x"]) == []
+
+
+def test_doctor_shows_the_package_cache_and_its_size(tmp_path):
+    import json
+
+    from nbtest import run_nbcore
+
+    (tmp_path / "pkgs" / "python-3.11.2-0").mkdir(parents=True)
+    (tmp_path / "pkgs" / "python-3.11.2-0" / "payload").write_bytes(b"x" * 123456)
+    variables = {"CONDA_PKGS_DIRS": str(tmp_path / "pkgs"), "NBCORE_HOME": str(tmp_path / "home")}
+    report = json.loads(run_nbcore("doctor", "--json", cwd=tmp_path, env=variables).stdout)
+    caches = report["backends"]["conda"]["caches"]
+    assert caches["conda packages"] == {"path": str(tmp_path / "pkgs"), "bytes": 123456}
+    assert caches["conda repodata"]["path"] == str(tmp_path / "home" / "conda" / "repodata")
+    text = run_nbcore("doctor", cwd=tmp_path, env=variables).stdout
+    assert "  conda packages: %s (0.1 MB)" % (tmp_path / "pkgs") in text.splitlines()

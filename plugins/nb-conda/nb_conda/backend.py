@@ -5,7 +5,7 @@ from typing import Optional
 from nbcore.plugin import BackendProvider, Command, ConfigError
 
 from .prefix import CondaPrefixBuilder
-from .settings import CONFIG_SCHEMA, identity_material
+from .settings import CONFIG_SCHEMA, identity_material, package_cache, repodata_cache
 
 
 class CondaBackend(BackendProvider):
@@ -52,6 +52,10 @@ class CondaBackend(BackendProvider):
         """Write the environment's conda packages to the lock file ``path`` (``lock_file:`` installs it with no solve)."""
         count = self.builder.lock(env.spec, self.prefix(env), path, progress)
         progress.step("wrote %d packages of %s to %s" % (count, env.name, path))
+
+    def caches(self):
+        """The package cache shared by every environment and the embedded engine's repodata cache."""
+        return {"conda packages": package_cache(), "conda repodata": repodata_cache()}
 
     def worker_python(self, env) -> str:
         return str(self.prefix(env) / "bin" / "python")

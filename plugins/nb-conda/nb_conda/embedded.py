@@ -7,7 +7,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import List
 
-from nbcore.plugin import InstallError, nbcore_home
+from nbcore.plugin import InstallError
 
 from . import settings
 
@@ -84,7 +84,7 @@ class EmbeddedEngine:
         run_engine("create", progress, "creating the conda prefix", prefix=str(prefix),
                    channels=settings.channel_urls(request), specs=list(request.specs),
                    lock_file=str(request.lock_file) if request.lock_file else None,
-                   pkgs_dir=str(settings.package_cache()), repodata_dir=str(nbcore_home() / "conda" / "repodata"),
+                   pkgs_dir=str(settings.package_cache()), repodata_dir=str(settings.repodata_cache()),
                    timeout=settings.solve_timeout())
 
 

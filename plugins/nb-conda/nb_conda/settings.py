@@ -204,3 +204,8 @@ def package_cache() -> Path:
     """The package cache shared by every environment: the first of ``CONDA_PKGS_DIRS``, else under NBCORE_HOME."""
     dirs = [d.strip() for d in os.environ.get("CONDA_PKGS_DIRS", "").split(",") if d.strip()]
     return Path(os.path.expanduser(dirs[0])) if dirs else nbcore_home() / "conda" / "pkgs"
+
+
+def repodata_cache() -> Path:
+    """Where the embedded engine keeps the channels' repodata: under NBCORE_HOME, like every other cache."""
+    return nbcore_home() / "conda" / "repodata"
