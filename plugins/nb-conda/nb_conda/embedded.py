@@ -28,7 +28,7 @@ def run_engine(op: str, progress, step: str, **request) -> dict:
     """
     request["op"] = op
     process = subprocess.Popen([sys.executable, "-m", "nb_conda.rattler_process"], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, encoding="utf-8", errors="replace")
     result = error = None
     try:
         process.stdin.write(json.dumps(request))
