@@ -71,31 +71,52 @@ def schema(backends) -> dict:
             "backend": {"type": "string"},
             "protocol": {"type": "string"},
             "environments": {"type": "object", "additionalProperties": spec,
-                             "propertyNames": {"pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"}},
+                             "propertyNames": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"}},
         },
     }
 
 
-def _node_at(node, path):
-    """The YAML node at a JSON path (for line numbers); the deepest one found."""
+def _key_value(key_node):
+    """The Python value YAML makes of a mapping key (``yes`` is True, ``3`` is 3), as in the loaded data."""
+    try:
+        return yaml.constructor.SafeConstructor().construct_object(key_node, deep=True)
+    except (yaml.YAMLError, TypeError):
+        return key_node.value
+
+
+def _entry(mapping, key):
+    """The ``(key node, value node)`` of ``key`` in a mapping node, else None."""
+    for k, v in mapping.value:
+        value = _key_value(k)
+        if value == key and type(value) is type(key):  # True == 1, yet ``yes:`` and ``1:`` are different keys
+            return k, v
+    return None
+
+
+def _locate(node, path):
+    """``(line node, node)`` at a JSON path: the node itself, and the node whose line names it in errors.
+
+    A mapping value is named by its key's line (a block value starts on the next line); a list
+    item by its own line.  Where the path leaves the document (keys merged in with ``<<``), the
+    deepest node found stands for both.
+    """
+    line_node = node
     for key in path:
         if isinstance(node, yaml.MappingNode):
-            match = [v for k, v in node.value if k.value == key]
-            if not match:
-                return node
-            node = match[0]
+            entry = _entry(node, key)
+            if entry is None:
+                return node, node
+            line_node, node = entry
         elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
-            node = node.value[key]
+            line_node = node = node.value[key]
         else:
-            return node
-    return node
+            return node, node
+    return line_node, node
 
 
-def _key_node(node, key):
-    for k, _ in node.value:
-        if k.value == key:
-            return k
-    return node
+def _line_of_key(mapping, key):
+    entry = _entry(mapping, key) if isinstance(mapping, yaml.MappingNode) else None
+    return (entry[0] if entry else mapping).start_mark.line + 1
 
 
 def _check_duplicates(node, where):
@@ -114,17 +135,18 @@ def _check_duplicates(node, where):
 def _describe(error, root, where):
     path = list(error.absolute_path)
     dotted = ".".join(str(p) for p in path) or "(top level)"
-    node = _node_at(root, path)
+    line_node, node = _locate(root, path)
     if error.validator == "additionalProperties":
         extra = [k for k in error.instance if k not in error.schema.get("properties", {})]
         key = extra[0] if extra else "?"
-        line = _key_node(node, key).start_mark.line + 1 if isinstance(node, yaml.MappingNode) else node.start_mark.line + 1
         allowed = ", ".join(sorted(error.schema.get("properties", {})))
         prefix = dotted + "." if path else ""
-        return "%s:%d: unknown key %r (allowed here: %s)" % (where, line, prefix + key, allowed)
+        return "%s:%d: unknown key %r (allowed here: %s)" % (where, _line_of_key(node, key), prefix + str(key), allowed)
+    if "propertyNames" in error.relative_schema_path:  # the instance is the offending name, the path its mapping
+        return "%s:%d: %s: name %s" % (where, _line_of_key(node, error.instance), dotted, error.message)
     if error.validator == "required":
         return "%s:%d: %s" % (where, node.start_mark.line + 1, error.message)
-    return "%s:%d: %s: %s" % (where, node.start_mark.line + 1, dotted, error.message)
+    return "%s:%d: %s: %s" % (where, line_node.start_mark.line + 1, dotted, error.message)
 
 
 def parse_config(text: str, where: str, backends, base_dir=None) -> Config:
@@ -149,7 +171,7 @@ def parse_config(text: str, where: str, backends, base_dir=None) -> Config:
         raise ConfigError(_describe(best, root, where))
     environments = {}
     for name, spec in (data.get("environments") or {}).items():
-        line = _node_at(root, ["environments", name]).start_mark.line + 1
+        line = _locate(root, ["environments", name])[0].start_mark.line + 1
         environments[name] = EnvironmentSpec.from_dict(spec, source="%s:%d" % (where, line), base_dir=base_dir)
     return Config(environments, data.get("backend"), data.get("protocol"))
 
