@@ -7,7 +7,7 @@ from nbcore.plugin.registry import build_registry
 
 from nbtest import run_nbcore, write
 
-pytestmark = pytest.mark.usefixtures("clean_env")
+pytestmark = pytest.mark.usefixtures("clean_env", "nbcore_home")
 
 
 @pytest.fixture(scope="module")
