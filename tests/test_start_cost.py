@@ -1,15 +1,19 @@
 """What starting an installed environment leaves out: no YAML or JSON Schema for a config validated before,
 no interpreter lookup for a venv that exists.  (The time itself is measured in docs/cli.md, not here.)"""
+import os
 import subprocess
 import sys
 import types
 
 import pytest
 
+from nbcore.builtin import venv as venv_backend
 from nbcore.errors import ConfigError
 from nbcore.host import config_cache, config_check
 from nbcore.host.config import parse_config
+from nbcore.host.store import make_environment
 from nbcore.plugin.registry import build_registry
+from nbcore.spec import EnvironmentSpec
 
 from nbtest import clean_environ, write
 
@@ -116,3 +120,19 @@ def test_a_cli_start_on_a_known_config_imports_neither_yaml_nor_jsonschema(tmp_p
         assert result.returncode == 0, result.stderr
     assert outputs[0].stdout.split() == ["3", "['jsonschema',", "'yaml']"]
     assert outputs[1].stdout.split() == ["3", "[]"]
+
+
+def test_an_installed_venv_needs_no_interpreter_lookup(tmp_path, monkeypatch):
+    backend = venv_backend.VenvBackend()
+    env = make_environment(tmp_path, backend, "old", EnvironmentSpec(python="2.9"))
+    find_interpreter = venv_backend.find_interpreter
+    find_interpreter.cache_clear()
+    try:
+        assert "Python 2.9 is not on PATH" in backend.check_spec(env)
+        monkeypatch.setattr(venv_backend, "find_interpreter", lambda wanted: pytest.fail("looked up " + wanted))
+        python = backend.python(env)
+        python.parent.mkdir(parents=True)
+        os.symlink(sys.executable, str(python))
+        assert backend.check_spec(env) is None
+    finally:
+        find_interpreter.cache_clear()
