@@ -70,10 +70,21 @@ def test_sweep_keys_each_protocol_list_asked_for(fresh_registry, monkeypatch):
     from nbcore.cli.bench import format_sweep, run_sweep
 
     monkeypatch.setenv("NBCORE_DISABLE_PLUGINS", "nb-shm")
-    sweep = run_sweep(backend="venv", quick=True, sizes=(1024, 64 * 1024))
+    sweep = run_sweep(backend="venv", quick=True, sizes=(1024, 64 * 1024),
+                      protocols=("tcp-pickle", "tcp-pickle,shm-pickle"))
     assert {name: entry["negotiated"] for name, entry in sweep["protocols"].items()} == {
         "tcp-pickle": "tcp-pickle5-buffers", "tcp-pickle,shm-pickle": "tcp-pickle5-buffers"}
     for entry in sweep["protocols"].values():
         assert len(entry["to_host_ms"]) == len(entry["to_worker_ms"]) == 2
     table = format_sweep(sweep)
     assert "tcp-pickle,shm-pickle: negotiated tcp-pickle5-buffers" in table
+
+
+def test_the_sweep_runs_the_installed_protocols(fresh_registry, monkeypatch):
+    from nbcore.cli.bench import sweep_protocol_lists
+
+    assert sweep_protocol_lists(fresh_registry()) == (
+        ["tcp-pickle", "tcp-pickle,shm-pickle"] if "shm-pickle" in fresh_registry().protocols else ["tcp-pickle"])
+    monkeypatch.setenv("NBCORE_DISABLE_PLUGINS", "nb-shm")
+    monkeypatch.setattr("nbcore.plugin.registry._registry", None)
+    assert sweep_protocol_lists(fresh_registry()) == ["tcp-pickle"]

@@ -24,6 +24,8 @@ from pathlib import Path
 from ..plugin.backend import WorkerLaunch
 from ..errors import UserError
 from ..host.launch import prepare, staged_worker_path, start
+from ..host.selection import default_protocols
+from ..plugin.registry import get_registry
 from ..worker.bench_targets import has_numpy, make_blob
 
 TARGETS = "nbcore.worker.bench_targets"
@@ -33,7 +35,6 @@ FRAME_BLOCK = 5
 #: Message sizes of ``--sizes``: 1 KB .. 256 MB, by factors of 4.
 SWEEP_SIZES = tuple(1024 * 4 ** i for i in range(10))
 #: Protocol lists compared by ``--sizes``.
-SWEEP_PROTOCOLS = ("tcp-pickle", "tcp-pickle,shm-pickle")
 
 
 def _pipe_echo(connection):
@@ -209,8 +210,15 @@ def _sweep_reps(nbytes, quick):
     return max(3, min(20 if quick else 200, budget // nbytes))
 
 
-def run_sweep(env_name=None, config=None, backend=None, quick=False, sizes=SWEEP_SIZES, protocols=SWEEP_PROTOCOLS):
-    """Median transfer time per message size, worker->host and host->worker, for each protocol list.
+def sweep_protocol_lists(registry):
+    """The protocol lists the sweep runs: the preferred fallback alone, then with each installed upgrade."""
+    fallback = default_protocols(registry).split(",")[0]
+    return [fallback] + ["%s,%s" % (fallback, p.name) for p in registry.upgrade_protocols()]
+
+
+def run_sweep(env_name=None, config=None, backend=None, quick=False, sizes=SWEEP_SIZES, protocols=None):
+    """Median transfer time per message size, worker->host and host->worker, for each protocol list
+    (default: :func:`sweep_protocol_lists`).
 
     The memcpy reference of each size is measured right after that size's transfers.
     The result is keyed by the protocol list asked for; each entry says what was
@@ -221,7 +229,7 @@ def run_sweep(env_name=None, config=None, backend=None, quick=False, sizes=SWEEP
     config, provider, env = prepare(env_name, config, backend)
     result = {"sizes": list(sizes), "protocols": {}}
     copies = {nbytes: [] for nbytes in sizes}
-    for names in protocols:
+    for names in protocols or sweep_protocol_lists(get_registry()):
         remote_env = start(config, provider, env, names)
         try:
             entry = {"negotiated": remote_env.protocol, "to_host_ms": [], "to_worker_ms": []}

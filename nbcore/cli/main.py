@@ -61,7 +61,7 @@ def build_parser():
     bench.add_argument("--protocol", help="protocol list (overrides NBCORE_PROTOCOL)")
     bench.add_argument("--quick", action="store_true", help="fewer repetitions (for smoke tests)")
     bench.add_argument("--sizes", action="store_true",
-                       help="also sweep message sizes 1 KB .. 256 MB for tcp-pickle and shm-pickle")
+                       help="also sweep message sizes 1 KB .. 256 MB for the fallback protocol and each installed upgrade")
     bench.add_argument("--plot", metavar="FILE.png", help="draw the sweep's throughput against size (implies --sizes; "
                        "needs matplotlib)")
     _json_flag(command("doctor", "show what is installed, what is missing and how to fix it"))
