@@ -1,11 +1,10 @@
 """``nbcore doctor``: what is installed, what is missing, and how to fix it."""
-import os
 import shutil
 import sys
 
 from .. import __version__
 from ..errors import NbcoreError
-from ..home import check_writable, nbcore_home
+from ..home import check_writable, home_variable, nbcore_home
 from ..plugin.registry import KNOWN_PROVIDERS, get_registry
 from ..host.store import folder_bytes
 
@@ -18,7 +17,7 @@ def diagnose(config_path=None):
     report = {
         "nbcore": __version__,
         "python": sys.version.split()[0],
-        "home": {"path": str(home), "set_by": "NBCORE_HOME" if os.environ.get("NBCORE_HOME") else "default",
+        "home": {"path": str(home), "set_by": home_variable() or "default",
                  "envs_bytes": folder_bytes(home / "envs"), "worker_bytes": folder_bytes(home / "worker")},
         "uv": shutil.which("uv"),
         "backends": {}, "protocols": {}, "config": None, "problems": problems,
