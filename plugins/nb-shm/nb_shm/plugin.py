@@ -1,6 +1,8 @@
 """The host side of shm-pickle: the protocol provider and its registration hook."""
 import hmac
+import logging
 import os
+import select
 import shutil
 import time
 
@@ -10,7 +12,12 @@ from nbcore.plugin.protocol import ProtocolProvider
 from . import worker
 from .worker import links
 
+log = logging.getLogger("nbcore")
+
+#: How long the host waits for the worker's connection in all.
 ACCEPT_TIMEOUT = 10.0
+#: How long one connection may take to present the token and descriptors.
+HANDSHAKE_TIMEOUT = 2.0
 
 
 def _size(name):
@@ -40,6 +47,35 @@ class _Offer:
         self.sock.close()
         if self.folder:
             shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class _Handshake:
+    """One connection to the offer's socket, read as it arrives: the token so far and the descriptors."""
+
+    def __init__(self, conn, deadline):
+        self.conn = conn
+        self.deadline = deadline
+        self.data = b""
+        self.fds = []
+
+    def receive(self, size):
+        """Read what is there; true once the token is complete or the connection is done with."""
+        try:
+            chunk, fds = links.recv_some_fds(self.conn, size - len(self.data), 2)
+        except BlockingIOError:
+            return False
+        except OSError:
+            chunk, fds = b"", []
+        self.fds.extend(fds)
+        self.data += chunk
+        return not chunk or len(self.data) >= size
+
+    def reject(self, reason):
+        if reason:
+            log.warning("shm-pickle: closed a connection to the offer's socket: %s", reason)
+        for fd in self.fds:
+            os.close(fd)
+        self.conn.close()
 
 
 class ShmPickle(ProtocolProvider):
@@ -79,26 +115,48 @@ class ShmPickle(ProtocolProvider):
             raise
 
     def _accept(self, state):
-        """Accept the worker's connection: the one that presents the token with two descriptors."""
+        """Accept the worker's connection: the one that presents the token with two descriptors.
+
+        Every pending connection is served at once and gets :data:`HANDSHAKE_TIMEOUT`, and one
+        from another user (root aside) is closed at once: the socket's name is public
+        (``/proc/net/unix``), so neither a silent connection nor someone else's may hold up the
+        worker's.
+        """
         deadline = time.monotonic() + ACCEPT_TIMEOUT
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError("the worker did not connect to the shm-pickle socket")
-            state.sock.settimeout(remaining)
-            conn, _ = state.sock.accept()
-            fds = []
-            try:
-                conn.settimeout(max(0.1, deadline - time.monotonic()))
-                token, fds = links.recv_fds(conn, len(state.token), 2)
-                conn.settimeout(None)
-            except (OSError, EOFError):
-                token = b""
-            if hmac.compare_digest(token, state.token) and len(fds) == 2:
-                return conn, fds
-            for fd in fds:
-                os.close(fd)
+        pending = {}  # socket -> _Handshake
+        try:
+            while True:
+                now = time.monotonic()
+                if now >= deadline:
+                    raise TimeoutError("the worker did not connect to the shm-pickle socket")
+                for conn in [c for c, shake in pending.items() if shake.deadline <= now]:
+                    pending.pop(conn).reject("no token within %.0f s" % HANDSHAKE_TIMEOUT)
+                ready, _, _ = select.select([state.sock] + list(pending), [], [], min(0.1, deadline - now))
+                for sock in ready:
+                    if sock is state.sock:
+                        self._admit(state.sock, pending)
+                        continue
+                    shake = pending[sock]
+                    if shake.receive(len(state.token)):
+                        del pending[sock]
+                        if hmac.compare_digest(shake.data, state.token) and len(shake.fds) == 2:
+                            sock.settimeout(None)
+                            return sock, shake.fds
+                        shake.reject("a wrong token or descriptors")
+        finally:
+            for shake in pending.values():
+                shake.reject(None)
+
+    @staticmethod
+    def _admit(listener, pending):
+        conn, _ = listener.accept()
+        uid = links.peer_uid(conn)
+        if uid not in (None, os.getuid(), 0):  # root may read this process's memory anyway
+            log.warning("shm-pickle: refused a connection from user id %d", uid)
             conn.close()
+            return
+        conn.setblocking(False)
+        pending[conn] = _Handshake(conn, time.monotonic() + HANDSHAKE_TIMEOUT)
 
     def host_abort(self, state):
         state.close()
