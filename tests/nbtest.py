@@ -1,4 +1,5 @@
 """Helpers shared by nbcore's own test modules (``from nbtest import ...``)."""
+import importlib.util
 import os
 import subprocess
 import sys
@@ -12,6 +13,9 @@ SELECTION_VARIABLES = (
     "NBCORE_BACKEND", "NERFBASELINES_BACKEND", "NBCORE_PROTOCOL", "NERFBASELINES_PROTOCOL",
     "NBCORE_CONFIG", "NBCORE_PICKLE_PROTOCOL_MAX", "NBCORE_CONNECT_TIMEOUT",
 )
+
+#: Whether nb-shm is installed: with it, host and worker upgrade to shm-pickle on this (Linux) machine.
+SHM_INSTALLED = importlib.util.find_spec("nb_shm") is not None
 
 
 def write(path, text):

@@ -183,10 +183,10 @@ def f(name):
     return "%s:%s" % (MODULE, name)
 
 
-def test_call_function(env):
+def test_call_function(env, request):
     assert env.call(f("add"), 2, 3) == 5
     assert env.call(f("add"), "a", b="b") == "ab"
-    assert env.backend in ("python", "venv")
+    assert env.backend == request.node.callspec.params["env"]
     assert env.protocol == "tcp-pickle5-buffers"
 
 
@@ -248,12 +248,27 @@ def test_exception_carries_the_worker_traceback(env):
     assert MODULE + ".py" in cause.text
 
 
-def test_exception_classes_unknown_or_unpicklable(env):
+def test_exception_class_the_host_imports_is_raised_as_itself(env, rpc_dir, monkeypatch):
+    monkeypatch.syspath_prepend(str(rpc_dir))
     with pytest.raises(Exception) as info:
         env.call(f("fail_custom"))
-    exc = info.value
-    assert type(exc).__name__ == "CustomError" or (isinstance(exc, RemoteError) and exc.type_name == MODULE + ".CustomError")
-    assert isinstance(exc.__cause__, RemoteTraceback)
+    assert (type(info.value).__module__, type(info.value).__name__) == (MODULE, "CustomError")
+    assert isinstance(info.value.__cause__, RemoteTraceback)
+
+
+def test_exception_class_unknown_to_the_host_becomes_a_remote_error(env, rpc_dir, monkeypatch):
+    if env.backend == "python":
+        pytest.skip("in process, every class of the worker is the host's")
+    hidden = {"", ".", os.getcwd(), str(rpc_dir)}
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in hidden])
+    monkeypatch.delitem(sys.modules, MODULE, raising=False)
+    with pytest.raises(RemoteError) as info:
+        env.call(f("fail_custom"))
+    assert info.value.type_name == MODULE + ".CustomError"
+    assert isinstance(info.value.__cause__, RemoteTraceback)
+
+
+def test_unpicklable_exception_keeps_its_message_and_traceback(env):
     with pytest.raises(Exception) as info:
         env.call(f("fail_unpicklable"))
     assert "carries a lock" in str(info.value)

@@ -2,7 +2,6 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -10,11 +9,9 @@ from nbcore import open_backend
 from nbcore.builtin import venv as venv_backend
 from nbcore.plugin.registry import get_registry
 from nbcore.host.staging import stage_worker
+from nbcore.testing import python_or_skip
 
 from nbtest import write
-
-PY38_BIN = Path("/root/.pyenv/versions/3.8.18/bin")
-PY38 = PY38_BIN / "python3.8"
 
 pytestmark = pytest.mark.usefixtures("clean_env")
 
@@ -91,11 +88,9 @@ def test_staged_folder_holds_only_worker_code(staged, tmp_path):
     assert stage_worker(staged.parent.parent, [p.worker_module for p in get_registry().protocols.values()]) == staged
 
 
-@pytest.mark.parametrize("python", [
-    pytest.param(str(PY38), id="python3.8", marks=pytest.mark.skipif(not PY38.exists(), reason="no Python 3.8 under pyenv")),
-    pytest.param(sys.executable, id="host-python"),
-])
-def test_worker_modules_import_with_stdlib_only(staged, tmp_path, python):
+@pytest.mark.parametrize("version", ["3.8", "host"], ids=["python3.8", "host-python"])
+def test_worker_modules_import_with_stdlib_only(staged, tmp_path, version):
+    python = sys.executable if version == "host" else python_or_skip(version)
     write(tmp_path / "thirdparty" / "nbt_thirdparty.py", "X = 1\n")
     result = subprocess.run([python, "-s", "-E", "-c", CHECKER, str(staged), str(tmp_path / "thirdparty")],
                             capture_output=True, text=True, timeout=60, cwd=str(tmp_path))
@@ -103,9 +98,8 @@ def test_worker_modules_import_with_stdlib_only(staged, tmp_path, python):
     assert "imported" in result.stdout
 
 
-@pytest.mark.skipif(not PY38.exists(), reason="no Python 3.8 under pyenv")
 def test_real_worker_on_python_38(nbcore_home, workdir, monkeypatch):
-    monkeypatch.setenv("PATH", str(PY38_BIN) + os.pathsep + os.environ["PATH"])
+    monkeypatch.setenv("PATH", os.path.dirname(python_or_skip("3.8")) + os.pathsep + os.environ["PATH"])
     venv_backend.find_interpreter.cache_clear()
     write(workdir / "nbt_py38_mod.py", """
         import sys
