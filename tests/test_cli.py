@@ -11,7 +11,7 @@ import pytest
 
 from nbcore.plugin.registry import KNOWN_BACKENDS, get_registry
 
-from nbtest import SHM_INSTALLED, clean_environ, pid_alive, run_nbcore, write
+from nbtest import SHM_INSTALLED, clean_environ, cli_json, pid_alive, run_nbcore, write
 
 pytestmark = pytest.mark.usefixtures("clean_env", "nbcore_home")
 
@@ -41,12 +41,6 @@ def project(tmp_path):
     write(tmp_path / "nbcore.yaml", "environments:\n  demo: {packages: [numpy]}\n")
     write(tmp_path / "mod.py", MOD)
     return tmp_path
-
-
-def cli_json(*args, **kwargs):
-    result = run_nbcore(*args, **kwargs)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 def test_version_and_entry_points(tmp_path):

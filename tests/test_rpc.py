@@ -303,10 +303,8 @@ def cancel_when_running(env, delay=0.2):
 
 
 def test_cancel_from_another_thread(env):
-    started = time.monotonic()
     thread = cancel_when_running(env)
     assert env.call(f("wait_for_cancel"), 20) == "cancelled"
-    assert time.monotonic() - started < 10
     thread.join()
     thread = cancel_when_running(env)
     with pytest.raises(CancelledError):
@@ -316,21 +314,16 @@ def test_cancel_from_another_thread(env):
     assert env.call(f("wait_for_cancel"), 0.3) == "timeout"
 
 
-def interrupt_main_after(delay):
-    main = threading.main_thread().ident
-    timer = threading.Timer(delay, signal.pthread_kill, args=(main, signal.SIGINT))
-    timer.start()
-    return timer
+def interrupt_main(later, delay):
+    later(delay, signal.pthread_kill, threading.main_thread().ident, signal.SIGINT)
 
 
 @pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="needs the main thread")
-def test_ctrl_c_cancels_the_running_call(env):
-    started = time.monotonic()
-    interrupt_main_after(0.3)
+def test_ctrl_c_cancels_the_running_call(env, later):
+    interrupt_main(later, 0.3)
     with pytest.raises(KeyboardInterrupt):
         env.call(f("wait_for_cancel"), 20)
-    assert time.monotonic() - started < 10
-    interrupt_main_after(0.3)
+    interrupt_main(later, 0.3)
     with pytest.raises(KeyboardInterrupt):
         env.call(f("check_loop"), 20)
     assert env.call(f("add"), 1, 2) == 3

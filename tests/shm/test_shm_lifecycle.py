@@ -113,6 +113,7 @@ def _rss_bytes():
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+@pytest.mark.slow
 def test_soak_ten_thousand_calls(open_env):
     with open_env("venv", NBCORE_SHM_SEGMENT_SIZE=8 << 20) as env:
         sent = pattern(200_000, 4)
@@ -156,6 +157,7 @@ def test_closed_channel_reports_connection_closed(open_env):
         channel.send(("after", "close"))
 
 
+@pytest.mark.slow  # builds a Python 3.8 environment with numpy
 @pytest.mark.filterwarnings("ignore:numpy.core.numeric is deprecated")
 def test_python38_worker(open_env, monkeypatch):
     monkeypatch.setenv("PATH", os.path.dirname(python_or_skip("3.8")) + os.pathsep + os.environ["PATH"])
