@@ -47,8 +47,13 @@ class EnvironmentSpec:
         """This spec's section for ``backend`` (empty when absent)."""
         return dict(self.sections.get(backend) or {})
 
-    def identity(self, backend: str) -> str:
-        """The hash that names this environment on ``backend``: everything that changes what gets built."""
+    def identity(self, backend: str, provided: Optional[dict] = None) -> str:
+        """The hash that names this environment on ``backend``: everything that changes what gets built.
+
+        ``provided`` is what the backend adds (:meth:`nbcore.plugin.BackendProvider.identity`).  An
+        install script runs in the config file's folder (``pip install -e .``), so that folder counts too:
+        two projects with the same spec get environments of their own.
+        """
         material = {
             "backend": backend,
             "python": self.python,
@@ -56,6 +61,10 @@ class EnvironmentSpec:
             "install_script": self.install_script,
             "section": self.sections.get(backend) or {},
         }
+        if self.install_script:
+            material["folder"] = self.base_dir
+        if provided:
+            material["provided"] = provided
         blob = json.dumps(material, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()
 

@@ -89,7 +89,7 @@ def test_protocols_json():
 def test_plugins_json():
     data = {p["name"]: p for p in cli_json("plugins", "--json")}
     venv = data["nbcore.builtin.venv"]
-    assert venv["builtin"] and venv["backends"] == ["venv"] and venv["hooks"] == ["nbcore_register_backends"]
+    assert venv["builtin"] and venv["backends"] == ["venv"] and venv["hooks"] == ["nbcore_register"]
     assert data["nbcore.builtin.tcp_pickle"]["protocols"] == ["tcp-pickle"]
 
 

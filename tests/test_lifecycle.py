@@ -14,9 +14,11 @@ import pytest
 
 from nbcore import open_backend
 from nbcore.plugin import registry as plugins
-from nbcore.plugin.backend import BackendProvider, SubprocessWorker
+from nbcore.plugin.backend import BackendProvider, host_environment
+from nbcore.plugin.process import SubprocessWorker
 from nbcore.errors import WorkerError
 from nbcore.builtin.tcp_pickle import TcpPickle
+from nbcore.plugin.protocol import ListenAddress
 from nbcore.worker import tcp_pickle as tcp_worker
 from nbcore.worker.auth import NONCE_BYTES, AuthenticationError
 from nbcore.worker.framing import encode_header
@@ -45,7 +47,7 @@ class CommandBackend(BackendProvider):
         pass
 
     def start_worker(self, env, launch):
-        self.last = SubprocessWorker(self.argv, env=launch.worker_environment(), cwd=launch.cwd, echo=False)
+        self.last = SubprocessWorker(self.argv, env=host_environment(launch.worker_variables()), cwd=launch.cwd, echo=False)
         return self.last
 
 
@@ -205,6 +207,25 @@ def test_secret_is_not_in_argv(venv_env):
         argv = f.read().split(b"\0")[:-1]
     assert argv[1:] == [b"-m", b"nbcore.worker"]
     assert venv_env.call("os:getenv", "NBCORE_WORKER_SECRET") is None
+    inherited = venv_env.call("subprocess:check_output", ["sh", "-c", "echo \"[$NBCORE_WORKER_SECRET]\""])
+    assert inherited == b"[]\n", "a process the worker starts must not inherit the secret"
+
+
+def test_the_secret_opens_nothing_once_the_worker_is_connected(workdir, monkeypatch):
+    """The secret stays readable in /proc/PID/environ (docs/protocols.md says so); it must be useless there."""
+    listeners = []
+    listen = TcpPickle.listen
+
+    def recording_listen(self, where):
+        listeners.append(listen(self, where))
+        return listeners[-1]
+
+    monkeypatch.setattr(TcpPickle, "listen", recording_listen)
+    with open_backend("demo", config={"environments": {"demo": {}}}, backend="venv", protocol="tcp-pickle") as env:
+        assert env.call("operator:add", 1, 2) == 3
+        host, port = listeners[0].address.rsplit(":", 1)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((host, int(port)), timeout=5)
 
 
 def open_fds():
@@ -246,7 +267,7 @@ def connect(address):
 
 def test_unauthenticated_clients_are_rejected(tmp_path, caplog):
     caplog.set_level(logging.WARNING, logger="nbcore")
-    listener = TcpPickle().listen("127.0.0.1")
+    listener = TcpPickle().listen(ListenAddress())
     secret = os.urandom(32)
     marker = tmp_path / "ran"
 
@@ -305,7 +326,7 @@ def test_a_silent_client_does_not_delay_the_worker(monkeypatch):
 
     # The silent client's challenge outlasts the accept deadline: waiting on it at all fails the accept.
     monkeypatch.setattr(tcp_pickle, "AUTH_TIMEOUT", 60.0)
-    listener = TcpPickle().listen("127.0.0.1")
+    listener = TcpPickle().listen(ListenAddress())
     secret = os.urandom(32)
     silent = connect(listener.address)
     worker = {}

@@ -17,7 +17,8 @@ from nbcore.host import launch as host
 from nbcore.plugin import registry as plugins
 from nbcore.plugin.protocol import ProtocolProvider
 from nbcore.worker.channel import SocketChannel
-from nbcore.worker.negotiation import host_negotiate, worker_negotiate
+from nbcore.host.negotiation import host_negotiate
+from nbcore.worker.negotiation import worker_negotiate
 from nbcore.worker import tcp_pickle as tcp_worker
 
 from nbtest import write

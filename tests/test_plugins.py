@@ -1,6 +1,7 @@
 """The plugin machinery: hookspecs, the registry, entry-point discovery of a real distribution."""
 import inspect
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -42,6 +43,12 @@ class Protocol(ProtocolProvider):
     def check_available(self):
         return None
 
+    def host_offer(self, channel):
+        raise NotImplementedError
+
+    def host_complete(self, channel, state, reply):
+        raise NotImplementedError
+
 
 def plugin_module(name, backends=(), protocols=(), **extra):
     module = types.ModuleType(name)
@@ -77,10 +84,15 @@ def test_every_hookspec_is_documented():
         assert "firstresult" in doc, "%s does not say whether it is firstresult" % name
 
 
-def test_every_hookspec_is_used_by_a_builtin_plugin():
+def test_builtins_use_the_register_hook_and_the_01_hooks_still_work():
     registry = plugins.build_registry(autoload=False)
     used = {hook for info in registry.plugins.values() if info.builtin for hook in info.hooks}
-    assert used == {name for name, _ in specs()}
+    assert used == {"nbcore_register"}
+    legacy = plugin_module("nbtest_legacy", backends=["old-b"], protocols=["old-p"])
+    registry = plugins.build_registry(plugins=[legacy], autoload=False)
+    assert registry.plugins["nbtest_legacy"].hooks == ["nbcore_register_backends", "nbcore_register_protocols"]
+    assert "old-b" in registry.backends and "old-p" in registry.protocols
+    assert used | set(registry.plugins["nbtest_legacy"].hooks) == {name for name, _ in specs()}
 
 
 def test_builtins_are_registered_through_the_hooks():
@@ -139,9 +151,9 @@ def test_hook_with_a_wrong_signature_is_rejected():
 def test_provider_without_name_and_failing_hook():
     @plugins.hookimpl
     def nbcore_register_backends(register):
-        register(object())
+        register(Backend(""))
 
-    with pytest.raises(PluginError, match="without a name"):
+    with pytest.raises(PluginError, match="plugin 'nbtest_noname' registered a backend provider without a name"):
         plugins.build_registry(plugins=[plugin_module("nbtest_noname", nbcore_register_backends=nbcore_register_backends)],
                                autoload=False)
 
@@ -170,19 +182,57 @@ def test_missing_hint():
 # a real third-party distribution, installed with pip into a temporary venv ------------
 
 PLUGIN_MODULE = '''
-"""A third-party nbcore plugin used by nbcore's tests: a backend named "hello"."""
-from nbcore import hookimpl
+"""A third-party nbcore plugin used by nbcore's tests: a backend "hello" that automatic selection
+prefers, and an upgrade protocol "hello-up" that the default protocol list tries."""
 from nbcore.builtin.python import PythonBackend
+from nbcore.plugin import UPGRADE, ProtocolProvider, hookimpl
 
 
 class HelloBackend(PythonBackend):
     name = "hello"
     description = "in-process worker, from a third-party distribution"
+    auto_priority = 1000
+
+
+class HelloUpgrade(ProtocolProvider):
+    name = "hello-up"
+    worker_module = "nbtest_hello.worker"
+    roles = frozenset([UPGRADE])
+    preference = 5
+
+    def check_available(self):
+        return None
+
+    def host_offer(self, channel):
+        return None, {"greeting": "hi"}
+
+    def host_complete(self, channel, state, reply):
+        assert reply == {"greeting": "hi back"}, reply
+        channel.protocol = "hello-up"
+        return channel
 
 
 @hookimpl
 def nbcore_register_backends(register):
     register(HelloBackend())
+
+
+@hookimpl
+def nbcore_register(register):
+    register.protocol(HelloUpgrade())
+'''
+
+PLUGIN_WORKER_MODULE = '''
+"""The worker side of hello-up: it keeps the connection and renames it."""
+
+
+def worker_available():
+    return None
+
+
+def worker_accept_offer(channel, offer):
+    channel.protocol = "hello-up"
+    return channel, {"greeting": offer["greeting"] + " back"}
 '''
 
 PLUGIN_PYPROJECT = '''
@@ -209,6 +259,7 @@ def plugin_venv(tmp_path_factory):
     root = tmp_path_factory.mktemp("third-party")
     write(root / "nbtest-hello" / "pyproject.toml", PLUGIN_PYPROJECT)
     write(root / "nbtest-hello" / "nbtest_hello" / "__init__.py", PLUGIN_MODULE)
+    write(root / "nbtest-hello" / "nbtest_hello" / "worker.py", PLUGIN_WORKER_MODULE)
     venv = root / "venv"
     python = venv / "bin" / "python"
     uv = shutil.which("uv")
@@ -239,7 +290,8 @@ def test_third_party_plugin_is_discovered(plugin_venv):
     hello = found["nbtest-hello"]
     assert hello["distribution"] == "nbtest-hello" and hello["version"] == "1.2.3"
     assert hello["module"] == "nbtest_hello" and hello["backends"] == ["hello"] and not hello["builtin"]
-    assert hello["hooks"] == ["nbcore_register_backends"]
+    assert hello["protocols"] == ["hello-up"]
+    assert hello["hooks"] == ["nbcore_register", "nbcore_register_backends"]
     assert found["nbcore.builtin.venv"]["builtin"]
 
     result = venv_nbcore(python, "backends", "--json")
@@ -258,13 +310,30 @@ def test_third_party_backend_is_selectable(plugin_venv, tmp_path):
                          cwd=tmp_path, NBCORE_HOME=str(tmp_path / "home"))
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert data["result"] == 42 and data["backend"] == "hello" and data["protocol"].startswith("tcp-pickle")
+    assert data["result"] == 42 and data["backend"] == "hello" and data["protocol"].startswith("hello-up")
     # NBCORE_BACKEND selects it too, and the config's spec may carry a section for it
     write(tmp_path / "nbcore.yaml", "environments:\n  demo: {hello: {}}\n")
     result = venv_nbcore(python, "call", "demo", "nbtest_hello_mod:f", "--args", "[2, 3]", "--json", cwd=tmp_path,
                          NBCORE_HOME=str(tmp_path / "home"), NBCORE_BACKEND="hello")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["backend"] == "hello"
+
+
+def test_third_party_backend_and_protocol_are_chosen_by_default(plugin_venv, tmp_path):
+    """No flag, no variable, no config key: the plugin's priority picks its backend, and its upgrade
+    protocol is in the default list and negotiated."""
+    root, python = plugin_venv
+    write(tmp_path / "nbcore.yaml", "environments:\n  demo: {}\n")
+    write(tmp_path / "nbtest_hello_mod.py", "def f(a, b):\n    return a + b\n")
+    result = venv_nbcore(python, "call", "demo", "nbtest_hello_mod:f", "--args", "[6, 7]", "--json", cwd=tmp_path,
+                         NBCORE_HOME=str(tmp_path / "home"))
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert (data["result"], data["backend"]) == (13, "hello")
+    assert data["protocol"].startswith("hello-up"), data
+    result = venv_nbcore(python, "protocols", "--json")
+    assert json.loads(result.stdout)["protocol_list"][0] == "tcp-pickle"
+    assert "hello-up" in json.loads(result.stdout)["protocol_list"]
 
 
 def test_disabling_a_plugin(plugin_venv, tmp_path):
@@ -277,3 +346,40 @@ def test_disabling_a_plugin(plugin_venv, tmp_path):
     result = venv_nbcore(python, "call", "demo", "m:f", "--backend", "hello", cwd=tmp_path,
                          NBCORE_DISABLE_PLUGINS="nbtest-hello")
     assert result.returncode == 2 and "unknown backend 'hello'" in result.stderr
+
+
+def example_plugin_files():
+    """The files of the complete example plugin in docs/plugins.md: code blocks whose first line names a file."""
+    text = (REPO_ROOT / "docs" / "plugins.md").read_text()
+    files = {}
+    for block in re.findall(r"```(?:python|toml)\n(.*?)```", text, re.S):
+        first = block.splitlines()[0]
+        match = re.match(r"^# (nb_interpreter/\S+\.py|pyproject\.toml)$", first)
+        if match:
+            files[match.group(1)] = block
+    return files
+
+
+def test_the_documented_example_plugin_works_as_written(plugin_venv, tmp_path):
+    root, python = plugin_venv
+    files = example_plugin_files()
+    assert set(files) == {"pyproject.toml", "nb_interpreter/backend.py", "nb_interpreter/plugin.py"}
+    project = tmp_path / "nb-interpreter"
+    for name, text in files.items():
+        write(project / name, text)
+    write(project / "nb_interpreter" / "__init__.py", "")
+    uv = shutil.which("uv")
+    argv = ([uv, "pip", "install", "-q", "--python", str(python), str(project)] if uv
+            else [str(python), "-m", "pip", "install", "-q", "--no-deps", str(project)])
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=clean_environ())
+    assert result.returncode == 0, result.stderr
+    write(tmp_path / "nbcore.yaml", "environments:\n  old:\n    interpreter: {path: %s}\n" % sys.executable)
+    write(tmp_path / "mod.py", "import sys\ndef f(a, b):\n    return [a + b, sys.executable]\n")
+    result = venv_nbcore(python, "call", "old", "mod:f", "--args", "[2, 3]", "--json", cwd=tmp_path,
+                         NBCORE_HOME=str(tmp_path / "home"), NBCORE_DISABLE_PLUGINS="nbtest-hello")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["result"] == [5, sys.executable] and data["backend"] == "interpreter"
+    result = venv_nbcore(python, "shell", "old", "--", "python3", "-c", "import os; print(os.getcwd())",
+                         cwd=tmp_path, NBCORE_HOME=str(tmp_path / "home"))
+    assert result.returncode == 0 and result.stdout.strip() == str(tmp_path), result.stderr

@@ -10,7 +10,7 @@ from nbcore.plugin import registry as plugins
 from nbcore.plugin.backend import BackendProvider
 from nbcore.builtin import venv as venv_backend
 from nbcore.errors import BackendUnavailable, UserError
-from nbcore.host.selection import DEFAULT_PROTOCOLS, choose_backend, plan_protocols, protocol_list
+from nbcore.host.selection import choose_backend, default_protocols, plan_protocols, protocol_list
 from nbcore.spec import EnvironmentSpec
 from nbcore.testing import python_or_skip
 from nbcore.host.store import make_environment
@@ -86,11 +86,12 @@ def test_automatic_follows_preferred_order_then_default(registry):
 def test_automatic_reports_every_reason_when_nothing_fits():
     registry = make_registry(FakeBackend("only", "no engine"))
     registry.backends["venv"] = FakeBackend("venv", "disabled for the test")
+    registry.backends["venv"].auto_priority = 10
     with pytest.raises(BackendUnavailable) as info:
         choose(registry, EnvironmentSpec(backends=("only",)))
     message = str(info.value)
     assert "only: no engine" in message and "venv: disabled for the test" in message
-    assert "docker: not installed (pip install nb-docker provides it)" in message
+    assert "installable: conda (pip install nb-conda), docker (pip install nb-docker)" in message
 
 
 @pytest.mark.parametrize("how", ["requested", "env", "config"])
@@ -167,15 +168,16 @@ def test_missing_python_through_the_cli(tmp_path):
 # protocol lists ---------------------------------------------------------------
 
 def test_protocol_list_precedence(monkeypatch):
-    assert protocol_list() == DEFAULT_PROTOCOLS.split(",")
-    assert protocol_list(config_default="a,b") == ["a", "b"]
+    registry = plugins.build_registry(autoload=False)
+    assert protocol_list(registry) == default_protocols(registry).split(",") == ["tcp-pickle"]
+    assert protocol_list(registry, config_default="a,b") == ["a", "b"]
     monkeypatch.setenv("NERFBASELINES_PROTOCOL", "c")
-    assert protocol_list(config_default="a,b") == ["c"]
+    assert protocol_list(registry, config_default="a,b") == ["c"]
     monkeypatch.setenv("NBCORE_PROTOCOL", " d , e ,")
-    assert protocol_list(config_default="a,b") == ["d", "e"]
-    assert protocol_list(config_default="a,b", explicit="f") == ["f"]
+    assert protocol_list(registry, config_default="a,b") == ["d", "e"]
+    assert protocol_list(registry, config_default="a,b", explicit="f") == ["f"]
     with pytest.raises(UserError, match="empty"):
-        protocol_list(explicit=" , ")
+        protocol_list(registry, explicit=" , ")
 
 
 def test_plan_protocols_falls_back_with_logged_reasons(caplog):

@@ -52,7 +52,7 @@ class QuietProgress(Progress):
 
 def test_builds_once_and_marks_ready(tmp_path):
     provider = CountingBackend()
-    env = make_environment(tmp_path, "counting", "demo", EnvironmentSpec(packages=("x",)))
+    env = make_environment(tmp_path, provider, "demo", EnvironmentSpec(packages=("x",)))
     assert env.path.parent == tmp_path / "envs" / "counting"
     assert env.path.name == "demo-" + env.spec_hash[:12]
     assert ensure_installed(provider, env, QuietProgress()) is True
@@ -77,7 +77,7 @@ def test_spec_changes_change_the_identity():
 
 def test_failed_install_leaves_nothing(tmp_path):
     provider = CountingBackend(fail=True)
-    env = make_environment(tmp_path, "counting", "demo", EnvironmentSpec())
+    env = make_environment(tmp_path, provider, "demo", EnvironmentSpec())
     with pytest.raises(InstallError, match="step X failed"):
         ensure_installed(provider, env, QuietProgress())
     assert not env.path.exists() and not is_ready(env)
@@ -85,7 +85,7 @@ def test_failed_install_leaves_nothing(tmp_path):
 
 def test_unfinished_folder_is_removed_and_rebuilt(tmp_path):
     provider = CountingBackend()
-    env = make_environment(tmp_path, "counting", "demo", EnvironmentSpec())
+    env = make_environment(tmp_path, provider, "demo", EnvironmentSpec())
     env.path.mkdir(parents=True)
     (env.path / "half-built").write_text("")
     assert [e["ready"] for e in list_environments(tmp_path)] == [False]
@@ -103,7 +103,7 @@ def test_missing_install_is_rebuilt(tmp_path):
             return (env.path / "payload").exists()
 
     provider = Vanishing()
-    env = make_environment(tmp_path, "counting", "demo", EnvironmentSpec())
+    env = make_environment(tmp_path, provider, "demo", EnvironmentSpec())
     ensure_installed(provider, env, QuietProgress())
     (env.path / "payload").unlink()
     assert ensure_installed(provider, env, QuietProgress()) is True
@@ -190,33 +190,3 @@ def test_killed_installer_leaves_a_half_built_folder_the_next_install_replaces(t
     assert count.read_text().splitlines() == ["build", "build"]
     result = run_nbcore("install", "-c", config, "demo", "--backend", "venv", env={"NBCORE_HOME": str(home)})
     assert result.returncode == 0 and "already installed" in result.stderr
-
-
-def test_gc_removes_environments_no_config_refers_to(tmp_path):
-    home = {"NBCORE_HOME": str(tmp_path / "home")}
-    config = write(tmp_path / "nbcore.yaml", "environments:\n  keep: {}\n  drop: {python: '3'}\n  change: {packages: [a]}\n")
-    for name in ("keep", "drop", "change"):
-        result = run_nbcore("install", "-c", config, name, "--backend", "python", env=home)
-        assert result.returncode == 0, result.stderr
-    write(config, "environments:\n  keep: {}\n  change: {packages: [b]}\n")
-    result = run_nbcore("gc", "-c", config, "--dry-run", "--json", env=home)
-    assert result.returncode == 0, result.stderr
-    assert sorted(e["name"] for e in json.loads(result.stdout)) == ["change", "drop"]
-    assert len(json.loads(run_nbcore("envs", "--json", env=home).stdout)) == 3, "dry run removed something"
-    result = run_nbcore("gc", "-c", config, env=home)
-    assert result.returncode == 0, result.stderr
-    assert "2 environment(s) removed" in result.stdout
-    remaining = json.loads(run_nbcore("envs", "--all", "--json", env=home).stdout)
-    assert [e["name"] for e in remaining] == ["keep"]
-    result = run_nbcore("gc", env=home, cwd=tmp_path / "home")
-    assert result.returncode == 2 and "-c FILE" in result.stderr
-
-
-def test_gc_removes_a_renamed_environment_with_the_same_spec(tmp_path):
-    home = {"NBCORE_HOME": str(tmp_path / "home")}
-    config = write(tmp_path / "nbcore.yaml", "environments:\n  keep: {}\n  old-name: {}\n")
-    for name in ("keep", "old-name"):
-        assert run_nbcore("install", "-c", config, name, "--backend", "python", env=home).returncode == 0
-    write(config, "environments:\n  keep: {}\n")
-    result = run_nbcore("gc", "-c", config, "--json", env=home)
-    assert [e["name"] for e in json.loads(result.stdout)] == ["old-name"]

@@ -2,11 +2,14 @@
 
 Nothing is isolated; use it to debug worker code with the host's debugger.
 """
+import os
 import sys
 import threading
 
-from ..plugin.backend import BackendProvider, WorkerProcess
+from ..plugin.backend import BackendProvider
+from ..plugin.process import WorkerProcess
 from ..plugin.registry import hookimpl
+from ..worker import serve
 from ..spec import python_matches
 
 
@@ -15,29 +18,21 @@ class ThreadWorker(WorkerProcess):
 
     def __init__(self, launch):
         self.error = None
+        self.worker = None
         self.thread = threading.Thread(target=self._run, args=(launch,), name="nbcore-inprocess-worker", daemon=True)
         self.thread.start()
-        self.channels = []
 
     def _run(self, launch):
-        from ..worker.__main__ import _protocol_modules
-        from ..worker.negotiation import worker_negotiate
-        from ..worker.rpc import Worker
-
         try:
-            cwd = str(launch.cwd)
+            cwd = os.getcwd() if launch.cwd is None else str(launch.cwd)
             if cwd not in sys.path:  # as in a worker process: modules in the host's cwd import
                 sys.path.insert(0, cwd)
             variables = launch.variables
-            secret = bytes.fromhex(variables["NBCORE_WORKER_SECRET"])
-            modules = _protocol_modules(variables["NBCORE_WORKER_PROTOCOLS"])
-            fallback = next(iter(modules.values()))
-            channel = fallback.worker_connect(variables["NBCORE_WORKER_ADDRESS"], secret, "main")
-            control = fallback.worker_connect(variables["NBCORE_WORKER_ADDRESS"], secret, "control")
-            self.channels = [channel, control]
-            channel = worker_negotiate(channel, modules)
-            self.channels.append(channel)
-            Worker(channel, control, exit_when_host_dies=False).serve()
+            self.worker = serve.connect(variables[serve.ADDRESS_VARIABLE],
+                                        bytes.fromhex(variables[serve.SECRET_VARIABLE]),
+                                        serve.load_protocols(variables[serve.PROTOCOLS_VARIABLE]))
+            self.worker.exit_when_host_dies = False
+            self.worker.serve()
         except BaseException as exc:  # reported through output_tail
             self.error = "%s: %s" % (type(exc).__name__, exc)
 
@@ -49,8 +44,8 @@ class ThreadWorker(WorkerProcess):
         return self.poll()
 
     def kill(self):
-        for channel in self.channels:
-            channel.close()
+        if self.worker is not None:
+            self.worker.close()
         self.thread.join(2)
 
     def output_tail(self):
@@ -62,7 +57,6 @@ class PythonBackend(BackendProvider):
 
     name = "python"
     description = "in-process worker thread (no isolation; for debugging)"
-    isolated = False
 
     def check_available(self):
         return None
@@ -81,5 +75,5 @@ class PythonBackend(BackendProvider):
 
 
 @hookimpl
-def nbcore_register_backends(register):
-    register(PythonBackend())
+def nbcore_register(register):
+    register.backend(PythonBackend())

@@ -6,8 +6,8 @@ import time
 
 from ..errors import WorkerError
 from ..plugin.registry import hookimpl
-from ..plugin.protocol import Listener, ProtocolProvider
-from ..worker.auth import ANSWER_BYTES, AuthenticationError, host_challenge, host_verify
+from ..plugin.protocol import FALLBACK, Listener, ListenAddress, ProtocolProvider
+from ..plugin.auth import ANSWER_BYTES, AuthenticationError, host_challenge, host_verify
 from ..worker.channel import SocketChannel
 from ..worker.framing import configure_socket
 from ..worker.tcp_pickle import PROTOCOL
@@ -17,15 +17,30 @@ AUTH_TIMEOUT = 5.0
 
 
 class TcpListener(Listener):
-    """Listens on ``bind_host`` at a random port for one worker's two connections."""
+    """Listens at a :class:`ListenAddress` (any free port, or the first free one of its range) for one
+    worker's two connections."""
 
-    def __init__(self, bind_host):
-        family = socket.AF_INET6 if ":" in bind_host else socket.AF_INET
+    def __init__(self, where: ListenAddress):
+        family = socket.AF_INET6 if ":" in where.bind else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_STREAM)
-        self.sock.bind((bind_host, 0))
-        self.sock.listen(8)
-        host, port = self.sock.getsockname()[:2]
-        self.address = "[%s]:%d" % (host, port) if family == socket.AF_INET6 else "%s:%d" % (host, port)
+        try:
+            port = self._bind(where)
+            self.sock.listen(8)
+        except BaseException:
+            self.sock.close()
+            raise
+        host = where.advertised_host()
+        self.address = "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
+
+    def _bind(self, where):
+        for port in where.candidate_ports():
+            try:
+                self.sock.bind((where.bind, port))
+                return self.sock.getsockname()[1]
+            except OSError as exc:
+                error = exc
+        raise WorkerError("cannot listen for the worker on %s port %s: %s (NBCORE_BIND, NBCORE_PORTS)"
+                          % (where.bind, "%d-%d" % where.ports if where.ports else "any", error.strerror))
 
     def accept(self, secret, timeout, worker_exit_code):
         """Challenge every connection at once, so a silent client cannot hold up the worker."""
@@ -110,22 +125,15 @@ class TcpPickle(ProtocolProvider):
     name = PROTOCOL
     description = "pickle over TCP, out-of-band buffers at pickle protocol 5 (the fallback)"
     worker_module = "nbcore.worker.tcp_pickle"
+    roles = frozenset([FALLBACK])
 
     def check_available(self):
         return None
 
-    def listen(self, bind_host):
-        return TcpListener(bind_host)
-
-    def host_offer(self, channel):
-        if channel.protocol != PROTOCOL:
-            raise RuntimeError("tcp-pickle is only a fallback; it cannot replace %s" % channel.protocol)
-        return None, {}
-
-    def host_complete(self, channel, state, reply):
-        return channel
+    def listen(self, where):
+        return TcpListener(where)
 
 
 @hookimpl
-def nbcore_register_protocols(register):
-    register(TcpPickle())
+def nbcore_register(register):
+    register.protocol(TcpPickle())

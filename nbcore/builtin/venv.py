@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..plugin.backend import BackendProvider, SubprocessWorker
+from ..plugin.backend import BackendProvider, Command, host_environment
 from ..errors import InstallError
 from ..plugin.registry import hookimpl
 from ..spec import python_matches
@@ -56,6 +56,7 @@ class VenvBackend(BackendProvider):
 
     name = "venv"
     description = "virtual environment per spec (uv when on PATH, else venv + pip); no C/C++ isolation"
+    auto_priority = 10
 
     def check_available(self):
         return None
@@ -69,6 +70,17 @@ class VenvBackend(BackendProvider):
     @staticmethod
     def python(env) -> Path:
         return env.path / "venv" / "bin" / "python"
+
+    def worker_python(self, env):
+        return str(self.python(env))
+
+    def command(self, env, argv, variables=None, cwd=None):
+        """``argv`` with the virtual environment activated (``VIRTUAL_ENV``, its ``bin`` first on ``PATH``)."""
+        venv = env.path / "venv"
+        environment = host_environment()
+        environment.update(VIRTUAL_ENV=str(venv), PATH=str(venv / "bin") + os.pathsep + os.environ.get("PATH", ""))
+        environment.update(variables or {})
+        return Command(list(argv), environment, None if cwd is None else str(cwd))
 
     def is_installed(self, env):
         return self.python(env).exists()
@@ -91,25 +103,10 @@ class VenvBackend(BackendProvider):
                 argv = [str(self.python(env)), "-m", "pip", "install", "--disable-pip-version-check"]
             progress.run(argv + list(env.spec.packages), step="installing " + " ".join(env.spec.packages))
         if env.spec.install_script:
-            variables = dict(os.environ, VIRTUAL_ENV=str(venv), PATH=str(venv / "bin") + os.pathsep + os.environ["PATH"],
-                             NBCORE_ENV_PATH=str(env.path))
-            variables.pop("PYTHONPATH", None)
-            progress.run(["bash", "-eo", "pipefail", "-c", env.spec.install_script], step="running install_script",
-                         env=variables, cwd=env.spec.base_dir or os.getcwd())
-
-    def start_worker(self, env, launch):
-        return SubprocessWorker([str(self.python(env))] + launch.python_args,
-                                env=launch.worker_environment(), cwd=launch.cwd)
-
-    def shell(self, env, command, launch):
-        venv = env.path / "venv"
-        variables = launch.worker_environment()
-        variables.update(VIRTUAL_ENV=str(venv), PATH=str(venv / "bin") + os.pathsep + os.environ.get("PATH", ""))
-        variables.pop("PYTHONPATH", None)
-        argv = command or [os.environ.get("SHELL", "/bin/bash")]
-        return subprocess.call(argv, env=variables, cwd=str(launch.cwd))
+            script = self.install_script_command(env)
+            progress.run(script.argv, step="running install_script", env=script.env, cwd=script.cwd)
 
 
 @hookimpl
-def nbcore_register_backends(register):
-    register(VenvBackend())
+def nbcore_register(register):
+    register.backend(VenvBackend())

@@ -5,7 +5,7 @@ import sys
 
 from .. import __version__
 from ..errors import NbcoreError
-from ..home import nbcore_home
+from ..home import check_writable, nbcore_home
 from ..plugin.registry import KNOWN_PROVIDERS, get_registry
 from ..host.store import folder_bytes
 
@@ -23,6 +23,10 @@ def diagnose(config_path=None):
         "uv": shutil.which("uv"),
         "backends": {}, "protocols": {}, "config": None, "problems": problems,
     }
+    unwritable = check_writable(home)
+    report["home"]["writable"] = unwritable is None
+    if unwritable:
+        problems.append("the cache folder is not writable: " + unwritable)
     for name, provider in sorted(registry.backends.items()):
         reason = provider.check_available()
         report["backends"][name] = {"available": reason is None, "reason": reason}

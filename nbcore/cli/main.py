@@ -9,8 +9,12 @@ from .. import __version__
 from ..errors import NbcoreError, RemoteTraceback, UserError
 
 
-def _common(parser):
-    parser.add_argument("-c", "--config", help="configuration file (default: NBCORE_CONFIG, then ./nbcore.yaml)")
+def _common(parser, configs=False):
+    if configs:
+        parser.add_argument("-c", "--config", action="append", default=[], help="a configuration file whose "
+                            "environments stay (repeatable; default: NBCORE_CONFIG, then ./nbcore.yaml)")
+    else:
+        parser.add_argument("-c", "--config", help="configuration file (default: NBCORE_CONFIG, then ./nbcore.yaml)")
     parser.add_argument("--backend", help="backend to use (overrides NBCORE_BACKEND and the config)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     return parser
@@ -28,8 +32,8 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    def command(name, help_text):
-        return sub.add_parser(name, help=help_text, description=help_text, parents=[common])
+    def command(name, help_text, options=common):
+        return sub.add_parser(name, help=help_text, description=help_text, parents=[options])
 
     _json_flag(command("plugins", "list installed plugins and what they provide"))
     _json_flag(command("backends", "list backends and whether they are available here"))
@@ -57,8 +61,13 @@ def build_parser():
     bench.add_argument("--plot", metavar="FILE.png", help="draw the sweep's throughput against size (implies --sizes; "
                        "needs matplotlib)")
     _json_flag(command("doctor", "show what is installed, what is missing and how to fix it"))
-    gc = _json_flag(command("gc", "remove environments that no given config refers to"))
-    gc.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    gc = _json_flag(command("gc", "remove environments the given configs made obsolete",
+                            _common(argparse.ArgumentParser(add_help=False), configs=True)))
+    gc.add_argument("--unreferenced", action="store_true",
+                    help="also remove every environment no given config describes (other projects' too)")
+    gc.add_argument("--older-than", type=float, metavar="DAYS",
+                    help="also remove every environment not opened for DAYS days")
+    gc.add_argument("--dry-run", action="store_true", help="only list what would be removed, with sizes")
     return parser
 
 
@@ -118,7 +127,7 @@ def cmd_protocols(args):
     from ..host.selection import protocol_list
 
     registry = get_registry()
-    order = protocol_list()
+    order = protocol_list(registry)
     data = []
     for name, provider in sorted(registry.protocols.items()):
         reason = provider.check_available()
@@ -214,16 +223,19 @@ def cmd_doctor(args):
 
 
 def cmd_gc(args):
-    from .gc import collect_garbage
+    from .gc import collect_garbage, format_bytes
 
-    removed = collect_garbage(args.config, dry_run=args.dry_run)
+    removed = collect_garbage(args.config, unreferenced=args.unreferenced, older_than_days=args.older_than,
+                              dry_run=args.dry_run)
     if args.json:
         _emit(args, removed)
     else:
         verb = "would remove" if args.dry_run else "removed"
         for env in removed:
-            print("%s %s (%s) %s" % (verb, env["name"], env["backend"], env["path"]))
-        print("%d environment(s) %s" % (len(removed), verb))
+            print("%s %s (%s, %s, %s) %s" % (verb, env["name"], env["backend"], env["reason"],
+                                              format_bytes(env["bytes"]), env["path"]))
+        print("%d environment(s) %s (%s)" % (len(removed), "would be removed" if args.dry_run else "removed",
+                                             format_bytes(sum(e["bytes"] for e in removed))))
 
 
 COMMANDS = {name[4:]: fn for name, fn in globals().items() if name.startswith("cmd_")}
@@ -238,14 +250,20 @@ def main(argv=None):
     args.command_after_dashes = after_dashes
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="nbcore: %(message)s", stream=sys.stderr)
+    from .signals import TERMINATED_EXIT, Terminated, sigterm_raises
+
     try:
-        return COMMANDS[args.command](args) or 0
+        with sigterm_raises():
+            return COMMANDS[args.command](args) or 0
     except UserError as exc:
         print("nbcore: error: %s" % exc, file=sys.stderr)
         return 2
     except NbcoreError as exc:
         print("nbcore: error: %s" % exc, file=sys.stderr)
         return 1
+    except Terminated:
+        print("nbcore: terminated", file=sys.stderr)
+        return TERMINATED_EXIT
     except KeyboardInterrupt:
         print("nbcore: interrupted", file=sys.stderr)
         return 130

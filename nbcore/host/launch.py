@@ -6,6 +6,7 @@ import weakref
 from pathlib import Path
 from typing import Optional, Union
 
+from ..worker import serve
 from .connection import Connection
 from .config import Config, config_from_dict, find_config_file, load_config
 from ..errors import ConfigError, WorkerError
@@ -13,11 +14,12 @@ from ..home import nbcore_home
 from ..plugin.registry import get_registry
 from ..plugin.progress import Progress
 from .selection import choose_backend, plan_protocols, protocol_list
-from .staging import stage_worker
+from .staging import stage_worker, worker_archive
 from .store import ensure_installed, make_environment
 from ..plugin.backend import WorkerLaunch
+from ..plugin.protocol import ListenAddress
 from ..worker.framing import ConnectionClosed, ProtocolError
-from ..worker.negotiation import host_negotiate
+from .negotiation import host_negotiate
 
 log = logging.getLogger("nbcore")
 _open = weakref.WeakSet()
@@ -25,10 +27,6 @@ _open = weakref.WeakSet()
 
 def _connect_timeout():
     return float(os.environ.get("NBCORE_CONNECT_TIMEOUT", "120"))
-
-
-def _bind_host():
-    return os.environ.get("NBCORE_BIND", "127.0.0.1")
 
 
 class RemoteEnv:
@@ -105,33 +103,44 @@ def prepare(name, config=None, backend=None, progress=None, install=True):
     provider, how = choose_backend(registry, lambda b: make_environment(home, b, name, spec), spec,
                                    requested=backend, config_default=config.backend)
     log.info("backend %s (%s)", provider.name, how)
-    env = make_environment(home, provider.name, name, spec)
+    env = make_environment(home, provider, name, spec)
     if install:
         ensure_installed(provider, env, progress or Progress())
     return config, provider, env
 
 
+def _worker_modules():
+    return [p.worker_module for p in get_registry().protocols.values()]
+
+
 def staged_worker_path():
     """The folder with the worker code of nbcore and every installed protocol plugin."""
-    return stage_worker(nbcore_home(), [p.worker_module for p in get_registry().protocols.values()])
+    return stage_worker(nbcore_home(), _worker_modules())
 
 
 def worker_launch(address, secret, fallback, candidates):
     protocols = [fallback] + [p for _, p in candidates]
     variables = {
-        "NBCORE_WORKER_ADDRESS": address,
-        "NBCORE_WORKER_SECRET": secret.hex(),
-        "NBCORE_WORKER_PROTOCOLS": ",".join("%s=%s" % (p.name, p.worker_module) for p in protocols),
+        serve.ADDRESS_VARIABLE: address,
+        serve.SECRET_VARIABLE: secret.hex(),
+        serve.PROTOCOLS_VARIABLE: ",".join("%s=%s" % (p.name, p.worker_module) for p in protocols),
+        serve.KEEPALIVE_VARIABLE: str(_keepalive()),
     }
-    return WorkerLaunch(worker_path=staged_worker_path(), cwd=Path.cwd(), variables=variables)
+    return WorkerLaunch(worker_path=staged_worker_path(), cwd=Path.cwd(), variables=variables,
+                        worker_archive=lambda: worker_archive(_worker_modules()))
+
+
+def _keepalive():
+    """Seconds after which either side counts a silent peer on the control connection as gone."""
+    return float(os.environ.get("NBCORE_KEEPALIVE") or serve.DEFAULT_KEEPALIVE)
 
 
 def start(config, provider, env, protocol: Optional[str] = None) -> RemoteEnv:
     """Start a worker for an installed environment and connect to it."""
     registry = get_registry()
-    names = protocol_list(config.protocol, protocol)
+    names = protocol_list(registry, config.protocol, protocol)
     fallback, candidates = plan_protocols(registry, names)
-    listener = fallback.listen(_bind_host())
+    listener = fallback.listen(ListenAddress.from_environment())
     secret = os.urandom(32)
     launch = worker_launch(listener.address, secret, fallback, candidates)
     try:
@@ -164,6 +173,7 @@ def start(config, provider, env, protocol: Optional[str] = None) -> RemoteEnv:
     except BaseException:
         process.kill()
         raise
+    control.keepalive(_keepalive())
     connection = Connection(channel, control, process)
     log.info("connected to the worker (Python %s) via %s", hello["python"], connection.protocol)
     remote_env = RemoteEnv(env.name, env, provider, connection, hello["python"])

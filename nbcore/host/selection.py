@@ -3,22 +3,21 @@
 Backend: the explicit choice (CLI flag or ``open_backend(backend=...)``) wins,
 then ``NBCORE_BACKEND`` (alias ``NERFBASELINES_BACKEND``), then the config
 file's ``backend:``, then the first available backend in the environment's
-``backends:`` list followed by :data:`DEFAULT_ORDER`.
+``backends:`` list (or, without one, the backend of the spec's only backend
+section), then every backend with an ``auto_priority``, highest first.
 
 Protocols: ``NBCORE_PROTOCOL`` (alias ``NERFBASELINES_PROTOCOL``), else the
-config file's ``protocol:``, else :data:`DEFAULT_PROTOCOLS`.  The first entry is
-the fallback; the others are tried in reverse order after connecting.
+config file's ``protocol:``, else :func:`default_protocols` (the preferred
+fallback, then every upgrade protocol, the most preferred last).  The first
+entry is the fallback; the others are tried in reverse order after connecting.
 """
 import logging
 import os
 from typing import List, Optional, Tuple
 
 from ..errors import BackendUnavailable, UserError
+from ..plugin.protocol import FALLBACK, UPGRADE
 from ..plugin.registry import KNOWN_BACKENDS, missing_hint
-
-DEFAULT_ORDER = ("conda", "docker", "apptainer", "venv")
-DEFAULT_PROTOCOLS = "tcp-pickle,shm-pickle"
-FALLBACK_OF_LAST_RESORT = "tcp-pickle"
 
 log = logging.getLogger("nbcore")
 
@@ -27,18 +26,26 @@ def _env(name):
     return os.environ.get("NBCORE_" + name) or os.environ.get("NERFBASELINES_" + name)
 
 
-def _summary(registry, env) -> str:
+def _unavailable(provider, env_for):
+    """Why ``provider`` cannot run the environment (None when it can)."""
+    return provider.check_available() or provider.check_spec(env_for(provider))
+
+
+def _summary(registry, env_for) -> str:
     parts = []
     for name, provider in sorted(registry.backends.items()):
-        reason = provider.check_available() or provider.check_spec(env)
+        reason = _unavailable(provider, env_for)
         parts.append(name if reason is None else "%s (unavailable: %s)" % (name, reason))
+    return "installed backends: " + ", ".join(parts) + _installable(registry)
+
+
+def _installable(registry) -> str:
     missing = [n for n in KNOWN_BACKENDS if n not in registry.backends]
-    hint = "; installable: " + ", ".join("%s (pip install %s)" % (n, KNOWN_BACKENDS[n]) for n in missing) if missing else ""
-    return "installed backends: " + ", ".join(parts) + hint
+    return "; installable: " + ", ".join("%s (pip install %s)" % (n, KNOWN_BACKENDS[n]) for n in missing) if missing else ""
 
 
 def choose_backend(registry, env_for, spec, requested=None, config_default=None):
-    """Return ``(provider, how)``; ``env_for(backend_name)`` builds the Environment to check."""
+    """Return ``(provider, how)``; ``env_for(provider)`` builds the Environment to check."""
     choice, how = requested, "requested"
     if not choice and _env("BACKEND"):
         choice, how = _env("BACKEND"), "from NBCORE_BACKEND"
@@ -47,32 +54,48 @@ def choose_backend(registry, env_for, spec, requested=None, config_default=None)
     if choice:
         provider = registry.backends.get(choice)
         if provider is None:
-            raise BackendUnavailable("unknown backend %r%s; %s" % (choice, missing_hint(choice), _summary(registry, env_for("venv"))))
-        reason = provider.check_available() or provider.check_spec(env_for(choice))
+            raise BackendUnavailable("unknown backend %r%s; %s" % (choice, missing_hint(choice), _summary(registry, env_for)))
+        reason = _unavailable(provider, env_for)
         if reason:
             raise BackendUnavailable("backend %r cannot run this environment: %s; %s"
-                                     % (choice, reason, _summary(registry, env_for(choice))))
+                                     % (choice, reason, _summary(registry, env_for)))
         return provider, how
-    order = list(dict.fromkeys(list(spec.backends) + list(DEFAULT_ORDER)))
+    order = list(dict.fromkeys(preferred_backends(spec, registry) + [b.name for b in registry.auto_backends()]))
     reasons = []
     for name in order:
         provider = registry.backends.get(name)
         if provider is None:
             reasons.append("%s: not installed%s" % (name, missing_hint(name)))
             continue
-        reason = provider.check_available() or provider.check_spec(env_for(name))
+        reason = _unavailable(provider, env_for)
         if reason is None:
             return provider, "automatic"
         reasons.append("%s: %s" % (name, reason))
-    raise BackendUnavailable("no backend can run this environment (%s)" % "; ".join(reasons))
+    raise BackendUnavailable("no backend can run this environment (%s)%s" % ("; ".join(reasons), _installable(registry)))
 
 
-def protocol_list(config_default: Optional[str] = None, explicit: Optional[str] = None) -> List[str]:
+def preferred_backends(spec, registry) -> List[str]:
+    """The backends ``spec`` itself asks for: its ``backends:`` list, else the backend of its only section."""
+    if spec.backends:
+        return list(spec.backends)
+    sections = [name for name in spec.sections if name in registry.backends or name in KNOWN_BACKENDS]
+    return sections if len(sections) == 1 else []
+
+
+def default_protocols(registry) -> str:
+    """The protocol list when nothing sets one: the preferred fallback, then the upgrade protocols by
+    preference, the most preferred last (it is tried first)."""
+    fallbacks = registry.fallback_protocols()
+    upgrades = [p.name for p in reversed(registry.upgrade_protocols()) if fallbacks and p is not fallbacks[0]]
+    return ",".join(([fallbacks[0].name] if fallbacks else []) + upgrades)
+
+
+def protocol_list(registry, config_default: Optional[str] = None, explicit: Optional[str] = None) -> List[str]:
     """The protocol names in order, first = fallback."""
-    raw = explicit or _env("PROTOCOL") or config_default or DEFAULT_PROTOCOLS
+    raw = explicit or _env("PROTOCOL") or config_default or default_protocols(registry)
     names = [n.strip() for n in raw.split(",") if n.strip()]
     if not names:
-        raise UserError("the protocol list %r is empty; use e.g. %s" % (raw, DEFAULT_PROTOCOLS))
+        raise UserError("the protocol list %r is empty; use e.g. %s" % (raw, default_protocols(registry)))
     return names
 
 
@@ -83,14 +106,18 @@ def plan_protocols(registry, names: List[str]) -> Tuple[object, List[Tuple[str, 
     reason = None
     if fallback is None:
         reason = "unknown protocol%s" % missing_hint(fallback_name)
-    elif fallback.check_available():
+    else:
         reason = fallback.check_available()
-    elif not _can_listen(fallback):
-        reason = "it cannot be a fallback (it needs an established connection)"
+        if reason is None and FALLBACK not in fallback.roles:
+            reason = "it cannot be a fallback (it needs an established connection)"
     if reason:
-        log.warning("protocol %s cannot be the fallback: %s; using %s", fallback_name, reason, FALLBACK_OF_LAST_RESORT)
-        fallback_name = FALLBACK_OF_LAST_RESORT
-        fallback = registry.protocols[FALLBACK_OF_LAST_RESORT]
+        usable = [p for p in registry.fallback_protocols() if p.check_available() is None]
+        if not usable:
+            raise UserError("protocol %s cannot be the fallback (%s) and no other fallback protocol is available"
+                            % (fallback_name, reason))
+        fallback = usable[0]
+        log.warning("protocol %s cannot be the fallback: %s; using %s", fallback_name, reason, fallback.name)
+        fallback_name = fallback.name
     candidates = []
     for name in reversed(names[1:]):
         if name == fallback_name or any(name == n for n, _ in candidates):
@@ -99,15 +126,12 @@ def plan_protocols(registry, names: List[str]) -> Tuple[object, List[Tuple[str, 
         if provider is None:
             log.info("protocol %s skipped: unknown protocol%s", name, missing_hint(name))
             continue
+        if UPGRADE not in provider.roles:
+            log.info("protocol %s skipped: it cannot replace an established connection", name)
+            continue
         reason = provider.check_available()
         if reason:
             log.info("protocol %s skipped: unavailable on the host: %s", name, reason)
             continue
         candidates.append((name, provider))
     return fallback, candidates
-
-
-def _can_listen(provider) -> bool:
-    from ..plugin.protocol import ProtocolProvider
-
-    return type(provider).listen is not ProtocolProvider.listen

@@ -1,17 +1,36 @@
-"""Staging the worker-side code: a folder that goes on the worker's ``PYTHONPATH``.
+"""Staging the worker-side code: a folder that goes on the worker's ``PYTHONPATH``, or the same files as an archive.
 
 It holds ``nbcore/worker/`` and each protocol plugin's worker module at the same
 dotted names they have on the host (parent packages become empty stubs), so
-the environment needs no nbcore install.  Folders are content-addressed under
-``NBCORE_HOME/worker/`` and reused.
+the environment needs no nbcore install.
+
+The files are content-addressed: :func:`worker_archive` packs them into a
+deterministic tar whose sha256 names them.  :func:`stage_worker` unpacks them
+under ``NBCORE_HOME/worker/<first 16 hex digits>/`` with a stamp file holding the
+whole hash, every file ``0644`` and every folder ``0755`` whatever the umask.
+Before a folder is reused its stamp, the contents and modes of its files and
+the owner of everything in it are checked; a folder that fails is rebuilt
+beside it and swapped in.
 """
 import hashlib
 import importlib.util
+import io
 import os
 import shutil
+import stat
+import tarfile
 import tempfile
 from pathlib import Path
-from typing import Dict, Iterable
+from typing import Dict, Iterable, Tuple
+
+from ..home import writing_into
+
+#: The file in a staged folder holding the sha256 of its archive.
+STAMP = "nbcore-worker.sha256"
+FILE_MODE = 0o644
+FOLDER_MODE = 0o755
+#: Python's bytecode cache: created with the folders (so never under the umask), its ``.pyc`` files tolerated.
+BYTECODE = "__pycache__"
 
 
 def _module_files(module_name: str) -> Dict[str, Path]:
@@ -30,41 +49,169 @@ def _module_files(module_name: str) -> Dict[str, Path]:
     return files
 
 
-def stage_worker(home: Path, worker_modules: Iterable[str]) -> Path:
-    """Return a folder holding ``nbcore.worker`` and ``worker_modules``, ready for PYTHONPATH."""
-    files = {}
+def worker_files(worker_modules: Iterable[str]) -> Dict[str, bytes]:
+    """The worker code of ``nbcore.worker`` and ``worker_modules``: relative path -> content."""
+    sources = {}
     for module_name in ["nbcore.worker"] + sorted(set(worker_modules)):
-        files.update(_module_files(module_name))
-    stubs = set()
-    for target in files:
+        sources.update(_module_files(module_name))
+    files = {target: source.read_bytes() for target, source in sources.items()}
+    for target in list(files):
         parts = target.split("/")[:-1]
         for i in range(1, len(parts) + 1):
-            stub = "/".join(parts[:i] + ["__init__.py"])
-            if stub not in files:
-                stubs.add(stub)
-    digest = hashlib.sha256()
-    contents = {}
-    for target in sorted(files):
-        contents[target] = files[target].read_bytes()
-        digest.update(target.encode() + b"\0" + contents[target] + b"\0")
-    for stub in sorted(stubs):
-        digest.update(stub.encode() + b"\0stub\0")
-    folder = home / "worker" / digest.hexdigest()[:16]
-    if folder.is_dir():
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder.parent))
-    try:
-        for target, data in contents.items():
-            (tmp / target).parent.mkdir(parents=True, exist_ok=True)
-            (tmp / target).write_bytes(data)
-        for stub in stubs:
-            (tmp / stub).parent.mkdir(parents=True, exist_ok=True)
-            (tmp / stub).write_text("")
-        os.chmod(tmp, 0o755)
-        os.rename(tmp, folder)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not folder.is_dir():
-            raise
+            files.setdefault("/".join(parts[:i] + ["__init__.py"]), b"")
+    return dict(sorted(files.items()))
+
+
+def _folders(files: Dict[str, bytes]):
+    """Every folder that holds one of ``files`` (relative, parents first)."""
+    return sorted({"/".join(target.split("/")[:i]) for target in files for i in range(1, target.count("/") + 1)})
+
+
+def _archive(files: Dict[str, bytes]) -> bytes:
+    """A tar of ``files`` that depends on nothing else: fixed order, modes, owners and times."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for folder in _folders(files):
+            info = tarfile.TarInfo(folder)
+            info.type, info.mode = tarfile.DIRTYPE, FOLDER_MODE
+            tar.addfile(info)
+        for target, data in files.items():
+            info = tarfile.TarInfo(target)
+            info.size, info.mode = len(data), FILE_MODE
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+#: Archive hashes already computed in this process, by a cheaper hash of the same files.
+_digests: Dict[bytes, str] = {}
+
+
+def _digest(files: Dict[str, bytes]) -> str:
+    """The sha256 of ``files``' archive; the archive is built once per process for each content."""
+    key = hashlib.sha256()
+    for target, data in files.items():
+        key.update(b"%s\0%d\0" % (target.encode(), len(data)) + data)
+    key = key.digest()
+    if key not in _digests:
+        _digests[key] = hashlib.sha256(_archive(files)).hexdigest()
+    return _digests[key]
+
+
+def worker_archive(worker_modules: Iterable[str]) -> Tuple[bytes, str]:
+    """The worker code as ``(tar bytes, sha256 hex)``; equal code gives equal bytes, and the hash is the staged stamp."""
+    data = _archive(worker_files(worker_modules))
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def stage_worker(home: Path, worker_modules: Iterable[str]) -> Path:
+    """Return a folder holding ``nbcore.worker`` and ``worker_modules``, ready for PYTHONPATH."""
+    files = worker_files(worker_modules)
+    digest = _digest(files)
+    folder = home / "worker" / digest[:16]
+    if not _intact(folder, files, digest):
+        with writing_into(folder.parent):
+            _replace(folder, files, digest)
     return folder
+
+
+def _trusted(st: os.stat_result) -> bool:
+    """Owned by this user (or root) and writable by nobody else."""
+    return st.st_uid in (os.getuid(), 0) and not st.st_mode & 0o022
+
+
+def _intact(folder: Path, files: Dict[str, bytes], digest: str) -> bool:
+    """Whether ``folder`` holds exactly ``files`` and the stamp of ``digest``, every entry trusted.
+
+    Contents are compared only for files changed after the stamp was written (a newer ``ctime``,
+    which no program can set back short of changing the clock); for the others the owner, mode
+    and size checks suffice, which keeps reuse cheap.
+    """
+    stamp = digest.encode() + b"\n"
+    folders = _folders(files)
+    known = set(folders)
+    try:
+        with open(str(folder / STAMP), "rb") as f:
+            if f.read() != stamp:
+                return False
+            stamped = os.fstat(f.fileno()).st_ctime_ns
+        changed = []
+        seen = 0
+        for relative in [""] + folders:
+            path = os.path.join(str(folder), relative) if relative else str(folder)  # no "/": lstat the link itself
+            st = os.lstat(path)
+            if not stat.S_ISDIR(st.st_mode) or not _trusted(st):
+                return False
+            with os.scandir(path) as entries:
+                for entry in entries:
+                    target = relative + "/" + entry.name if relative else entry.name
+                    st = entry.stat(follow_symlinks=False)
+                    if not _trusted(st):
+                        return False
+                    if stat.S_ISDIR(st.st_mode) and (target in known or entry.name == BYTECODE):
+                        continue
+                    if target == STAMP:
+                        seen += 1
+                        continue
+                    if not stat.S_ISREG(st.st_mode) or target not in files or st.st_size != len(files[target]):
+                        return False
+                    seen += 1
+                    if st.st_ctime_ns > stamped:
+                        changed.append(target)
+        if seen != len(files) + 1:
+            return False
+        for target in changed:
+            with open(os.path.join(str(folder), target), "rb") as f:
+                if f.read() != files[target]:
+                    return False
+    except OSError:
+        return False
+    return True
+
+
+def _replace(folder: Path, files: Dict[str, bytes], digest: str) -> None:
+    """Build the folder beside ``folder`` and rename it into place, moving a damaged one aside first."""
+    _make_folder(folder.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=".staging-", dir=str(folder.parent)))
+    try:
+        _write_tree(tmp, files, digest)
+        for _ in range(3):  # other processes may be staging the same folder at once
+            try:
+                os.rename(str(tmp), str(folder))
+                return
+            except OSError:
+                if _intact(folder, files, digest):
+                    return
+            aside = Path(tempfile.mkdtemp(prefix=".damaged-", dir=str(folder.parent)))
+            try:
+                os.rename(str(folder), str(aside / folder.name))
+            except FileNotFoundError:
+                pass
+            shutil.rmtree(str(aside), ignore_errors=True)
+        os.rename(str(tmp), str(folder))
+    finally:
+        shutil.rmtree(str(tmp), ignore_errors=True)
+
+
+def _write_tree(root: Path, files: Dict[str, bytes], digest: str) -> None:
+    os.chmod(str(root), FOLDER_MODE)
+    for relative in _folders(files):
+        for made in (root / relative, root / relative / BYTECODE):
+            os.mkdir(str(made))
+            os.chmod(str(made), FOLDER_MODE)
+    for target, data in list(files.items()) + [(STAMP, digest.encode() + b"\n")]:
+        fd = os.open(str(root / target), os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), FILE_MODE)
+            f.write(data)
+
+
+def _make_folder(path: Path) -> None:
+    """Create ``path`` and its missing parents as ``0755`` whatever the umask; existing folders stay as they are."""
+    if path.is_dir():
+        return
+    _make_folder(path.parent)
+    try:
+        os.mkdir(str(path))
+    except FileExistsError:
+        return
+    os.chmod(str(path), FOLDER_MODE)

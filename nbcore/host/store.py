@@ -9,17 +9,27 @@ Layout under ``NBCORE_HOME``::
 The lock is an ``flock`` (the ``filelock`` package): the kernel drops it when
 its holder dies, so a killed installer never leaves a stale lock; the next
 installer finds a folder without a ready marker, removes it and starts over.
+Lock files are never deleted: a process waiting on a deleted file would hold a
+lock nobody else sees, and two installs could run at once.
+
+The ready marker records the project (the config file's folder) the environment
+was built for, and its modification time is the last time it was opened.
 """
+import contextlib
 import json
+import logging
 import os
 import shutil
 import time
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 from ..plugin.backend import Environment
 from ..errors import InstallError
+from ..home import writing_into
 from ..spec import EnvironmentSpec
+
+log = logging.getLogger("nbcore")
 
 READY_MARKER = "nbcore-env.json"
 
@@ -28,13 +38,79 @@ def env_folder(home: Path, backend: str, name: str, spec_hash: str) -> Path:
     return home / "envs" / backend / ("%s-%s" % (name, spec_hash[:12]))
 
 
-def make_environment(home: Path, backend: str, name: str, spec: EnvironmentSpec) -> Environment:
-    spec_hash = spec.identity(backend)
-    return Environment(name, spec, backend, spec_hash, env_folder(home, backend, name, spec_hash))
+def make_environment(home: Path, provider, name: str, spec: EnvironmentSpec) -> Environment:
+    """The environment ``provider`` (a backend) makes of ``spec``, named by its hash."""
+    spec_hash = spec.identity(provider.name, provider.identity(spec))
+    return Environment(name, spec, provider.name, spec_hash, env_folder(home, provider.name, name, spec_hash))
 
 
-def is_ready(env: Environment) -> bool:
-    return (env.path / READY_MARKER).is_file()
+def read_record(folder: Path, warn=True) -> Optional[dict]:
+    """The ready marker of the environment in ``folder``, or None when it is missing or damaged (with a warning)."""
+    marker = folder / READY_MARKER
+    try:
+        record = json.loads(marker.read_text())
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
+        return record
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        if warn:
+            log.warning("the ready marker %s is damaged (%s); treating the environment as unfinished", marker, exc)
+        return None
+
+
+def is_ready(env: Environment, warn=True) -> bool:
+    return read_record(env.path, warn) is not None
+
+
+def mark_used(env: Environment) -> None:
+    """Record that ``env`` was opened now (the ready marker's modification time); never fails."""
+    try:
+        os.utime(env.path / READY_MARKER)
+    except OSError:
+        pass
+
+
+@contextlib.contextmanager
+def install_lock(env_path: Path, wait: float = 0.0, on_wait=None):
+    """Hold the install lock of the environment at ``env_path``; yield False when another process keeps it.
+
+    Waits up to ``wait`` seconds, calling ``on_wait()`` once when the lock is busy.
+    The lock file stays when released (see the module docstring).
+    """
+    import filelock
+
+    lock = filelock.FileLock(str(env_path) + ".lock")
+    if not _acquire(lock, wait, on_wait):
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
+
+
+def _acquire(lock, wait, on_wait) -> bool:
+    """Take ``lock`` now, or else (after ``on_wait()``) within ``wait`` seconds; False when it stays busy."""
+    import filelock
+
+    folder = Path(lock.lock_file).parent
+    with writing_into(folder):
+        try:
+            lock.acquire(timeout=0)
+            return True
+        except filelock.Timeout:
+            if wait <= 0:
+                return False
+    if on_wait is not None:
+        on_wait()
+    with writing_into(folder):
+        try:
+            lock.acquire(timeout=wait)
+            return True
+        except filelock.Timeout:
+            return False
 
 
 def _lock_timeout():
@@ -45,72 +121,85 @@ def ensure_installed(provider, env: Environment, progress, force=False) -> bool:
     """Install ``env`` unless it is ready; return True when this call built it.
 
     Safe to call from many processes at once: one builds, the others wait.
+    A ready environment is marked as used (:func:`mark_used`).
     """
     if not force and is_ready(env) and provider.is_installed(env):
+        mark_used(env)
         return False
-    import filelock
-
-    env.path.parent.mkdir(parents=True, exist_ok=True)
-    lock = filelock.FileLock(str(env.path) + ".lock")
-    try:
-        lock.acquire(timeout=0)
-    except filelock.Timeout:
-        progress.step("another process is installing %s (%s); waiting for it" % (env.name, env.backend))
-        try:
-            lock.acquire(timeout=_lock_timeout())
-        except filelock.Timeout:
+    with writing_into(env.path.parent):
+        env.path.parent.mkdir(parents=True, exist_ok=True)
+    waiting = "another process is installing %s (%s); waiting for it" % (env.name, env.backend)
+    with install_lock(env.path, _lock_timeout(), lambda: progress.step(waiting)) as held:
+        if not held:
             raise InstallError("gave up waiting for the install of %s after %.0f s (NBCORE_INSTALL_TIMEOUT)"
-                               % (env.name, _lock_timeout())) from None
-    try:
-        if not force and is_ready(env) and provider.is_installed(env):
+                               % (env.name, _lock_timeout()))
+        if not force and is_ready(env, warn=False) and provider.is_installed(env):
+            mark_used(env)
             return False
         if env.path.exists():
             progress.step("removing the unfinished environment at %s" % env.path)
             provider.remove(env)
             shutil.rmtree(env.path, ignore_errors=True)
-        env.path.mkdir(parents=True)
         progress.step("installing environment %s with the %s backend into %s" % (env.name, env.backend, env.path))
         started = time.monotonic()
         try:
-            provider.install(env, progress)
+            with writing_into(env.path):
+                env.path.mkdir()
+                provider.install(env, progress)
+                write_record(env)
         except BaseException:
             shutil.rmtree(env.path, ignore_errors=True)
             raise
-        write_record(env)
         progress.step("environment %s is ready (%.1f s)" % (env.name, time.monotonic() - started))
         return True
-    finally:
-        lock.release()
+
+
+def project_of(spec: EnvironmentSpec) -> Optional[str]:
+    """The project an environment belongs to: the folder of the config file that defines it."""
+    return spec.base_dir
 
 
 def write_record(env: Environment) -> None:
-    record = {"name": env.name, "backend": env.backend, "hash": env.spec_hash,
-              "spec": env.spec.to_dict(), "source": env.spec.source, "created": time.time()}
+    """Write the ready marker (atomically: a temporary file renamed into place)."""
+    record = {"name": env.name, "backend": env.backend, "hash": env.spec_hash, "spec": env.spec.to_dict(),
+              "source": env.spec.source, "project": project_of(env.spec), "created": time.time()}
     tmp = env.path / (READY_MARKER + ".tmp")
     tmp.write_text(json.dumps(record, indent=2))
     os.replace(tmp, env.path / READY_MARKER)
 
 
-def list_environments(home: Path) -> List[dict]:
-    """Every environment folder under ``home`` with its record (``ready`` False when unfinished)."""
+def list_environments(home: Path, sizes=True) -> List[dict]:
+    """Every environment folder under ``home`` with its record (``ready`` False when unfinished or damaged).
+
+    ``used`` is when it was last opened (None when not ready); ``bytes`` its size (None without ``sizes``).
+    """
     out = []
     root = home / "envs"
     if not root.is_dir():
         return out
     for backend_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         for folder in sorted(p for p in backend_dir.iterdir() if p.is_dir()):
-            marker = folder / READY_MARKER
             record = {"name": folder.name.rsplit("-", 1)[0], "backend": backend_dir.name, "hash": None,
-                      "spec": {}, "source": None}
-            if marker.is_file():
-                record.update(json.loads(marker.read_text()))
-            record.update(path=str(folder), ready=marker.is_file(), bytes=folder_bytes(folder))
+                      "spec": {}, "source": None, "project": None}
+            marker = read_record(folder)
+            if marker is not None:
+                record.update(marker)
+            record.update(path=str(folder), ready=marker is not None, used=_used(folder) if marker else None,
+                          bytes=folder_bytes(folder) if sizes else None)
             out.append(record)
     return out
 
 
+def _used(folder: Path) -> Optional[float]:
+    try:
+        return (folder / READY_MARKER).stat().st_mtime
+    except OSError:
+        return None
+
+
 def environment_from_record(record: dict) -> Environment:
-    spec = EnvironmentSpec.from_dict(record.get("spec") or {}, source=record.get("source") or "")
+    spec = EnvironmentSpec.from_dict(record.get("spec") or {}, source=record.get("source") or "",
+                                     base_dir=record.get("project"))
     return Environment(record["name"], spec, record["backend"], record.get("hash") or "", Path(record["path"]))
 
 

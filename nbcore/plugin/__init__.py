@@ -1,21 +1,31 @@
 """The plugin API: everything a backend or protocol plugin may import from nbcore, host side.
 
 A plugin's host-side code imports only from here (``from nbcore.plugin import
-BackendProvider, hookimpl``); its worker-side code imports only from
-:mod:`nbcore.worker`.  ``tests/test_layout.py`` fails when a first-party plugin
-reaches past these two surfaces.  See ``docs/plugins.md``.
+BackendProvider, hookimpl``) and from :mod:`nbcore.plugin.containers`; its
+worker-side code imports only from :mod:`nbcore.worker` (see
+:data:`PLUGIN_SURFACE`).  ``tests/test_layout.py`` fails when a first-party
+plugin reaches past them.  See ``docs/plugins.md``.
 """
+from .. import __version__ as nbcore_version
 from ..errors import (BackendUnavailable, ConfigError, InstallError, NbcoreError, PluginError, UserError,
                       WorkerError)
 from ..home import nbcore_home
 from ..spec import EnvironmentSpec
-from .backend import BackendProvider, Environment, SubprocessWorker, WorkerLaunch, WorkerProcess
+from .auth import ANSWER_BYTES, AuthenticationError, host_challenge, host_verify
+from .backend import BackendProvider, Command, Environment, WorkerLaunch, host_environment
+from .process import OutputReader, OutputTail, SubprocessWorker, WorkerProcess
 from .progress import Progress
-from .protocol import Listener, ProtocolProvider
-from .registry import get_registry, hookimpl
+from .protocol import FALLBACK, UPGRADE, ListenAddress, Listener, ProtocolProvider
+from .registry import CapabilityMissing, Register, get_registry, hookimpl
 
 __all__ = [
-    "BackendProvider", "BackendUnavailable", "ConfigError", "Environment", "EnvironmentSpec", "InstallError",
-    "Listener", "NbcoreError", "PluginError", "Progress", "ProtocolProvider", "SubprocessWorker", "UserError",
-    "WorkerError", "WorkerLaunch", "WorkerProcess", "get_registry", "hookimpl", "nbcore_home",
+    "ANSWER_BYTES", "AuthenticationError", "BackendProvider", "BackendUnavailable", "CapabilityMissing", "Command",
+    "ConfigError", "Environment", "EnvironmentSpec", "FALLBACK", "InstallError", "ListenAddress", "Listener",
+    "NbcoreError", "OutputReader", "OutputTail", "PluginError", "Progress", "ProtocolProvider", "Register",
+    "SubprocessWorker", "UPGRADE", "UserError", "WorkerError", "WorkerLaunch", "WorkerProcess", "get_registry",
+    "hookimpl", "host_challenge", "host_environment", "host_verify", "nbcore_home", "nbcore_version",
 ]
+
+#: The modules a plugin may import from nbcore: this package and its container toolkit (host side),
+#: :mod:`nbcore.worker` (worker side) and :mod:`nbcore.testing` (its tests).
+PLUGIN_SURFACE = ("nbcore.plugin", "nbcore.plugin.containers", "nbcore.worker", "nbcore.testing")

@@ -1,16 +1,14 @@
 """What a backend plugin provides: the :class:`BackendProvider` and its worker handles."""
 import abc
-import collections
 import dataclasses
 import os
 import shutil
 import subprocess
-import sys
-import threading
 from pathlib import Path
-from typing import ClassVar, Dict, List, Optional
+from typing import Callable, ClassVar, Dict, List, Optional, Tuple
 
 from ..spec import EnvironmentSpec
+from .process import SubprocessWorker, WorkerProcess
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,108 +23,61 @@ class Environment:
 
 
 @dataclasses.dataclass
+class Command:
+    """A process to run inside an environment: what :meth:`BackendProvider.command` returns.
+
+    ``env`` is the complete environment of the process (not additions to the
+    host's); ``cwd`` None leaves the working directory to the backend's default.
+    """
+
+    argv: List[str]
+    env: Dict[str, str]
+    cwd: Optional[str] = None
+
+
+#: Host variables a worker or command never inherits: they would point it at the host's own Python.
+HOST_PYTHON_VARIABLES = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP")
+
+
+def host_environment(variables: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """The host's environment without :data:`HOST_PYTHON_VARIABLES`, plus ``variables``."""
+    env = {k: v for k, v in os.environ.items() if k not in HOST_PYTHON_VARIABLES}
+    env.update(variables or {})
+    return env
+
+
+@dataclasses.dataclass
 class WorkerLaunch:
     """Everything a backend needs to start a worker for the host.
 
     The backend runs ``python -m nbcore.worker`` (:attr:`python_args`) inside the
     environment with :attr:`worker_path` on ``PYTHONPATH`` (mount it at the same
-    path in containers), the variables of :meth:`worker_environment` set, and
-    :attr:`cwd` as the working directory.
+    path in containers), the variables of :meth:`worker_variables` set, and
+    :attr:`cwd` as the working directory (None: the backend's default).
     """
 
     worker_path: Path
-    cwd: Path
+    cwd: Optional[Path]
     variables: Dict[str, str]
     python_args: List[str] = dataclasses.field(default_factory=lambda: ["-m", "nbcore.worker"])
+    #: The same worker code as one content-addressed archive, for launchers that ship it to another machine:
+    #: a callable returning ``(tar bytes, sha256 hex)``; the folder's name starts with that hash.
+    worker_archive: Optional[Callable[[], Tuple[bytes, str]]] = None
 
-    def worker_environment(self, base=None):
-        """The environment for the worker process: ``base`` (default ``os.environ``) plus nbcore's variables.
-
-        The host's ``PYTHONPATH``/``PYTHONHOME`` are dropped: the worker sees only its
-        own environment's packages and the injected worker code.
-        """
-        env = dict(os.environ if base is None else base)
-        for key in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP"):
-            env.pop(key, None)
-        env.update(self.variables)
-        env["PYTHONPATH"] = str(self.worker_path)
-        env["PYTHONUNBUFFERED"] = "1"
-        return env
-
-
-class WorkerProcess(abc.ABC):
-    """A running worker as the host watches it (a process, a container, a thread)."""
-
-    @abc.abstractmethod
-    def poll(self) -> Optional[int]:
-        """Return the exit code if the worker has ended, else None (never blocks)."""
-
-    @abc.abstractmethod
-    def wait(self, timeout: float) -> Optional[int]:
-        """Wait up to ``timeout`` seconds for the worker to end; return its exit code or None."""
-
-    @abc.abstractmethod
-    def kill(self) -> None:
-        """End the worker now and release what it holds (idempotent)."""
-
-    def output_tail(self) -> str:
-        """The last lines the worker wrote to stdout/stderr, for error messages."""
-        return ""
-
-
-class SubprocessWorker(WorkerProcess):
-    """A worker running as a local child process; its output is echoed to the host's stderr.
-
-    Backends that start a local command (venv, conda, apptainer) use it as is.
-    """
-
-    def __init__(self, argv, env, cwd, tail_lines=20, echo=True):
-        self.argv = list(argv)
-        self._tail = collections.deque(maxlen=tail_lines)
-        self._echo = echo
-        self.process = subprocess.Popen(
-            self.argv, env=env, cwd=str(cwd), stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        self._reader = threading.Thread(target=self._pump, name="nbcore-worker-output", daemon=True)
-        self._reader.start()
-
-    def _pump(self):
-        for raw in iter(self.process.stdout.readline, b""):
-            line = raw.decode("utf-8", "replace")
-            self._tail.append(line.rstrip("\n"))
-            if self._echo:
-                sys.stderr.write(line)
-                sys.stderr.flush()
-        self.process.stdout.close()
-
-    def poll(self):
-        return self.process.poll()
-
-    def wait(self, timeout):
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def kill(self):
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait()
-        self._reader.join(timeout=2)
-
-    def output_tail(self):
-        self._reader.join(timeout=0.5)
-        return "\n".join(self._tail)
+    def worker_variables(self) -> Dict[str, str]:
+        """The variables nbcore sets for the worker: :attr:`variables`, ``PYTHONPATH`` and unbuffered output."""
+        return dict(self.variables, PYTHONPATH=str(self.worker_path), PYTHONUNBUFFERED="1")
 
 
 class BackendProvider(abc.ABC):
-    """A way to create environments and run workers in them (venv, conda, docker, ...).
+    """A way to create environments and run commands and workers in them (venv, conda, docker, ...).
 
     Subclasses set :attr:`name` and implement :meth:`check_available`,
-    :meth:`install` and :meth:`start_worker`; the rest has working defaults.
-    nbcore calls :meth:`install` only when the environment is not ready yet,
-    under a cross-process lock, in a fresh empty ``env.path``; it marks the
+    :meth:`install`, and either :meth:`command` with :meth:`worker_python`
+    (from which the worker start and ``nbcore shell`` follow) or
+    :meth:`start_worker` itself; the rest has working defaults.  nbcore calls
+    :meth:`install` only when the environment is not ready yet, under a
+    cross-process lock, in a fresh empty ``env.path``; it marks the
     environment ready itself once :meth:`install` returns.
     """
 
@@ -136,8 +87,9 @@ class BackendProvider(abc.ABC):
     description: ClassVar[str] = ""
     #: JSON Schema of this backend's section in an environment spec (``docker: {...}``).
     config_schema: ClassVar[dict] = {"type": "object", "additionalProperties": False, "properties": {}}
-    #: False for backends that run in the host process and so isolate nothing.
-    isolated: ClassVar[bool] = True
+    #: Whether automatic selection tries this backend, and how early: higher first; None = only when asked
+    #: for (``--backend``, ``NBCORE_BACKEND``, the config, the spec's ``backends:`` or its only section).
+    auto_priority: ClassVar[Optional[int]] = None
 
     @abc.abstractmethod
     def check_available(self) -> Optional[str]:
@@ -146,6 +98,11 @@ class BackendProvider(abc.ABC):
     def check_spec(self, env: Environment) -> Optional[str]:
         """Return None when this backend can provide ``env``'s spec, else the reason (e.g. no such Python)."""
         return None
+
+    def identity(self, spec: EnvironmentSpec) -> dict:
+        """What else decides what gets built for ``spec``, beyond the spec's text (e.g. the content of a lock
+        file it names, a base image digest): JSON-serialisable, added to the environment's hash."""
+        return {}
 
     def is_installed(self, env: Environment) -> bool:
         """Whether what :meth:`install` built still exists (nbcore checks its ready marker first)."""
@@ -158,13 +115,46 @@ class BackendProvider(abc.ABC):
         Raise :class:`nbcore.InstallError` naming the failing step when it fails.
         """
 
-    @abc.abstractmethod
+    def command(self, env: Environment, argv: List[str], variables: Optional[Dict[str, str]] = None,
+                cwd: Optional[Path] = None) -> Command:
+        """The process that runs ``argv`` inside ``env`` with ``variables`` set, in ``cwd`` (None: the default).
+
+        Implement it once and the worker start, ``nbcore shell`` and install
+        steps that run inside the environment all follow from it.
+        """
+        raise NotImplementedError("the %s backend cannot run commands inside its environments" % self.name)
+
+    def worker_python(self, env: Environment) -> str:
+        """The Python interpreter inside ``env`` that runs the worker (a path or name :meth:`command` resolves)."""
+        raise NotImplementedError("the %s backend does not name its Python" % self.name)
+
     def start_worker(self, env: Environment, launch: WorkerLaunch) -> WorkerProcess:
-        """Start ``python -m nbcore.worker`` in the environment as ``launch`` describes; do not wait."""
+        """Start ``python -m nbcore.worker`` in the environment as ``launch`` describes; do not wait.
+
+        The default runs :meth:`command` of :meth:`worker_python` as a local process.
+        """
+
+        command = self.command(env, [self.worker_python(env)] + launch.python_args, launch.worker_variables(),
+                               launch.cwd)
+        return SubprocessWorker(command.argv, env=command.env, cwd=command.cwd)
 
     def shell(self, env: Environment, command: List[str], launch: WorkerLaunch) -> int:
-        """Run ``command`` (an interactive shell when empty) inside the environment; return its exit code."""
-        raise NotImplementedError("the %s backend has no shell" % self.name)
+        """Run ``command`` (an interactive shell when empty) inside the environment; return its exit code.
+
+        The default runs :meth:`command` with the host's terminal attached.
+        """
+        run = self.command(env, command or [os.environ.get("SHELL") or "/bin/sh"], {}, launch.cwd)
+        return subprocess.call(run.argv, env=run.env, cwd=run.cwd)
+
+    def install_script_command(self, env: Environment) -> Command:
+        """The spec's ``install_script`` as a :meth:`command`: bash, stopping at the first failure, in the config
+        file's folder, with ``NBCORE_ENV_PATH`` set to ``env.path``."""
+        return self.command(env, ["bash", "-eo", "pipefail", "-c", env.spec.install_script],
+                            {"NBCORE_ENV_PATH": str(env.path)}, Path(env.spec.base_dir or os.getcwd()))
+
+    def lock(self, env: Environment, path: Path, progress) -> None:
+        """Write a lock file of the installed ``env`` to ``path`` (``nbcore lock``), for backends that have them."""
+        raise NotImplementedError("the %s backend writes no lock files" % self.name)
 
     def remove(self, env: Environment) -> None:
         """Delete the environment and anything it owns outside ``env.path`` (images, caches)."""

@@ -1,7 +1,7 @@
 """Every hook an nbcore plugin can implement.
 
 A plugin is a module (or object) whose functions are decorated with
-:data:`nbcore.hookimpl` and named after the specs below.  Installed
+:data:`nbcore.plugin.hookimpl` and named after the specs below.  Installed
 distributions announce their plugin module with an entry point in the group
 ``nbcore``; nbcore's own backends and protocols are registered the same way.
 """
@@ -11,12 +11,29 @@ hookspec = pluggy.HookspecMarker("nbcore")
 
 
 @hookspec
+def nbcore_register(register):
+    """Register everything this plugin offers: backends, protocols, capabilities.
+
+    :param register: a :class:`nbcore.plugin.Register`; call
+        ``register.backend(provider)``, ``register.protocol(provider)`` and
+        ``register.capability(name, implementation)``.  A name that is already
+        taken, or a provider of the wrong type, raises :class:`nbcore.PluginError`
+        naming the plugin.
+
+    Called once per process, when the registry is first built; all
+    implementations are called (not firstresult).
+
+    .. versionadded:: 0.2
+    """
+
+
+@hookspec
 def nbcore_register_backends(register):
-    """Register the backend providers this plugin offers.
+    """Register backend providers (the 0.1 form of :func:`nbcore_register`).
 
     :param register: call ``register(provider)`` once per
-        :class:`nbcore.BackendProvider` instance.  A name that is already taken
-        raises :class:`nbcore.PluginError`.
+        :class:`nbcore.plugin.BackendProvider` instance; same checks as
+        ``Register.backend``.
 
     Called once per process, when the registry is first built; all
     implementations are called (not firstresult).
@@ -27,11 +44,11 @@ def nbcore_register_backends(register):
 
 @hookspec
 def nbcore_register_protocols(register):
-    """Register the protocol providers this plugin offers.
+    """Register protocol providers (the 0.1 form of :func:`nbcore_register`).
 
     :param register: call ``register(provider)`` once per
-        :class:`nbcore.ProtocolProvider` instance.  A name that is already taken
-        raises :class:`nbcore.PluginError`.
+        :class:`nbcore.plugin.ProtocolProvider` instance; same checks as
+        ``Register.protocol``.
 
     Called once per process, when the registry is first built; all
     implementations are called (not firstresult).

@@ -1,9 +1,10 @@
 """Progress reporting for long work (environment creation, image builds)."""
-import collections
-import subprocess
 import sys
 
 from ..errors import InstallError
+from .process import LocalProcess, OutputTail
+
+LOG_PREFIX = "  | "
 
 
 class Progress:
@@ -16,7 +17,7 @@ class Progress:
     def __init__(self, stream=None, quiet=False, tail_lines=30):
         self.stream = stream or sys.stderr
         self.quiet = quiet
-        self.tail = collections.deque(maxlen=tail_lines)
+        self.tail = OutputTail(max_lines=tail_lines)
 
     def step(self, message: str) -> None:
         """Announce a stage of the work."""
@@ -27,23 +28,30 @@ class Progress:
     def line(self, text: str) -> None:
         """Stream one line of an engine's log (kept for error messages)."""
         text = text.rstrip("\n")
-        self.tail.append(text)
+        self.tail.add_line(text)
         if not self.quiet:
-            self.stream.write("  | %s\n" % text)
+            self.stream.write(LOG_PREFIX + text + "\n")
             self.stream.flush()
 
-    def run(self, argv, step=None, **popen_kwargs) -> None:
-        """Run ``argv``, streaming its output; raise :class:`InstallError` with the last lines on failure."""
+    def run(self, argv, step=None, env=None, cwd=None) -> None:
+        """Run ``argv``, streaming its output as it comes; raise :class:`InstallError` with the last line on failure.
+
+        The command runs in a process group of its own: when it ends, or when the
+        run is interrupted (Ctrl-C, SIGTERM), the group is killed, so nothing it
+        started keeps running.
+        """
         if step:
             self.step(step)
         try:
-            process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, **popen_kwargs)
+            process = LocalProcess(argv, env=env, cwd=cwd, echo=not self.quiet, stream=self.stream,
+                                   prefix=LOG_PREFIX, tail=self.tail, name="nbcore-install-output")
         except FileNotFoundError:
             raise InstallError("%s failed: %s not found" % (step or "install", argv[0])) from None
-        with process:
-            for raw in process.stdout:
-                self.line(raw.decode("utf-8", "replace"))
-        if process.returncode != 0:
+        try:
+            code = process.wait()
+        finally:
+            process.kill()
+        if code != 0:
+            lines = [line for line in self.tail.lines() if line.strip()]
             raise InstallError("%s failed (exit code %d): %s" % (
-                step or " ".join(map(str, argv)), process.returncode, self.tail[-1] if self.tail else "no output"))
+                step or " ".join(map(str, argv)), code, lines[-1] if lines else "no output"))

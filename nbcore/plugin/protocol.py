@@ -1,8 +1,82 @@
 """What a protocol plugin provides: the :class:`ProtocolProvider` and the fallback listener."""
 import abc
-from typing import Callable, ClassVar, Optional, Tuple
+import dataclasses
+import os
+import socket
+from typing import Callable, ClassVar, FrozenSet, Optional, Tuple
+
+from ..errors import UserError
 
 from ..worker.channel import Channel
+
+#: The role of a protocol that makes the first connection (it implements :meth:`ProtocolProvider.listen`).
+FALLBACK = "fallback"
+#: The role of a protocol that replaces an established connection (:meth:`ProtocolProvider.host_offer`, ...).
+UPGRADE = "upgrade"
+
+
+#: Host names that bind every interface: never an address a worker can be told to connect to.
+WILDCARDS = ("0.0.0.0", "::", "")
+
+
+@dataclasses.dataclass(frozen=True)
+class ListenAddress:
+    """Where a fallback protocol listens for workers, and the address it tells them.
+
+    The two differ when the worker runs on another machine: the host binds
+    ``0.0.0.0`` (or one interface) and advertises a name the worker can reach.
+    """
+
+    #: Interface to bind (``NBCORE_BIND``, default ``127.0.0.1``).
+    bind: str = "127.0.0.1"
+    #: Host the worker connects to (``NBCORE_ADVERTISE``); None: :attr:`bind`, or this machine's address
+    #: when :attr:`bind` is a wildcard.
+    advertise: Optional[str] = None
+    #: Inclusive port range to listen in (``NBCORE_PORTS=50000-50100``, for firewalled clusters); None: any.
+    ports: Optional[Tuple[int, int]] = None
+
+    @classmethod
+    def from_environment(cls) -> "ListenAddress":
+        """The address the host's variables ask for."""
+        ports = os.environ.get("NBCORE_PORTS")
+        return cls(bind=os.environ.get("NBCORE_BIND") or "127.0.0.1",
+                   advertise=os.environ.get("NBCORE_ADVERTISE") or None,
+                   ports=_port_range(ports) if ports else None)
+
+    def advertised_host(self) -> str:
+        """The host name or address a worker is told to connect to."""
+        if self.advertise:
+            return self.advertise
+        if self.bind not in WILDCARDS:
+            return self.bind
+        return _this_machine_address(socket.AF_INET6 if self.bind == "::" else socket.AF_INET)
+
+    def candidate_ports(self):
+        """The ports to try binding, in order (``[0]``: any port the system picks)."""
+        return [0] if self.ports is None else list(range(self.ports[0], self.ports[1] + 1))
+
+
+def _port_range(text):
+    first, _, last = text.partition("-")
+    try:
+        low, high = int(first), int(last or first)
+    except ValueError:
+        low, high = 0, -1
+    if not 0 < low <= high < 65536:
+        raise UserError("NBCORE_PORTS=%r is not a port range; use e.g. 50000-50100" % text)
+    return low, high
+
+
+def _this_machine_address(family):
+    """This machine's address on the interface of its default route (no packet is sent)."""
+    probe = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        probe.connect(("2001:db8::1" if family == socket.AF_INET6 else "192.0.2.1", 9))
+        return probe.getsockname()[0]
+    except OSError:
+        return socket.gethostname()
+    finally:
+        probe.close()
 
 
 class Listener(abc.ABC):
@@ -42,17 +116,45 @@ class ProtocolProvider(abc.ABC):
     description: ClassVar[str] = ""
     #: Dotted name of the worker-side module (stdlib only, Python 3.8+).
     worker_module: ClassVar[str]
+    #: What the protocol can do: :data:`FALLBACK` (make the first connection, :meth:`listen`) and/or
+    #: :data:`UPGRADE` (replace it after connecting, :meth:`host_offer` / :meth:`host_complete`).
+    #: A subclass that does not set it gets the roles of the methods it implements.
+    roles: ClassVar[FrozenSet[str]] = frozenset()
+    #: Rank in the default protocol list: the fallback with the highest preference comes first, and the
+    #: upgrade with the highest preference is tried first.
+    preference: ClassVar[int] = 0
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "roles" not in cls.__dict__:
+            cls.roles = frozenset(
+                ([FALLBACK] if cls.listen is not ProtocolProvider.listen else [])
+                + ([UPGRADE] if cls.host_offer is not ProtocolProvider.host_offer else []))
+
+    def role_problem(self) -> Optional[str]:
+        """Why :attr:`roles` does not match the methods the class implements (None when it does)."""
+        if not self.roles or not self.roles <= {FALLBACK, UPGRADE}:
+            return "declares roles %s; expected %r and/or %r" % (sorted(self.roles), FALLBACK, UPGRADE)
+        cls = type(self)
+        if FALLBACK in self.roles and cls.listen is ProtocolProvider.listen:
+            return "has the role %r but does not implement listen()" % FALLBACK
+        if UPGRADE in self.roles and (cls.host_offer is ProtocolProvider.host_offer
+                                      or cls.host_complete is ProtocolProvider.host_complete):
+            return "has the role %r but does not implement host_offer() and host_complete()" % UPGRADE
+        return None
 
     @abc.abstractmethod
     def check_available(self) -> Optional[str]:
         """Return None when the host side can run this protocol, else the reason."""
 
-    def listen(self, bind_host: str) -> Listener:
-        """Start listening for a worker (only protocols that can be the fallback implement it)."""
+    def listen(self, where: ListenAddress) -> Listener:
+        """Start listening for a worker at ``where`` (the :data:`FALLBACK` role); the listener's
+        :attr:`~Listener.address` uses :meth:`ListenAddress.advertised_host`."""
         raise NotImplementedError("%s cannot be the fallback protocol" % self.name)
 
     def host_offer(self, channel: Channel) -> Tuple[object, dict]:
-        """Prepare an upgrade from ``channel``; return ``(state, offer)``, the offer being sent to the worker."""
+        """Prepare an upgrade from ``channel`` (the :data:`UPGRADE` role); return ``(state, offer)``, the offer
+        being sent to the worker."""
         raise NotImplementedError("%s cannot be an upgrade target" % self.name)
 
     def host_complete(self, channel: Channel, state: object, reply: dict) -> Channel:

@@ -1,4 +1,4 @@
-"""Plugin discovery and the registry of backend and protocol providers.
+"""Plugin discovery and the registry of what plugins provide: backends, protocols, capabilities.
 
 Plugins are found through entry points in the group ``nbcore`` (entry name =
 plugin name, value = the module holding the hook implementations).  nbcore's
@@ -12,11 +12,14 @@ import dataclasses
 import importlib
 import logging
 import os
+import re
 from typing import Dict, List, Optional
 
 import pluggy
 
-from ..errors import PluginError
+from ..errors import PluginError, UserError
+from .backend import BackendProvider
+from .protocol import FALLBACK, UPGRADE, ProtocolProvider
 
 GROUP = "nbcore"
 hookimpl = pluggy.HookimplMarker(GROUP)
@@ -28,19 +31,28 @@ DEFAULT_PLUGINS = (
     "nbcore.builtin.tcp_pickle",
 )
 
-#: Which pip package provides a backend that is not installed (a hint for error messages).
+#: Which pip package provides a backend, protocol or capability that is not installed (hints for messages).
 KNOWN_BACKENDS = {
     "conda": "nb-conda",
     "docker": "nb-docker",
     "apptainer": "nb-apptainer",
 }
-#: Which pip package provides a protocol that is not installed.
 KNOWN_PROTOCOLS = {
     "shm-pickle": "nb-shm",
 }
+KNOWN_CAPABILITIES = {
+    "conda-prefix": "nb-conda",
+}
 KNOWN_PROVIDERS = dict(KNOWN_BACKENDS, **KNOWN_PROTOCOLS)
 
+#: What a backend, protocol or capability name may look like.
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_.-]*$")
+
 log = logging.getLogger("nbcore")
+
+
+class CapabilityMissing(UserError):
+    """A plugin asked for a capability that no installed plugin offers."""
 
 
 @dataclasses.dataclass
@@ -55,48 +67,130 @@ class PluginInfo:
     hooks: List[str] = dataclasses.field(default_factory=list)
     backends: List[str] = dataclasses.field(default_factory=list)
     protocols: List[str] = dataclasses.field(default_factory=list)
+    capabilities: List[str] = dataclasses.field(default_factory=list)
+
+
+class Register:
+    """What a plugin's ``nbcore_register`` hook receives: one method per kind of thing it can offer.
+
+    Each method checks what it is given and raises :class:`nbcore.PluginError`
+    naming the plugin when the type or the name is wrong or the name is taken.
+    """
+
+    def __init__(self, registry: "Registry", plugin: PluginInfo):
+        self._registry = registry
+        self._plugin = plugin
+
+    def backend(self, provider: BackendProvider) -> None:
+        """Offer a backend (``--backend NAME``)."""
+        self._add("backend", provider, BackendProvider)
+
+    def protocol(self, provider: ProtocolProvider) -> None:
+        """Offer a protocol (a name in ``NBCORE_PROTOCOL`` lists)."""
+        self._add("protocol", provider, ProtocolProvider)
+        problem = provider.role_problem()
+        if problem:
+            self._fail("protocol %r %s" % (provider.name, problem))
+
+    def capability(self, name: str, implementation: object) -> None:
+        """Offer ``implementation`` to other plugins under ``name`` (see :meth:`Registry.capability`)."""
+        self._check_name("capability", name)
+        self._claim("capability", name, implementation)
+
+    def _add(self, kind, provider, base):
+        if not isinstance(provider, base):
+            self._fail("registered a %s that is not a %s (got %s)" % (kind, base.__name__, type(provider).__name__))
+        name = getattr(provider, "name", None)
+        if not name:
+            self._fail("registered a %s provider without a name" % kind)
+        self._check_name(kind, name)
+        self._claim(kind, name, provider)
+
+    def _check_name(self, kind, name):
+        if not isinstance(name, str) or not NAME_PATTERN.match(name):
+            self._fail("registered the %s name %r; names are lower case letters, digits, '-', '_' and '.'"
+                       % (kind, name))
+
+    def _claim(self, kind, name, value):
+        table = self._registry.table(kind)
+        if name in table:
+            self._fail("registers %s %r, already provided by plugin %r"
+                       % (kind, name, self._registry.plugin_of(kind, name).name))
+        table[name] = value
+        self._registry.provided_by[kind + ":" + name] = self._plugin.name
+        getattr(self._plugin, _PLURALS[kind]).append(name)
+
+    def _fail(self, message):
+        raise PluginError("plugin %r %s" % (self._plugin.name, message))
+
+
+_PLURALS = {"backend": "backends", "protocol": "protocols", "capability": "capabilities"}
+
+#: The 0.1 hooks, each a ``register(provider)`` callable for one kind.
+_LEGACY_HOOKS = {"nbcore_register_backends": "backend", "nbcore_register_protocols": "protocol"}
 
 
 class Registry:
-    """The providers of this process, by name, and the plugins they came from."""
+    """The backends, protocols and capabilities of this process, by name, and the plugins they came from."""
 
     def __init__(self, plugin_manager: pluggy.PluginManager):
         self.plugin_manager = plugin_manager
-        self.backends: Dict[str, object] = {}
-        self.protocols: Dict[str, object] = {}
+        self.backends: Dict[str, BackendProvider] = {}
+        self.protocols: Dict[str, ProtocolProvider] = {}
+        self.capabilities: Dict[str, object] = {}
         self.plugins: Dict[str, PluginInfo] = {}
         self.provided_by: Dict[str, str] = {}
 
-    def _registrar(self, table, kind, plugin):
-        def register(provider):
-            name = getattr(provider, "name", None)
-            if not name:
-                raise PluginError("plugin %r registered a %s provider without a name" % (plugin.name, kind))
-            if name in table:
-                raise PluginError("plugin %r registers %s %r, already provided by plugin %r"
-                                  % (plugin.name, kind, name, self.provided_by[kind + ":" + name]))
-            table[name] = provider
-            self.provided_by[kind + ":" + name] = plugin.name
-            getattr(plugin, kind + "s").append(name)
-        return register
+    def table(self, kind: str) -> dict:
+        """The name -> provider table of ``kind`` (``backend``, ``protocol`` or ``capability``)."""
+        return {"backend": self.backends, "protocol": self.protocols, "capability": self.capabilities}[kind]
 
     def collect(self):
         """Call every plugin's register hooks, attributing each provider to its plugin."""
-        for hook_name, table, kind in (("nbcore_register_backends", self.backends, "backend"),
-                                       ("nbcore_register_protocols", self.protocols, "protocol")):
+        for hook_name in ("nbcore_register",) + tuple(_LEGACY_HOOKS):
             hook = getattr(self.plugin_manager.hook, hook_name)
             for impl in hook.get_hookimpls():  # registration order: built-ins first, so newcomers get the blame
                 plugin = self.plugins[impl.plugin_name]
                 plugin.hooks.append(hook_name)
+                register = Register(self, plugin)
+                if hook_name in _LEGACY_HOOKS:
+                    register = getattr(register, _LEGACY_HOOKS[hook_name])
                 try:
-                    impl.function(register=self._registrar(table, kind, plugin))
+                    impl.function(register=register)
                 except PluginError:
                     raise
                 except Exception as exc:
                     raise PluginError("plugin %r failed in %s: %s" % (plugin.name, hook_name, exc)) from exc
 
     def plugin_of(self, kind: str, name: str) -> PluginInfo:
+        """The plugin that registered ``kind`` ``name``."""
         return self.plugins[self.provided_by[kind + ":" + name]]
+
+    def capability(self, name: str):
+        """The implementation some plugin offers as ``name``; raise :class:`CapabilityMissing` naming the package."""
+        try:
+            return self.capabilities[name]
+        except KeyError:
+            package = KNOWN_CAPABILITIES.get(name)
+            fix = "pip install %s provides it" % package if package else "no known plugin provides it"
+            raise CapabilityMissing("this needs %r, which no installed plugin offers (%s)" % (name, fix)) from None
+
+    def auto_backends(self) -> List[BackendProvider]:
+        """Backends tried by automatic selection, highest :attr:`~BackendProvider.auto_priority` first."""
+        chosen = [b for b in self.backends.values() if b.auto_priority is not None]
+        return sorted(chosen, key=lambda b: (-b.auto_priority, b.name))
+
+    def fallback_protocols(self) -> List[ProtocolProvider]:
+        """Protocols that can make the first connection, most preferred first."""
+        return _by_preference(p for p in self.protocols.values() if FALLBACK in p.roles)
+
+    def upgrade_protocols(self) -> List[ProtocolProvider]:
+        """Protocols that can replace an established connection, most preferred first."""
+        return _by_preference(p for p in self.protocols.values() if UPGRADE in p.roles)
+
+
+def _by_preference(protocols):
+    return sorted(protocols, key=lambda p: (-p.preference, p.name))
 
 
 def _disabled():

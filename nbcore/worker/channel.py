@@ -34,6 +34,9 @@ class Channel:
     def recv(self):
         raise NotImplementedError
 
+    def keepalive(self, seconds):
+        """Make a silent peer (its machine gone) end :meth:`recv` within about ``seconds``; default: nothing."""
+
     def close(self):
         raise NotImplementedError
 
@@ -60,8 +63,8 @@ class SocketChannel(Channel):
         data, buffers = self._framer.recv_message()
         return pickle.loads(data, buffers=buffers)
 
-    def fileno(self):
-        return self.sock.fileno()
+    def keepalive(self, seconds):
+        framing.keepalive(self.sock, seconds)
 
     def close(self):
         try:

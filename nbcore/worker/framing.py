@@ -243,3 +243,15 @@ def configure_socket(sock):
     if peer == "::1" or peer.startswith("127."):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, LOOPBACK_BUFFER)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, LOOPBACK_BUFFER)
+
+
+def keepalive(sock, seconds):
+    """TCP keepalive probes (and a limit on unacknowledged data) so a vanished peer is noticed in ``seconds``."""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    idle, interval = max(1, int(seconds / 2)), max(1, int(seconds / 6))
+    for option, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", interval), ("TCP_KEEPCNT", 3),
+                          ("TCP_USER_TIMEOUT", int(seconds * 1000))):
+        if hasattr(socket, option):  # Linux; other systems keep their defaults
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)

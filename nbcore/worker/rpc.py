@@ -163,3 +163,10 @@ class Worker:
             except Exception:
                 pass
             os._exit(3)
+
+    def close(self):
+        """Close both connections, ending :meth:`serve`; for launchers that stop a worker from outside."""
+        self._finished = True
+        self.channel.close()
+        if self.control is not None:
+            self.control.close()

@@ -25,8 +25,3 @@ def worker_connect(address, secret, role):
         sock.close()
         raise
     return SocketChannel(sock, PROTOCOL)
-
-
-def worker_accept_offer(channel, offer):
-    """Staying on the tcp-pickle connection is the only 'upgrade' tcp-pickle offers."""
-    return channel, {}

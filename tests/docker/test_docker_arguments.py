@@ -9,10 +9,11 @@ from nbcore import ConfigError, Environment, EnvironmentSpec, WorkerLaunch
 from nbcore.host.config import config_from_dict
 
 from nb_docker.backend import DockerBackend
+from nbcore.plugin.containers import CA_TARGET, ENV_PYTHON, parse_mount, proxy_variables, python_environment_recipe
 from nb_docker.container import PIP_CACHE_TARGET, container_config
-from nb_docker.dockerfile import ENV_PYTHON, build_context, generate_dockerfile
+from nb_docker.dockerfile import build_context, render_dockerfile
 from nb_docker.images import plan_image, repository_for
-from nb_docker.settings import CA_TARGET, DockerSettings, base_image, parse_mount
+from nb_docker.settings import DockerSettings, base_image
 
 
 def environment(section=None, name="demo", **generic):
@@ -29,13 +30,18 @@ def launch(tmp_path):
     return WorkerLaunch(worker_path=worker, cwd=tmp_path, variables={"NBCORE_WORKER_SECRET": "s3cret"})
 
 
+def generate_dockerfile(spec, base, python_executable, ca_bundle, build_script):
+    return render_dockerfile(python_environment_recipe(spec, base, python_executable, ca_bundle, build_script))
+
+
 def plan(env):
     return plan_image(env, DockerSettings.from_spec(env.spec))
 
 
 def config_for(env, tmp_path):
-    return container_config(env, DockerSettings.from_spec(env.spec), "img:tag", ["python", "-m", "nbcore.worker"], launch(tmp_path),
-                            tmp_path / "home", "worker")
+    worker = launch(tmp_path)
+    return container_config(env, DockerSettings.from_spec(env.spec), "img:tag", ["python", "-m", "nbcore.worker"],
+                            worker.worker_variables(), worker.cwd, tmp_path / "home", "worker", worker.worker_path)
 
 
 def test_section_is_validated_by_the_schema():
@@ -62,27 +68,29 @@ def test_ready_image_is_run_as_is_and_anything_to_install_makes_a_build(monkeypa
     assert (ready.tag, ready.python, ready.built) == ("me/ready:1", "python3", False)
     env = environment({"image": "me/base:1", "build_script": "apt-get update"}, packages=["numpy"])
     built = plan(env)
-    assert built.built and built.base == "me/base:1" and built.python == ENV_PYTHON
+    assert built.built and built.recipe.base == "me/base:1" and built.python == ENV_PYTHON
     assert built.tag.startswith("nbcore/demo:")
     other = environment({"image": "me/base:1", "build_script": "apt-get update"}, packages=["numpy", "scipy"])
     assert plan(other).tag != built.tag
-    assert plan(environment(None, python="3.10")).base == "python:3.10-slim"
+    assert plan(environment(None, python="3.10")).recipe.base == "python:3.10-slim"
 
 
-def test_dockerfile_installs_into_a_venv_with_the_ca_available_only_at_build_time():
+def test_dockerfile_installs_into_a_venv_with_the_ca_available_only_at_build_time(tmp_path):
     spec = EnvironmentSpec.from_dict({"python": "3.11", "packages": ["numpy>=1.20", "torch"],
                                       "install_script": "echo hi"})
-    text = generate_dockerfile(spec, "base:1", "python3", with_ca=True, build_script="apt-get -y install git")
+    ca = tmp_path / "ca.crt"
+    ca.write_text("CERT")
+    text = generate_dockerfile(spec, "base:1", "python3", str(ca), build_script="apt-get -y install git")
     lines = text.splitlines()
     assert lines[1] == "FROM base:1"
-    assert "COPY ca-certificates.crt " + CA_TARGET in lines
+    assert "COPY files%s %s" % (CA_TARGET, CA_TARGET) in lines
     assert "ARG PIP_CERT=" + CA_TARGET in lines and "ARG SSL_CERT_FILE=" + CA_TARGET in lines
     assert not any(line.startswith("ENV") and "PIP_CERT" in line for line in lines)
     order = [next(i for i, line in enumerate(lines) if marker in line)
-             for marker in ("build_script.sh", "-m venv --system-site-packages", "'3.11'", '"numpy>=1.20", "torch"',
-                            "install_script.sh")]
+             for marker in ("pipefail build_script.sh", '"venv", "--system-site-packages"', "'3.11'",
+                            '"numpy>=1.20", "torch"', "pipefail install_script.sh")]
     assert order == sorted(order)
-    assert "CA" not in generate_dockerfile(spec, "base:1", "python3", with_ca=False, build_script=None)
+    assert "ca-certificates" not in generate_dockerfile(spec, "base:1", "python3", None, build_script=None)
 
 
 def test_build_context_holds_the_dockerfile_ca_and_scripts(tmp_path):
@@ -90,10 +98,12 @@ def test_build_context_holds_the_dockerfile_ca_and_scripts(tmp_path):
 
     ca = tmp_path / "ca.crt"
     ca.write_text("CERT")
-    context = build_context("FROM x\n", str(ca), {"build_script.sh": "true", "install_script.sh": None})
+    recipe = python_environment_recipe(EnvironmentSpec(), "x", "python3", str(ca), "true")
+    context = build_context(recipe, render_dockerfile(recipe))
     with tarfile.open(fileobj=context) as tar:
-        assert sorted(tar.getnames()) == ["Dockerfile", "ca-certificates.crt", "nbcore-build/build_script.sh"]
-        assert tar.extractfile("ca-certificates.crt").read() == b"CERT"
+        assert sorted(tar.getnames()) == ["Dockerfile", "files" + CA_TARGET, "files/nbcore-build/build_script.sh"]
+        assert tar.extractfile("files" + CA_TARGET).read() == b"CERT"
+        assert tar.getmember("files/nbcore-build/build_script.sh").mode == 0o755
 
 
 def test_repository_names_are_valid():
@@ -135,7 +145,20 @@ def test_worker_container_arguments(tmp_path, monkeypatch):
     host_config = config.create_kwargs(Api())["host_config"]
     assert (host_config["ipc_mode"], host_config["network_mode"], host_config["auto_remove"]) == ("host", "host", True)
     assert host_config["device_requests"] is None
-    assert "/data:/data:ro" in host_config["binds"]
+    data = next(m for m in host_config["mounts"] if m["Target"] == "/data")
+    assert (data["Source"], data["Type"], data["ReadOnly"]) == ("/data", "bind", True)
+
+
+def test_a_working_directory_with_colons_and_commas_mounts(tmp_path):
+    odd = tmp_path / "a:b,c"
+    odd.mkdir()
+    worker = launch(tmp_path)
+    config = container_config(environment({"gpus": False}), DockerSettings.from_spec(environment({}).spec), "img",
+                              ["true"], {}, odd, tmp_path / "home", "shell")
+    assert config.working_dir == str(odd)
+    argv = config.cli_argv("docker", interactive=False)
+    assert 'type=bind,"source=%s","target=%s"' % (odd, odd) in argv
+    assert str(worker.worker_path) not in [m.source for m in config.mounts]
 
 
 def test_gpus_and_users(tmp_path):
@@ -163,10 +186,8 @@ def test_shell_argv_keeps_values_out_of_the_command_line(tmp_path):
 
 
 def test_proxies_become_build_arguments(monkeypatch):
-    from nb_docker.settings import proxy_build_args
-
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("https_proxy", "http://proxy:3128")
     monkeypatch.setenv("NO_PROXY", "localhost")
-    assert proxy_build_args() == {"https_proxy": "http://proxy:3128", "NO_PROXY": "localhost"}
+    assert proxy_variables() == {"https_proxy": "http://proxy:3128", "NO_PROXY": "localhost"}

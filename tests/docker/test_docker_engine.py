@@ -258,7 +258,7 @@ def test_missing_image_is_pulled_and_a_failed_pull_is_one_clear_error(project):
 
 
 def test_gpu_request_without_gpus_fails_to_start_with_a_hint(project, docker_api):
-    from nb_docker.settings import gpu_devices_present
+    from nbcore.plugin.containers import nvidia_gpus_present as gpu_devices_present
 
     if gpu_devices_present():
         pytest.skip("this host has NVIDIA GPUs")

@@ -7,7 +7,7 @@ import socket
 import pytest
 
 from nb_shm import ShmPickle
-from nb_shm import plugin as shm_plugin
+from nb_shm import protocol as shm_protocol
 from nb_shm.worker import links
 
 SHM_NAME = "shm-pickle5-buffers"
@@ -39,8 +39,8 @@ def test_peer_uid_of_a_unix_socket():
 def test_silent_connector_does_not_hold_up_the_upgrade(open_env, offers, monkeypatch):
     # Both limits far beyond the test's patience: waiting on the silent connection at all
     # would run out the whole deadline and leave the pair on tcp-pickle.
-    monkeypatch.setattr(shm_plugin, "ACCEPT_TIMEOUT", 60.0)
-    monkeypatch.setattr(shm_plugin, "HANDSHAKE_TIMEOUT", 60.0, raising=False)
+    monkeypatch.setattr(shm_protocol, "ACCEPT_TIMEOUT", 60.0)
+    monkeypatch.setattr(shm_protocol, "HANDSHAKE_TIMEOUT", 60.0, raising=False)
     silent = []
     offers(lambda offer: silent.append(links.connect(offer["address"], 5.0)))
     try:

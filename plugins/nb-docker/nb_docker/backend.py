@@ -9,8 +9,7 @@ import shutil
 import subprocess
 import sys
 
-import nbcore
-from nbcore.home import nbcore_home
+from nbcore.plugin import BackendProvider, BackendUnavailable, Command, nbcore_home
 
 from .settings import CONFIG_SCHEMA, DockerSettings
 
@@ -20,12 +19,13 @@ log = logging.getLogger("nbcore")
 DEFAULT_SHELL = ["sh", "-c", "if command -v bash >/dev/null 2>&1; then exec bash; else exec sh; fi"]
 
 
-class DockerBackend(nbcore.BackendProvider):
+class DockerBackend(BackendProvider):
     """Runs workers in Docker containers: one image per spec, built from a generated Dockerfile or given ready."""
 
     name = "docker"
     description = "Docker container per spec (image built from the spec or given ready); needs a Docker daemon"
     config_schema = CONFIG_SCHEMA
+    auto_priority = 30
 
     def check_available(self):
         from .engine import unavailable_reason
@@ -58,27 +58,40 @@ class DockerBackend(nbcore.BackendProvider):
         else:
             images.ensure_present(api, plan.tag, progress, "image")
 
-    def _container(self, env, launch, role, command=None):
+    def worker_python(self, env):
+        return self._plan(env)[1].python
+
+    def _container(self, env, argv, variables, cwd, role, worker_path=None):
         from .container import container_config
 
         settings, plan = self._plan(env)
-        command = command or [plan.python] + launch.python_args
-        return container_config(env, settings, plan.tag, command, launch, nbcore_home(), role)
+        return container_config(env, settings, plan.tag, list(argv), dict(variables or {}), cwd, nbcore_home(), role,
+                                worker_path)
 
     def start_worker(self, env, launch):
         from .engine import api_client
-        from .worker import ContainerWorker
+        from .running import ContainerWorker
 
-        return ContainerWorker(api_client(), self._container(env, launch, "worker"))
+        config = self._container(env, [self.worker_python(env)] + launch.python_args, launch.worker_variables(),
+                                 launch.cwd, "worker", launch.worker_path)
+        return ContainerWorker(api_client(), config)
 
-    def shell(self, env, command, launch):
+    def command(self, env, argv, variables=None, cwd=None):
+        """``docker run`` of ``argv`` in the environment's container (the docker CLI; values of variables stay
+        out of argv)."""
+        return self._cli_command(env, argv, variables, cwd, "command", interactive=False)
+
+    def _cli_command(self, env, argv, variables, cwd, role, interactive):
         docker_cli = shutil.which("docker")
         if docker_cli is None:
-            raise nbcore.BackendUnavailable("`nbcore shell` with the docker backend needs the docker command-line "
-                                            "client on PATH (e.g. apt-get install docker.io)")
-        config = self._container(env, launch, "shell", command or DEFAULT_SHELL)
-        argv = config.cli_argv(docker_cli, interactive=sys.stdin.isatty())
-        return subprocess.call(argv, env=dict(os.environ, **config.environment))
+            raise BackendUnavailable("running commands in docker environments needs the docker command-line client "
+                                     "on PATH (e.g. apt-get install docker.io)")
+        config = self._container(env, argv, variables, cwd, role)
+        return Command(config.cli_argv(docker_cli, interactive), dict(os.environ, **config.environment))
+
+    def shell(self, env, command, launch):
+        run = self._cli_command(env, command or DEFAULT_SHELL, {}, launch.cwd, "shell", sys.stdin.isatty())
+        return subprocess.call(run.argv, env=run.env)
 
     def remove(self, env):
         """Delete the environment's images (every tag labelled with its name and spec hash), then its folder."""

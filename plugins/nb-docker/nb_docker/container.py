@@ -2,11 +2,12 @@
 import dataclasses
 import os
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import docker.types
+from nbcore.plugin.containers import CA_TARGET, CA_VARIABLES, Mount, deduplicate_mounts, forwarded_environment
 
-from .settings import CA_TARGET, DockerSettings, Mount, forwarded_environment, wants_gpus
+from .settings import DockerSettings, wants_gpus
 
 #: Inside the container: pip's cache (a host folder under ``NBCORE_HOME``) and HOME for users without one.
 PIP_CACHE_TARGET = "/tmp/nbcore-pip-cache"
@@ -23,14 +24,14 @@ class ContainerConfig:
     user: str
     environment: Dict[str, str]
     mounts: Tuple[Mount, ...]
-    working_dir: str
+    working_dir: Optional[str]
     gpus: bool
     labels: Dict[str, str]
 
     def create_kwargs(self, api) -> dict:
         """Arguments for ``APIClient.create_container`` (removed on exit, host IPC and network)."""
         host_config = api.create_host_config(
-            binds=["%s:%s:%s" % (m.source, m.target, "ro" if m.read_only else "rw") for m in self.mounts],
+            mounts=[docker.types.Mount(m.target, m.source, type="bind", read_only=m.read_only) for m in self.mounts],
             ipc_mode="host", network_mode="host", auto_remove=True, init=True,
             device_requests=[docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])] if self.gpus else None,
         )
@@ -40,12 +41,13 @@ class ContainerConfig:
 
     def cli_argv(self, docker_cli: str, interactive: bool) -> List[str]:
         """``docker run`` arguments; values of variables stay out of argv (``-e NAME`` reads the CLI's environment)."""
-        argv = [docker_cli, "run", "--rm", "-i", "--init", "--ipc", "host", "--network", "host",
-                "--user", self.user, "--workdir", self.working_dir]
+        argv = [docker_cli, "run", "--rm", "-i", "--init", "--ipc", "host", "--network", "host", "--user", self.user]
+        if self.working_dir:
+            argv += ["--workdir", self.working_dir]
         if interactive:
             argv.append("-t")
         for mount in self.mounts:
-            argv += ["--volume", "%s:%s%s" % (mount.source, mount.target, ":ro" if mount.read_only else "")]
+            argv += ["--mount", _mount_option(mount)]
         for name in sorted(self.environment):
             argv += ["--env", name]
         for key, value in sorted(self.labels.items()):
@@ -55,31 +57,33 @@ class ContainerConfig:
         return argv + [self.image] + self.command
 
 
-def container_config(env, settings: DockerSettings, image: str, command: List[str], launch, home: Path,
-                     role: str) -> ContainerConfig:
-    """The container for ``env``: same-path mounts of the cwd and the worker code, the user's mounts,
-    the CA bundle and pip cache, forwarded and declared variables, and nbcore's worker variables."""
-    cwd = str(Path(launch.cwd).resolve())
-    worker_path = str(Path(launch.worker_path).resolve())
-    mounts = [Mount(worker_path, worker_path, read_only=True)]
-    if cwd != "/":
-        mounts.append(Mount(cwd, cwd))
-    environment = forwarded_environment(settings)
+def container_config(env, settings: DockerSettings, image: str, command: List[str], variables: Dict[str, str],
+                     cwd: Optional[Path], home: Path, role: str, worker_path: Optional[Path] = None) -> ContainerConfig:
+    """The container for ``env``: same-path mounts of ``cwd`` (also the working directory; None: the image's)
+    and of the worker code, the user's mounts, the CA bundle and pip cache, forwarded and declared
+    variables, then ``variables``."""
+    mounts = []
+    if worker_path is not None:
+        worker_folder = str(Path(worker_path).resolve())
+        mounts.append(Mount(worker_folder, worker_folder, read_only=True))
+    working_dir = None if cwd is None else str(Path(cwd).resolve())
+    if working_dir not in (None, "/"):
+        mounts.append(Mount(working_dir, working_dir))
+    environment = forwarded_environment(settings.forward_env)
     if settings.user != "0:0":
         environment["HOME"] = HOME_FOR_UNKNOWN_USER
     if settings.ca_bundle:
         mounts.append(Mount(os.path.realpath(settings.ca_bundle), CA_TARGET, read_only=True))
-        environment.update(PIP_CERT=CA_TARGET, SSL_CERT_FILE=CA_TARGET, REQUESTS_CA_BUNDLE=CA_TARGET)
+        environment.update((name, CA_TARGET) for name in CA_VARIABLES)
     if settings.pip_cache:
         mounts.append(Mount(str(pip_cache_folder(home, settings.user)), PIP_CACHE_TARGET))
         environment["PIP_CACHE_DIR"] = PIP_CACHE_TARGET
     mounts += settings.mounts
     environment.update(settings.env)
-    environment.update(launch.variables)
-    environment.update(PYTHONPATH=worker_path, PYTHONUNBUFFERED="1")
+    environment.update(variables)
     return ContainerConfig(
         image=image, command=command, user=settings.user, environment=environment,
-        mounts=tuple(_deduplicate(mounts)), working_dir=cwd, gpus=wants_gpus(settings),
+        mounts=tuple(deduplicate_mounts(mounts)), working_dir=working_dir, gpus=wants_gpus(settings),
         labels={"org.nbcore.env": env.name, LABEL_ROLE: role},
     )
 
@@ -94,10 +98,7 @@ def pip_cache_folder(home: Path, user: str) -> Path:
     return folder
 
 
-def _deduplicate(mounts):
-    """Keep the last mount of each target (a user mount replaces a default one)."""
-    by_target = {}
-    for mount in mounts:
-        by_target.pop(mount.target, None)
-        by_target[mount.target] = mount
-    return by_target.values()
+def _mount_option(mount: Mount) -> str:
+    """``--mount`` value of a bind mount; a path holding ``,`` or ``"`` is quoted as CSV (any ``:`` is fine)."""
+    fields = ["type=bind", "source=" + mount.source, "target=" + mount.target] + (["readonly"] if mount.read_only else [])
+    return ",".join('"%s"' % f.replace('"', '""') if ("," in f or '"' in f) else f for f in fields)

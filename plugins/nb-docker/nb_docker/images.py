@@ -8,11 +8,13 @@ from typing import Optional
 import docker.errors
 from docker.utils import parse_repository_tag
 
-import nbcore
+from nbcore.plugin import InstallError, nbcore_home, nbcore_version
+from nbcore.plugin.containers import ENV_PYTHON, BuildRecipe, proxy_variables, python_environment_recipe
 
 from . import __version__
-from .dockerfile import ENV_PYTHON, build_context, generate_dockerfile
-from .settings import DockerSettings, base_image, proxy_build_args
+
+from .dockerfile import build_context, render_dockerfile
+from .settings import BASE_IMAGE_VARIABLE, DockerSettings, base_image
 
 #: Repository of built images: ``nbcore/<env name>:<content hash>``.
 REPOSITORY = "nbcore"
@@ -20,6 +22,9 @@ LABEL_ENV = "org.nbcore.env"
 LABEL_SPEC_HASH = "org.nbcore.spec-hash"
 LABEL_VERSION = "org.nbcore.version"
 LABEL_PLUGIN = "org.nbcore.nb-docker"
+#: Which cache (``NBCORE_HOME``) and project (the config file's folder) built an image, as stable ids.
+LABEL_HOME = "org.nbcore.home"
+LABEL_PROJECT = "org.nbcore.project"
 _LOG_LINES = 15
 
 
@@ -29,12 +34,12 @@ class ImagePlan:
 
     tag: str
     python: str
-    base: Optional[str] = None
+    recipe: Optional[BuildRecipe] = None
     dockerfile: Optional[str] = None
 
     @property
     def built(self) -> bool:
-        return self.dockerfile is not None
+        return self.recipe is not None
 
 
 def repository_for(env_name: str) -> str:
@@ -47,12 +52,22 @@ def plan_image(env, settings: DockerSettings) -> ImagePlan:
     spec = env.spec
     if settings.image and not (settings.build_script or spec.packages or spec.install_script):
         return ImagePlan(tag=settings.image, python=settings.python_executable)
-    base = settings.image or base_image(spec.python)
-    dockerfile = generate_dockerfile(spec, base, settings.python_executable, settings.ca_bundle is not None,
-                                     settings.build_script)
+    recipe = python_environment_recipe(spec, settings.image or base_image(spec.python), settings.python_executable,
+                                       settings.ca_bundle, settings.build_script,
+                                       base_hint=" (docker.image, or %s)" % BASE_IMAGE_VARIABLE)
+    dockerfile = render_dockerfile(recipe)
     digest = hashlib.sha256((env.spec_hash + "\0" + dockerfile).encode()).hexdigest()[:16]
-    return ImagePlan(tag="%s:%s" % (repository_for(env.name), digest), python=ENV_PYTHON, base=base,
+    return ImagePlan(tag="%s:%s" % (repository_for(env.name), digest), python=ENV_PYTHON, recipe=recipe,
                      dockerfile=dockerfile)
+
+
+def _stable_id(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def owner_labels(env) -> dict:
+    """The labels naming the cache and the project an image is built for; old tags are removed only within them."""
+    return {LABEL_HOME: _stable_id(str(nbcore_home())), LABEL_PROJECT: _stable_id(env.spec.base_dir or "")}
 
 
 def image_exists(api, name: str) -> bool:
@@ -64,20 +79,20 @@ def image_exists(api, name: str) -> bool:
 
 
 def pull(api, name: str, progress) -> None:
-    """Pull ``name``, streaming the engine's status lines; raise :class:`nbcore.InstallError` on failure."""
+    """Pull ``name``, streaming the engine's status lines; raise :class:`InstallError` on failure."""
     progress.step("pulling image %s" % name)
     last = {}
     try:
         for chunk in api.pull(name, stream=True, decode=True):
             if "error" in chunk:
-                raise nbcore.InstallError("pulling image %s failed: %s" % (name, chunk["error"].strip()))
+                raise InstallError("pulling image %s failed: %s" % (name, chunk["error"].strip()))
             status = chunk.get("status", "")
             layer = chunk.get("id", "")
             if status and last.get(layer) != status:
                 last[layer] = status
                 progress.line(("%s: %s" % (layer, status)) if layer else status)
     except docker.errors.APIError as exc:
-        raise nbcore.InstallError("pulling image %s failed: %s" % (name, exc.explanation or exc)) from None
+        raise InstallError("pulling image %s failed: %s" % (name, exc.explanation or exc)) from None
 
 
 def ensure_present(api, name: str, progress, why: str) -> None:
@@ -86,27 +101,26 @@ def ensure_present(api, name: str, progress, why: str) -> None:
         return
     try:
         pull(api, name, progress)
-    except nbcore.InstallError as exc:
-        raise nbcore.InstallError("%s; the %s is not present locally and could not be pulled (build or load it, "
+    except InstallError as exc:
+        raise InstallError("%s; the %s is not present locally and could not be pulled (build or load it, "
                                   "or choose another with docker.image or NBCORE_DOCKER_BASE_IMAGE)"
                                   % (exc, why)) from None
 
 
 def build(api, env, plan: ImagePlan, settings: DockerSettings, progress) -> None:
-    """Build ``plan`` with live progress; raise :class:`nbcore.InstallError` naming the failing step."""
-    ensure_present(api, plan.base, progress, "base image")
-    context = build_context(plan.dockerfile, settings.ca_bundle,
-                            {"build_script.sh": settings.build_script, "install_script.sh": env.spec.install_script})
-    labels = {LABEL_ENV: env.name, LABEL_SPEC_HASH: env.spec_hash, LABEL_VERSION: nbcore.__version__,
-              LABEL_PLUGIN: __version__}
-    progress.step("building image %s from %s" % (plan.tag, plan.base))
+    """Build ``plan`` with live progress; raise :class:`InstallError` naming the failing step."""
+    ensure_present(api, plan.recipe.base, progress, "base image")
+    context = build_context(plan.recipe, plan.dockerfile)
+    labels = {LABEL_ENV: env.name, LABEL_SPEC_HASH: env.spec_hash, LABEL_VERSION: nbcore_version,
+              LABEL_PLUGIN: __version__, **owner_labels(env)}
+    progress.step("building image %s from %s" % (plan.tag, plan.recipe.base))
     step, recent = "sending the build context", collections.deque(maxlen=_LOG_LINES)
     try:
         chunks = api.build(fileobj=context, custom_context=True, tag=plan.tag, labels=labels, decode=True,
-                           buildargs=proxy_build_args(), network_mode="host", rm=True, forcerm=True, pull=False)
+                           buildargs=proxy_variables(), network_mode="host", rm=True, forcerm=True, pull=False)
         for chunk in chunks:
             if "error" in chunk:
-                raise nbcore.InstallError(_build_failure(plan.tag, step, chunk["error"], recent))
+                raise InstallError(_build_failure(plan.tag, step, chunk["error"], recent))
             for line in (chunk.get("stream") or chunk.get("status") or "").splitlines():
                 if re.match(r"^Step \d+/\d+ : ", line):
                     step = line
@@ -116,7 +130,7 @@ def build(api, env, plan: ImagePlan, settings: DockerSettings, progress) -> None
                     recent.append(line)
                     progress.line(line)
     except docker.errors.APIError as exc:
-        raise nbcore.InstallError(_build_failure(plan.tag, step, exc.explanation or str(exc), recent)) from None
+        raise InstallError(_build_failure(plan.tag, step, exc.explanation or str(exc), recent)) from None
 
 
 def _build_failure(tag, step, error, recent):
@@ -127,9 +141,13 @@ def _build_failure(tag, step, error, recent):
 
 
 def remove_old_tags(api, env, keep: str, progress) -> None:
-    """Remove this environment's other built tags (older specs or nbcore versions)."""
+    """Remove this environment's other built tags (older specs or nbcore versions) of the same cache and project.
+
+    Another project's (or another ``NBCORE_HOME``'s) environment of the same name keeps its images.
+    """
     repository = repository_for(env.name)
-    for image in api.images(filters={"label": "%s=%s" % (LABEL_ENV, env.name)}):
+    labels = {LABEL_ENV: env.name, **owner_labels(env)}
+    for image in api.images(filters={"label": ["%s=%s" % item for item in sorted(labels.items())]}):
         for tag in image.get("RepoTags") or ():
             if tag == keep or parse_repository_tag(tag)[0] != repository:
                 continue

@@ -1,9 +1,9 @@
 """The nbcore hooks of nb-docker (the module named by the ``nbcore`` entry point)."""
-import nbcore
+from nbcore.plugin import hookimpl
 
 from .backend import DockerBackend
 
 
-@nbcore.hookimpl
-def nbcore_register_backends(register):
-    register(DockerBackend())
+@hookimpl
+def nbcore_register(register):
+    register.backend(DockerBackend())

@@ -1,30 +1,15 @@
 """The ``docker:`` section of an environment spec: its JSON Schema and its resolved values."""
 import dataclasses
 import os
-import sys
-from pathlib import Path
 from typing import Dict, Optional, Tuple
+
+from nbcore.plugin.containers import (MOUNTS_SCHEMA, Mount, default_python, find_ca_bundle, nvidia_gpus_present,
+                                      parse_mount)
 
 #: Base image of generated builds; ``{python}`` becomes the spec's Python (default: the host's major.minor).
 DEFAULT_BASE_IMAGE = "python:{python}-slim"
 #: Environment variable that replaces :data:`DEFAULT_BASE_IMAGE` (a spec's ``image`` still wins).
 BASE_IMAGE_VARIABLE = "NBCORE_DOCKER_BASE_IMAGE"
-
-#: Host variables every worker container gets when they are set (GPU selection, threads, proxies, pip).
-FORWARDED_VARIABLES = (
-    "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "NVIDIA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES",
-    "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES",
-    "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
-    "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST",
-    "TERM", "TZ",
-)
-#: Proxy variables passed to builds as build arguments.
-PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
-
-#: Where the host's CA bundle appears inside builds and containers.
-CA_TARGET = "/etc/nbcore/ca-certificates.crt"
-_CA_CANDIDATES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem")
 
 CONFIG_SCHEMA = {
     "type": "object",
@@ -41,9 +26,7 @@ CONFIG_SCHEMA = {
             "who the worker runs as: auto (the invoking uid:gid, default), root, or UID[:GID]")},
         "gpus": {"type": "boolean", "description": (
             "request all GPUs (true) or none (false); default: all when the host has NVIDIA GPUs")},
-        "mounts": {"type": "array", "items": {"type": "string", "pattern": r"^[^:]+(:[^:]+)?(:(ro|rw))?$"},
-                   "description": "extra bind mounts: PATH (same path inside), or SRC:DST[:ro|rw]; "
-                                  "relative SRC is relative to the config file"},
+        "mounts": MOUNTS_SCHEMA,
         "env": {"type": "object", "additionalProperties": {"type": "string"},
                 "description": "variables set in the worker container"},
         "forward_env": {"type": "array", "items": {"type": "string"},
@@ -53,15 +36,6 @@ CONFIG_SCHEMA = {
         "pip_cache": {"type": "boolean", "description": "mount a pip cache into the worker container (default true)"},
     },
 }
-
-
-@dataclasses.dataclass(frozen=True)
-class Mount:
-    """A bind mount: host ``source`` at ``target`` in the container."""
-
-    source: str
-    target: str
-    read_only: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +65,7 @@ class DockerSettings:
             mounts=tuple(parse_mount(m, spec.base_dir) for m in section.get("mounts", ())),
             env=dict(section.get("env", {})),
             forward_env=tuple(section.get("forward_env", ())),
-            ca_bundle=resolve_ca_bundle(section.get("ca_bundle", True)),
+            ca_bundle=find_ca_bundle(section.get("ca_bundle", True)),
             pip_cache=section.get("pip_cache", True),
         )
 
@@ -99,8 +73,7 @@ class DockerSettings:
 def base_image(python: Optional[str]) -> str:
     """The base image of a generated build when the spec names none."""
     template = os.environ.get(BASE_IMAGE_VARIABLE) or DEFAULT_BASE_IMAGE
-    wanted = python or "%d.%d" % sys.version_info[:2]
-    return template.replace("{python}", ".".join(wanted.split(".")[:2]))
+    return template.replace("{python}", default_python(python))
 
 
 def resolve_user(value: str) -> str:
@@ -112,42 +85,7 @@ def resolve_user(value: str) -> str:
     return value if ":" in value else "%s:%s" % (value, value)
 
 
-def parse_mount(text: str, base_dir: Optional[str]) -> Mount:
-    """``PATH``, ``SRC:DST`` or ``SRC:DST:ro|rw``; ``~`` and relative sources are resolved on the host."""
-    parts = text.split(":")
-    mode = parts.pop() if len(parts) > 1 and parts[-1] in ("ro", "rw") else "rw"
-    source = Path(os.path.expanduser(parts[0]))
-    if not source.is_absolute():
-        source = Path(base_dir or os.getcwd()) / source
-    source = str(source.resolve())
-    return Mount(source, parts[1] if len(parts) > 1 else source, mode == "ro")
-
-
-def resolve_ca_bundle(value) -> Optional[str]:
-    """The host CA bundle to share (``True`` = the system one, when present; ``False`` = none)."""
-    if value is False:
-        return None
-    if isinstance(value, str):
-        return os.path.expanduser(value)
-    return next((p for p in _CA_CANDIDATES if os.path.isfile(p)), None)
-
-
-def forwarded_environment(settings: DockerSettings) -> Dict[str, str]:
-    """The host variables the container gets: the default list plus ``forward_env``."""
-    names = FORWARDED_VARIABLES + settings.forward_env
-    return {name: os.environ[name] for name in names if name in os.environ}
-
-
-def proxy_build_args() -> Dict[str, str]:
-    """The host's proxy settings, as build arguments."""
-    return {name: os.environ[name] for name in PROXY_VARIABLES if name in os.environ}
-
-
-def gpu_devices_present() -> bool:
-    """Whether the host has NVIDIA GPUs (a ``/dev/nvidiaN`` device)."""
-    return any(p.name[len("nvidia"):].isdigit() for p in Path("/dev").glob("nvidia*"))
-
-
 def wants_gpus(settings: DockerSettings) -> bool:
-    return gpu_devices_present() if settings.gpus is None else settings.gpus
+    """Whether the container gets the host's GPUs (``gpus:``, default: when the host has NVIDIA GPUs)."""
+    return nvidia_gpus_present() if settings.gpus is None else settings.gpus
 

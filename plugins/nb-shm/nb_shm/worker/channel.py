@@ -20,8 +20,7 @@ import select
 import struct
 import time
 
-from nbcore.worker.channel import Channel
-from nbcore.worker.framing import ConnectionClosed, ProtocolError, allocate, write_all
+from nbcore.worker import Channel, ConnectionClosed, ProtocolError, pooled_buffer, write_all
 
 from .links import recv_fds, send_fds
 from .pickling import Pickling
@@ -230,7 +229,7 @@ class ShmChannel(Channel):
 
     def _read_large(self, size):
         """Read a body too large for the scratch buffer into a buffer of its own."""
-        body = memoryview(allocate(size))
+        body = memoryview(pooled_buffer(size))
         have = min(self._end - self._start, size)
         body[:have] = self._view[self._start:self._start + have]
         self._start += have
@@ -270,7 +269,7 @@ class ShmChannel(Channel):
                     raise ProtocolError("message refers to unknown segment %d" % segment_id)
                 chunk = segment.view(start, offset, length, notify)
                 if chunks and self.copy:
-                    heap = allocate(length)
+                    heap = pooled_buffer(length)
                     memoryview(heap)[:length] = chunk
                     chunk = heap
             chunks.append(chunk)
@@ -301,7 +300,7 @@ class ShmChannel(Channel):
                 view = self._out.allocate(nbytes)
             if view is not None:
                 return view
-        return allocate(nbytes)
+        return pooled_buffer(nbytes)
 
     def close(self):
         if self._closed:

@@ -14,7 +14,7 @@ import struct
 import sys
 import tempfile
 
-from nbcore.worker.framing import ConnectionClosed
+from nbcore.worker import ConnectionClosed
 
 #: Pipe buffer size asked for (messages larger than this are written in several steps).
 PIPE_SIZE = 256 * 1024

@@ -1,11 +1,9 @@
 """A worker running in a container, as the host watches it."""
-import collections
-import sys
 import threading
 from typing import Optional
 
 import docker.errors
-from nbcore import WorkerError, WorkerProcess
+from nbcore.plugin import OutputReader, OutputTail, WorkerError, WorkerProcess
 
 #: Exit code reported when the container vanished before the daemon told its status.
 UNKNOWN_EXIT = -1
@@ -14,16 +12,15 @@ UNKNOWN_EXIT = -1
 class ContainerWorker(WorkerProcess):
     """A started worker container (created with auto-remove).
 
-    Two background threads follow it from before it starts: one streams its
-    output (echoed to stderr, last lines kept for error messages even after the
-    container is gone), one waits for its removal and records the exit code, so
-    :meth:`poll` costs no request to the daemon.
+    Two background threads follow it from before it starts: an
+    :class:`~nbcore.plugin.OutputReader` streams its output (echoed to stderr,
+    last lines kept for error messages even after the container is gone), one
+    waits for its removal and records the exit code, so :meth:`poll` costs no
+    request to the daemon.
     """
 
     def __init__(self, api, config, tail_lines=20, echo=True):
         self.api = api
-        self._tail = collections.deque(maxlen=tail_lines)
-        self._echo = echo
         self._exit_code = None
         self._ended = threading.Event()
         try:
@@ -32,9 +29,8 @@ class ContainerWorker(WorkerProcess):
             raise _start_failure(config, exc) from None
         try:
             output = api.attach(self.container_id, stdout=True, stderr=True, stream=True, logs=True)
-            self._reader = threading.Thread(target=self._pump, args=(output,), name="nbcore-docker-output",
-                                            daemon=True)
-            self._reader.start()
+            self._reader = OutputReader(output, echo=echo, tail=OutputTail(max_lines=tail_lines),
+                                        name="nbcore-docker-output")
             self._waiter = threading.Thread(target=self._wait_removed, name="nbcore-docker-wait", daemon=True)
             self._waiter.start()
             api.start(self.container_id)
@@ -43,25 +39,6 @@ class ContainerWorker(WorkerProcess):
             if isinstance(exc, docker.errors.APIError):
                 raise _start_failure(config, exc) from None
             raise
-
-    def _pump(self, output):
-        pending = b""
-        try:
-            for chunk in output:
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                for raw in lines:
-                    self._emit(raw.decode("utf-8", "replace"))
-        except Exception:
-            pass
-        if pending:
-            self._emit(pending.decode("utf-8", "replace"))
-
-    def _emit(self, line):
-        self._tail.append(line)
-        if self._echo:
-            sys.stderr.write(line + "\n")
-            sys.stderr.flush()
 
     def _wait_removed(self):
         try:
@@ -85,7 +62,7 @@ class ContainerWorker(WorkerProcess):
                 pass
             if not self._ended.wait(10):
                 self._remove()
-        self._reader.join(timeout=2)
+        self._reader.stop(timeout=2)
 
     def _remove(self):
         try:
@@ -94,8 +71,8 @@ class ContainerWorker(WorkerProcess):
             pass
 
     def output_tail(self):
-        self._reader.join(timeout=0.5)
-        return "\n".join(self._tail)
+        self._reader.stop(timeout=0.5)
+        return self._reader.tail.text()
 
 
 def _start_failure(config, exc):

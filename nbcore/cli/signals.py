@@ -1,0 +1,33 @@
+"""SIGTERM turned into an exception, so a terminated command unwinds and cleans up as on Ctrl-C."""
+import contextlib
+import signal
+import threading
+
+#: The conventional exit code of a process ended by SIGTERM (128 + 15).
+TERMINATED_EXIT = 128 + signal.SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread when the process receives SIGTERM.
+
+    A :class:`KeyboardInterrupt`, so every path that handles Ctrl-C (killing an
+    install step's process group, removing a half-built environment, releasing
+    the install lock) handles it too.
+    """
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def sigterm_raises():
+    """While inside, SIGTERM raises :class:`Terminated` in the main thread (elsewhere: no change)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

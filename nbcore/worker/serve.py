@@ -1,0 +1,86 @@
+"""Starting a worker: connect to the host, negotiate the protocol, serve requests.
+
+:func:`serve` is the one entry point; ``python -m nbcore.worker`` calls it with
+what the host put in the environment (:func:`main`), and other launchers
+(the in-process ``python`` backend, a launcher on another machine) call it
+directly.
+"""
+import importlib
+import os
+import sys
+
+from .negotiation import worker_negotiate
+from .rpc import Worker
+
+#: Variables the host sets for ``python -m nbcore.worker``; :func:`main` removes them before user code runs.
+ADDRESS_VARIABLE = "NBCORE_WORKER_ADDRESS"
+SECRET_VARIABLE = "NBCORE_WORKER_SECRET"
+PROTOCOLS_VARIABLE = "NBCORE_WORKER_PROTOCOLS"
+KEEPALIVE_VARIABLE = "NBCORE_WORKER_KEEPALIVE"
+#: Seconds after which a host that stopped answering on the control connection counts as gone.
+DEFAULT_KEEPALIVE = 60.0
+
+
+class _Unavailable:
+    """Stands in for a protocol module that failed to import, so the host hears why."""
+
+    def __init__(self, reason):
+        self.reason = reason
+
+    def worker_available(self):
+        return self.reason
+
+
+def load_protocols(spec):
+    """Import the protocol modules named by ``spec`` (``name=module,...``, the fallback first)."""
+    modules = {}
+    for item in spec.split(","):
+        name, _, module_name = item.partition("=")
+        try:
+            modules[name] = importlib.import_module(module_name)
+        except Exception as exc:
+            modules[name] = _Unavailable("cannot import %s: %s" % (module_name, exc))
+    return modules
+
+
+def connect(address, secret, protocols, keepalive=None):
+    """Connect to the host at ``address`` with the first of ``protocols`` (from :func:`load_protocols`),
+    negotiate, and return the :class:`~nbcore.worker.rpc.Worker` ready to serve.
+
+    ``keepalive`` (seconds, None = :data:`DEFAULT_KEEPALIVE`) bounds how long a
+    vanished host (its machine down, the network cut) goes unnoticed.
+    """
+    fallback = next(iter(protocols.values()))
+    channel = fallback.worker_connect(address, secret, "main")
+    try:
+        control = fallback.worker_connect(address, secret, "control")
+        control.keepalive(keepalive or DEFAULT_KEEPALIVE)
+    except BaseException:
+        channel.close()
+        raise
+    try:
+        channel = worker_negotiate(channel, protocols)
+    except BaseException:
+        channel.close()
+        control.close()
+        raise
+    return Worker(channel, control)
+
+
+def serve(address, secret, protocols, keepalive=None, exit_when_host_dies=True):
+    """Run a worker until the host shuts it down (or goes away): :func:`connect`, then serve."""
+    worker = connect(address, secret, protocols, keepalive)
+    worker.exit_when_host_dies = exit_when_host_dies
+    worker.serve()
+
+
+def main():
+    """``python -m nbcore.worker``: read the host's variables (and remove them), then :func:`serve`."""
+    address = os.environ.pop(ADDRESS_VARIABLE)
+    secret = bytes.fromhex(os.environ.pop(SECRET_VARIABLE))
+    protocols = load_protocols(os.environ.pop(PROTOCOLS_VARIABLE))
+    keepalive = os.environ.pop(KEEPALIVE_VARIABLE, None)
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    serve(address, secret, protocols, float(keepalive) if keepalive else None)
