@@ -28,8 +28,10 @@ def diagnose(config_path=None):
         problems.append("the cache folder is not writable: " + unwritable)
     for name, provider in sorted(registry.backends.items()):
         reason = provider.check_available()
+        report["backends"][name] = {"available": reason is None, "reason": reason}
         caches = {label: {"path": str(path), "bytes": folder_bytes(path)} for label, path in provider.caches().items()}
-        report["backends"][name] = {"available": reason is None, "reason": reason, "caches": caches}
+        if caches:
+            report["backends"][name]["caches"] = caches
         if reason:
             problems.append("backend %s is unavailable: %s" % (name, reason))
     for name, provider in sorted(registry.protocols.items()):
