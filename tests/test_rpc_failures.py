@@ -6,7 +6,9 @@ what only the worker has).
 """
 import gc
 import os
+import pickle
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -20,6 +22,8 @@ from nbcore import open_backend
 from nbcore.errors import RemoteError, RemoteTraceback, ResultError, WorkerError
 from nbcore.host.connection import RemoteObject
 from nbcore.worker import rpc
+from nbcore.worker.channel import DecodeError, EncodeError, SocketChannel
+from nbcore.worker.framing import ProtocolError
 
 from nbtest import clean_environ, pid_alive, run_nbcore, write
 
@@ -238,6 +242,46 @@ def wait_gone(pid, timeout=10):
     while pid_alive(pid):
         assert time.monotonic() < deadline, "process %d is still alive" % pid
         time.sleep(0.05)
+
+
+# the channel contract -------------------------------------------------------------------------
+
+@pytest.fixture(params=[2, 5])
+def channel_pair(request):
+    a, b = socket.socketpair()
+    left, right = SocketChannel(a, "test"), SocketChannel(b, "test")
+    left.pickle_protocol = right.pickle_protocol = request.param
+    yield left, right
+    left.close()
+    right.close()
+
+
+class RefusesPickling:
+    def __reduce__(self):
+        raise RuntimeError("refuses to be pickled")
+
+
+def test_channel_send_that_fails_to_pickle_sends_nothing(channel_pair):
+    left, right = channel_pair
+    with pytest.raises(EncodeError) as info:
+        left.send([bytearray(1 << 20), RefusesPickling()])
+    assert isinstance(info.value.error, RuntimeError)
+    left.send("next")
+    assert right.recv() == "next"
+
+
+def test_channel_recv_that_fails_to_unpickle_consumes_the_frame(channel_pair):
+    left, right = channel_pair
+    missing = pickle.dumps(HostOnly(1), 0).replace(__name__.encode(), b"nbt_no_such_module")
+    left._framer.send_message(missing, ())
+    left.send("next")
+    with pytest.raises(DecodeError) as info:
+        right.recv()
+    assert isinstance(info.value.error, ModuleNotFoundError)
+    assert right.recv() == "next"
+    left.sock.sendall(b"garbage, not a frame" * 4)
+    with pytest.raises(ProtocolError):
+        right.recv()
 
 
 # 1. results and exceptions that do not pickle --------------------------------------------------
