@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from .. import __version__
-from ..errors import NbcoreError, RemoteTraceback, UserError
+from ..errors import NbcoreError, RemoteError, RemoteTraceback, UserError
 
 
 def _common(parser, configs=False):
@@ -343,6 +343,9 @@ def main(argv=None):
     except UserError as exc:
         print("nbcore: error: %s" % exc, file=sys.stderr)
         return 2
+    except RemoteError as exc:  # the worker's exception has no class here, or would end this program
+        print("nbcore: error: the call raised %s" % exc, file=sys.stderr)
+        return 1
     except NbcoreError as exc:
         print("nbcore: error: %s" % exc, file=sys.stderr)
         return 1
