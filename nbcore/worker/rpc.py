@@ -33,7 +33,6 @@ import os
 import pickle
 import sys
 import threading
-import traceback
 
 from . import cancel
 from .allocation import set_active_channel
@@ -101,6 +100,8 @@ def _describe_error(exc):
             pickled = pickle.dumps(exc)
         except BaseException:
             pickled = None
+    import traceback  # only failing calls need it: keep it out of the worker's start
+
     last_line = "%s: %s\n" % (type_name, message)
     text = _text(lambda: "".join(traceback.format_exception(kind, exc, exc.__traceback__)),
                  _text(lambda: "".join(traceback.format_tb(exc.__traceback__)) + last_line, last_line))
