@@ -73,10 +73,8 @@ def registry_env(tmp_path, monkeypatch, nbcore_home, docker_api):
     """A project folder (the cwd) and the name of its environment ``NAME``, unique to the test.
 
     ``DOCKER_CONFIG`` points at an empty folder (no credentials unless a test writes some); every image
-    of the environment's repository, local or registry-named, is removed afterwards.
+    of a repository named after it (``NAME``, ``NAME-b``...), local or registry-named, is removed afterwards.
     """
-    from nb_docker.images import repository_for
-
     name = "reg-%s" % uuid.uuid4().hex[:8]
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("NBCORE_DOCKER_BASE_IMAGE", BASE_IMAGE_TEMPLATE)
@@ -88,5 +86,5 @@ def registry_env(tmp_path, monkeypatch, nbcore_home, docker_api):
     yield name
     for image in docker_api.images():
         for tag in image.get("RepoTags") or ():
-            if tag.rsplit(":", 1)[0].endswith(repository_for(name)):
+            if tag.rsplit(":", 1)[0].rsplit("/", 1)[-1].startswith(name):
                 docker_api.remove_image(tag, force=True)

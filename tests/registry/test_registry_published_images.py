@@ -122,3 +122,31 @@ def test_a_published_image_of_another_spec_is_rejected(tmp_path, registry_env, o
     line = one_line_error(result)
     assert "is not the image of environment %s" % registry_env in line and "org.nbcore.image-hash" in line
     assert not docker_api.images(name=repository), "the rejected image was kept"
+
+
+def test_push_all_publishes_every_environment_and_a_ready_image_has_nothing_to_publish(tmp_path, registry_env,
+                                                                                       open_registry):
+    from nbtest import write
+
+    second = registry_env + "-b"
+    write(tmp_path / "nbcore.yaml", """
+        registry: %s
+        environments:
+          %s:
+            python: "3.11"
+            docker: {build_script: "echo a > /published-marker"}
+          %s:
+            python: "3.11"
+            docker: {build_script: "echo b > /published-marker"}
+        """ % (open_registry, registry_env, second))
+    pushed = push("--all")
+    assert [p["name"] for p in pushed] == [registry_env, second] and not any(p["skipped"] for p in pushed)
+    assert len({p["image"] for p in pushed}) == 2
+
+    write(tmp_path / "nbcore.yaml", """
+        environments:
+          %s:
+            docker: {image: "nbcore-ci/python:3.11"}
+        """ % registry_env)
+    ready = run_nbcore("push", registry_env, "--backend", "docker", "--registry", open_registry)
+    assert "builds no image of its own to publish" in one_line_error(ready)
