@@ -150,3 +150,15 @@ def test_push_all_publishes_every_environment_and_a_ready_image_has_nothing_to_p
         """ % registry_env)
     ready = run_nbcore("push", registry_env, "--backend", "docker", "--registry", open_registry)
     assert "builds no image of its own to publish" in one_line_error(ready)
+
+
+def test_an_image_without_this_specs_image_hash_is_not_pushed(tmp_path, registry_env, open_registry, docker_api):
+    from docker.utils import parse_repository_tag
+
+    write_project(tmp_path, registry_env, open_registry)
+    provider, env, _ = install(registry_env)
+    repository, tag = parse_repository_tag(provider._plan(env)[1].tag)
+    docker_api.tag("nbcore-ci/python:3.11", repository, tag, force=True)  # what an older nb-docker left: no label
+    result = run_nbcore("push", registry_env, "--backend", "docker")
+    assert "has no org.nbcore.image-hash label of this spec" in one_line_error(result)
+    assert "pushing" not in result.stderr

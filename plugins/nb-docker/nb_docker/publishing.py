@@ -117,6 +117,11 @@ def publish(api, env, plan: ImagePlan, settings: DockerSettings, registry: Optio
         raise UserError("no registry to push %s to: pass --registry, set %s or add registry: to the config"
                         % (env.name, REGISTRY_VARIABLE))
     name = published_name(registry, env, plan)
+    labels = api.inspect_image(plan.tag)["Config"].get("Labels") or {}
+    if labels.get(LABEL_IMAGE_HASH) != plan.image_hash:
+        raise UserError("the image %s of environment %s has no %s label of this spec (an older nb-docker built it): "
+                        "rebuild it with NBCORE_REGISTRY_PULL=never nbcore install --force %s, then push"
+                        % (plan.tag, env.name, LABEL_IMAGE_HASH, env.name))
     if skip_existing:
         digest = lookup(api, name)
         if digest is not None:
