@@ -105,16 +105,15 @@ class DockerBackend(BackendProvider):
         return subprocess.call(run.argv, env=run.env)
 
     def remove(self, env):
-        """Delete the environment's images (every tag labelled with its name and spec hash, and its built tag, which
-        a pulled image labelled elsewhere has), then its folder."""
+        """Delete the images this cache and project built for the environment (its name and spec hash), then its
+        folder; images another home or project built, or pulled ones, may serve environments elsewhere and stay."""
         import docker.errors
 
         from .engine import api_client
         from .images import remove_labelled
 
         try:
-            _, plan = self._plan(env)
-            remove_labelled(api_client(), env, plan.tag if plan.built else None)
+            remove_labelled(api_client(), env)
         except docker.errors.DockerException as exc:
             log.warning("could not remove the docker images of %s: %s", env.name, exc)
         super().remove(env)

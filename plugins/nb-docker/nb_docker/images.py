@@ -208,12 +208,15 @@ def remove_old_tags(api, env, keep: str, progress) -> None:
                 progress.step("kept the old image %s: %s" % (tag, exc.explanation or exc))
 
 
-def remove_labelled(api, env, built_tag: Optional[str] = None) -> None:
-    """Delete every image built for ``env`` (its name and spec hash) and ``built_tag``; ready images belong to the
-    user and stay."""
-    labels = ["%s=%s" % (LABEL_ENV, env.name), "%s=%s" % (LABEL_SPEC_HASH, env.spec_hash)]
-    tags = [tag for image in api.images(filters={"label": labels}) for tag in image.get("RepoTags") or ()]
-    for tag in dict.fromkeys(tags + ([built_tag] if built_tag else [])):
+def remove_labelled(api, env) -> None:
+    """Delete the images built for ``env`` (its name and spec hash) by this cache and project.
+
+    Ready images belong to the user, and images another ``NBCORE_HOME`` or project built (or a
+    pulled one, which carries its publisher's labels) may serve environments elsewhere: they stay.
+    """
+    labels = {LABEL_ENV: env.name, LABEL_SPEC_HASH: env.spec_hash, **owner_labels(env)}
+    images = api.images(filters={"label": ["%s=%s" % item for item in sorted(labels.items())]})
+    for tag in dict.fromkeys(tag for image in images for tag in image.get("RepoTags") or ()):
         try:
             api.remove_image(tag)
         except docker.errors.ImageNotFound:
