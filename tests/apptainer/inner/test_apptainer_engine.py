@@ -37,7 +37,7 @@ class CountingProgress(Progress):
 
 def one_error_line(stderr):
     """The CLI's error: one line, the last of its output, no traceback."""
-    errors = [line for line in stderr.splitlines() if "error" in line.lower() or "Traceback" in line]
+    errors = [line for line in stderr.splitlines() if line.startswith("nbcore: error") or "Traceback" in line]
     assert len(errors) == 1 and stderr.strip().splitlines()[-1] == errors[0], stderr
     return errors[0]
 
