@@ -17,11 +17,20 @@ class HomeNotWritable(UserError):
     """nbcore cannot write into its cache folder: read-only, not permitted, or the disk is full."""
 
 
+#: The variables that move the cache, the first one set winning.
+HOME_VARIABLES = ("NBCORE_HOME", "NERFBASELINES_PREFIX")
+
+
+def home_variable():
+    """The variable that sets the cache folder, or None for the default."""
+    return next((name for name in HOME_VARIABLES if os.environ.get(name)), None)
+
+
 def nbcore_home() -> Path:
     """The root of every nbcore cache; ``NBCORE_HOME`` moves all of them at once."""
-    explicit = os.environ.get("NBCORE_HOME") or os.environ.get("NERFBASELINES_PREFIX")
-    if explicit:
-        return Path(explicit).expanduser().resolve()
+    variable = home_variable()
+    if variable:
+        return Path(os.environ[variable]).expanduser().resolve()
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("nbcore", appauthor=False))

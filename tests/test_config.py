@@ -7,7 +7,7 @@ from nbcore.plugin.registry import build_registry
 
 from nbtest import run_nbcore, write
 
-pytestmark = pytest.mark.usefixtures("clean_env")
+pytestmark = pytest.mark.usefixtures("clean_env", "nbcore_home")
 
 
 @pytest.fixture(scope="module")
@@ -200,3 +200,40 @@ def test_cli_missing_config_file(tmp_path):
     assert result.stderr.count("\n") == 1 and "no configuration" in result.stderr
     result = run_nbcore("install", "demo", "-c", tmp_path / "nope.yaml", cwd=tmp_path)
     assert result.returncode == 2 and "not found" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("text, line, start", [
+    # a block value starts below its key: the key's line names it
+    ("environments:\n  demo:\n    packages:\n      numpy: 1\n", 3, "environments.demo.packages: "),
+    ("environments:\n  demo:\n    docker:\n      - x\n", 3, "environments.demo.docker: "),
+    ("environments:\n  demo:\n    - numpy\n", 2, "environments.demo: "),
+    ("environments: {}\nbackend:\n  - x\n", 2, "backend: "),
+    # a list item names its own line
+    ("environments:\n  demo:\n    packages:\n      - numpy\n      - 3\n", 5, "environments.demo.packages.1: "),
+    # a bad environment name: the line of that name, not of the first one
+    ("environments:\n  ok: {}\n  other: {}\n  'no spaces': {}\n", 4, "environments: name 'no spaces' does not match"),
+    ("environments:\n  ok: {}\n  123: {}\n", 3, "environments: name 123 is not of type 'string'"),
+    # keys YAML reads as other types
+    ("environments:\n  demo:\n    packages: []\n    yes: 1\n", 4, "unknown key 'environments.demo.True'"),
+    ("environments:\n  demo:\n    packages: []\n    3: 1\n", 4, "unknown key 'environments.demo.3'"),
+    # nested type errors in a backend section
+    ("environments:\n  demo:\n    packages: []\n    docker:\n      image: 3\n", 5, "environments.demo.docker.image: "),
+    ("environments:\n  demo:\n    docker:\n      image: x\n\n      imag: 3\n", 6, "unknown key 'environments.demo.docker.imag'"),
+    # an unknown key beside a merge key
+    ("environments:\n  base: &b {packages: [numpy]}\n  demo:\n    <<: *b\n    pakages: 1\n", 5,
+     "unknown key 'environments.demo.pakages'"),
+])
+def test_error_line_is_the_line_of_the_key_or_item(text, line, start):
+    from nbcore.plugin.registry import get_registry
+
+    backends = get_registry().backends
+    if ".docker." in start and "docker" not in backends:
+        pytest.skip("the docker section is validated by nb-docker, which is not installed")
+    message = config_error(text, backends)
+    assert message.startswith("nbcore.yaml:%d: %s" % (line, start)), message
+
+
+def test_spec_source_is_the_line_of_the_environment_name(backends):
+    config = parse_config("environments:\n  demo:\n    python: '3.11'\n  other:\n    packages: []\n", "f.yaml", backends)
+    assert config.spec("demo").source == "f.yaml:2"
+    assert config.spec("other").source == "f.yaml:4"

@@ -51,6 +51,11 @@ def find_interpreter(wanted):
     return None
 
 
+def _no_interpreter(env):
+    return ("Python %s is not on PATH (no python%s found, uv found none); install it or use a backend that "
+            "provides it: conda, docker, apptainer" % (env.spec.python, env.spec.python))
+
+
 class VenvBackend(BackendProvider):
     """A virtual environment per spec, made with uv when it is on PATH, else with venv and pip."""
 
@@ -62,10 +67,9 @@ class VenvBackend(BackendProvider):
         return None
 
     def check_spec(self, env):
-        if find_interpreter(env.spec.python) is None:
-            return ("Python %s is not on PATH (no python%s found, uv found none); install it or use a backend that "
-                    "provides it: conda, docker, apptainer" % (env.spec.python, env.spec.python))
-        return None
+        if self.is_installed(env):  # its interpreter is in the venv: no lookup (a subprocess) on every start
+            return None
+        return None if find_interpreter(env.spec.python) else _no_interpreter(env)
 
     @staticmethod
     def python(env) -> Path:
@@ -88,7 +92,7 @@ class VenvBackend(BackendProvider):
     def install(self, env, progress):
         interpreter = find_interpreter(env.spec.python)
         if interpreter is None:
-            raise InstallError(self.check_spec(env))
+            raise InstallError(_no_interpreter(env))
         venv = env.path / "venv"
         uv = shutil.which("uv")
         if uv:

@@ -24,7 +24,9 @@ from pathlib import Path
 from ..plugin.backend import WorkerLaunch
 from ..errors import UserError
 from ..host.launch import prepare, staged_worker_path, start
-from ..worker.bench_targets import make_blob
+from ..host.selection import default_protocols
+from ..plugin.registry import get_registry
+from ..worker.bench_targets import has_numpy, make_blob
 
 TARGETS = "nbcore.worker.bench_targets"
 NOOP_BLOCKS = 10
@@ -33,7 +35,6 @@ FRAME_BLOCK = 5
 #: Message sizes of ``--sizes``: 1 KB .. 256 MB, by factors of 4.
 SWEEP_SIZES = tuple(1024 * 4 ** i for i in range(10))
 #: Protocol lists compared by ``--sizes``.
-SWEEP_PROTOCOLS = ("tcp-pickle", "tcp-pickle,shm-pickle")
 
 
 def _pipe_echo(connection):
@@ -148,8 +149,10 @@ def run_bench(env_name=None, config=None, backend=None, protocol=None, quick=Fal
             ours += _timed(noop, noop_calls // NOOP_BLOCKS)
             theirs += pipe.round_trips(noop_calls // NOOP_BLOCKS)
 
-        numpy_frames = remote_env.call(TARGETS + ":has_numpy")
+        numpy_frames = remote_env.call(TARGETS + ":use_numpy", has_numpy())
         frame = remote_env.call(TARGETS + ":frame")
+        if not numpy_frames:  # what arrived are plain buffers: send back buffers of the same sizes
+            frame = [make_blob(memoryview(part).nbytes, False) for part in frame]
         memcpy = _memcpy(frame)
         nbytes = sum(memoryview(p).nbytes for p in frame)
         kinds = {
@@ -207,33 +210,40 @@ def _sweep_reps(nbytes, quick):
     return max(3, min(20 if quick else 200, budget // nbytes))
 
 
-def run_sweep(env_name=None, config=None, backend=None, quick=False, sizes=SWEEP_SIZES, protocols=SWEEP_PROTOCOLS):
-    """Median transfer time per message size, worker->host and host->worker, for each protocol list.
+def sweep_protocol_lists(registry):
+    """The protocol lists the sweep runs: the preferred fallback alone, then with each installed upgrade."""
+    fallback = default_protocols(registry).split(",")[0]
+    return [fallback] + ["%s,%s" % (fallback, p.name) for p in registry.upgrade_protocols()]
+
+
+def run_sweep(env_name=None, config=None, backend=None, quick=False, sizes=SWEEP_SIZES, protocols=None):
+    """Median transfer time per message size, worker->host and host->worker, for each protocol list
+    (default: :func:`sweep_protocol_lists`).
 
     The memcpy reference of each size is measured right after that size's transfers.
-    Protocol lists whose upgrade is not available here are measured as what they
-    negotiate; the result is keyed by the negotiated name.
+    The result is keyed by the protocol list asked for; each entry says what was
+    negotiated (a list whose upgrade is not available here runs on its fallback).
     """
     if env_name is None:
         env_name, config = "bench", {"environments": {"bench": {}}}
     config, provider, env = prepare(env_name, config, backend)
     result = {"sizes": list(sizes), "protocols": {}}
     copies = {nbytes: [] for nbytes in sizes}
-    for names in protocols:
+    for names in protocols or sweep_protocol_lists(get_registry()):
         remote_env = start(config, provider, env, names)
         try:
-            entry = {"to_host_ms": [], "to_worker_ms": []}
-            worker_numpy = remote_env.call(TARGETS + ":has_numpy")
+            entry = {"negotiated": remote_env.protocol, "to_host_ms": [], "to_worker_ms": []}
+            numpy_blobs = remote_env.call(TARGETS + ":use_numpy", has_numpy())
             for nbytes in sizes:
                 reps = _sweep_reps(nbytes, quick)
-                payload = [make_blob(nbytes, worker_numpy)]
+                payload = [make_blob(nbytes, numpy_blobs)]
                 get = lambda: remote_env.call(TARGETS + ":blob", nbytes)  # noqa: E731
                 put = lambda: remote_env.call(TARGETS + ":consume", payload)  # noqa: E731
                 get(), put()
                 entry["to_host_ms"].append(_ms(_timed(get, reps)))
                 entry["to_worker_ms"].append(_ms(_timed(put, reps)))
                 copies[nbytes] += _timed(_memcpy(payload), reps)
-            result["protocols"][remote_env.protocol] = entry
+            result["protocols"][names] = entry
         finally:
             remote_env.close()
     result["memcpy_ms"] = [_ms(copies[nbytes]) for nbytes in sizes]
@@ -255,7 +265,9 @@ def format_sweep(sweep):
     """Throughput table of :func:`run_sweep` (GB/s)."""
     names = list(sweep["protocols"])
     columns = ["%s %s" % (n, d) for n in names for d in ("->host", "->worker")] + ["memcpy"]
-    lines = ["throughput GB/s   " + "  ".join("%22s" % c for c in columns)]
+    width = max(len(c) for c in columns)
+    lines = ["%s: negotiated %s" % (n, sweep["protocols"][n]["negotiated"]) for n in names]
+    lines.append("throughput GB/s   " + "  ".join("%*s" % (width, c) for c in columns))
     sizes = sweep["sizes"]
     series = []
     for name in names:
@@ -263,7 +275,7 @@ def format_sweep(sweep):
                    _gbps(sizes, sweep["protocols"][name]["to_worker_ms"])]
     series.append(_gbps(sizes, sweep["memcpy_ms"]))
     for i, nbytes in enumerate(sizes):
-        lines.append("%-16s  " % _size_label(nbytes) + "  ".join("%22.2f" % s[i] for s in series))
+        lines.append("%-16s  " % _size_label(nbytes) + "  ".join("%*.2f" % (width, s[i]) for s in series))
     return "\n".join(lines)
 
 
@@ -279,6 +291,7 @@ def plot_sweep(sweep, path):
     sizes = sweep["sizes"]
     fig, ax = plt.subplots(figsize=(9, 5.5))
     for name, entry in sweep["protocols"].items():
+        name = "%s (%s)" % (name, entry["negotiated"])
         line, = ax.plot(sizes, _gbps(sizes, entry["to_host_ms"]), marker="o", label=name + ", worker -> host")
         ax.plot(sizes, _gbps(sizes, entry["to_worker_ms"]), marker="s", linestyle="--", color=line.get_color(),
                 label=name + ", host -> worker")
@@ -300,17 +313,18 @@ def plot_sweep(sweep, path):
 def format_report(result):
     """Human-readable lines for ``nbcore bench`` without ``--json``."""
     r, x = result, result["ratios"]
+    allocator = "allocate_ndarray" if r["frame_is_numpy"] else "allocate_buffer"
     return "\n".join([
         "backend %s, protocol %s, worker Python %s" % (r["backend"], r["protocol"], r["worker_python"]),
         "no-op call      median %8.1f us  p99 %8.1f us   %.2fx Pipe (%.1f us)" % (
             r["noop_us_median"], r["noop_us_p99"], x["noop_vs_pipe"], r["pipe_noop_us_median"]),
         "frame to host   %8.2f ms  %.2fx memcpy (%.2f ms for %.1f MB)" % (
             r["frame_to_host_ms"], x["frame_to_host_vs_memcpy"], r["memcpy_ms"], r["frame_mb"]),
-        "frame to host, allocate_ndarray %6.3f ms  %.3fx memcpy" % (
-            r["frame_to_host_prealloc_ms"], x["frame_to_host_prealloc_vs_memcpy"]),
+        "frame to host, %s %6.3f ms  %.3fx memcpy" % (
+            allocator, r["frame_to_host_prealloc_ms"], x["frame_to_host_prealloc_vs_memcpy"]),
         "frame to worker %8.2f ms  %.2fx memcpy" % (r["frame_to_worker_ms"], x["frame_to_worker_vs_memcpy"]),
-        "first call after a memcpy block: frame to host %.2f ms, allocate_ndarray %.3f ms, frame to worker %.2f ms" % (
-            r["first_call_ms"]["frame_to_host"], r["first_call_ms"]["frame_to_host_prealloc"],
+        "first call after a memcpy block: frame to host %.2f ms, %s %.3f ms, frame to worker %.2f ms" % (
+            r["first_call_ms"]["frame_to_host"], allocator, r["first_call_ms"]["frame_to_host_prealloc"],
             r["first_call_ms"]["frame_to_worker"]),
         "start           %8.1f ms  %.2fx python -c pass (%.1f ms)" % (
             r["start_ms"], x["start_vs_python_start"], r["python_start_ms"]),

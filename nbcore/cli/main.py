@@ -2,6 +2,9 @@
 import argparse
 import json
 import logging
+import math
+import os
+import select
 import sys
 from pathlib import Path
 
@@ -43,21 +46,25 @@ def build_parser():
     install = command("install", "create an environment (no-op when it is ready)")
     install.add_argument("env")
     install.add_argument("--force", action="store_true", help="rebuild even if ready")
+    lock = command("lock", "write a lock file of an environment (installed first when needed)")
+    lock.add_argument("env")
+    lock.add_argument("-o", "--output", help="lock file to write (default: ./ENV.lock)")
     shell = command("shell", "open a shell (or run CMD) inside an environment")
     shell.add_argument("env")
     shell.epilog = "Everything after -- is the command to run (default: an interactive shell)."
     call = _json_flag(command("call", "call module:function inside an environment and print the result"))
     call.add_argument("env")
     call.add_argument("target", metavar="module:function")
-    call.add_argument("--args", default="[]", help="positional arguments as a JSON list")
-    call.add_argument("--kwargs", default="{}", help="keyword arguments as a JSON object")
+    call.add_argument("--args", default="[]", help="positional arguments as a JSON list (@FILE: read it from FILE, "
+                      "-: from standard input)")
+    call.add_argument("--kwargs", default="{}", help="keyword arguments as a JSON object (@FILE or - as for --args)")
     call.add_argument("--protocol", help="protocol list (overrides NBCORE_PROTOCOL)")
     bench = _json_flag(command("bench", "measure latency, frame transfer and start time"))
     bench.add_argument("env", nargs="?", help="environment (default: an empty spec on the chosen backend)")
     bench.add_argument("--protocol", help="protocol list (overrides NBCORE_PROTOCOL)")
     bench.add_argument("--quick", action="store_true", help="fewer repetitions (for smoke tests)")
     bench.add_argument("--sizes", action="store_true",
-                       help="also sweep message sizes 1 KB .. 256 MB for tcp-pickle and shm-pickle")
+                       help="also sweep message sizes 1 KB .. 256 MB for the fallback protocol and each installed upgrade")
     bench.add_argument("--plot", metavar="FILE.png", help="draw the sweep's throughput against size (implies --sizes; "
                        "needs matplotlib)")
     _json_flag(command("doctor", "show what is installed, what is missing and how to fix it"))
@@ -80,19 +87,35 @@ def _print_table(rows, columns):
 
 def _emit(args, data, rows=None, columns=None):
     if args.json:
-        print(json.dumps(data, indent=2, default=_jsonable))
+        print(json.dumps(_json_ready(data), indent=2, allow_nan=False))
     elif rows is not None:
         _print_table(rows, columns)
 
 
-def _jsonable(value):
-    if hasattr(value, "tolist"):
-        return value.tolist()
+def _json_ready(value):
+    """``value`` as plain JSON data: NaN and infinities become null, keys strings, the rest lists or text."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (str, int)):
+        return value
+    if isinstance(value, dict):
+        return {_json_key(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_json_ready(v) for v in value]
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
+        return _json_ready(value.tolist())
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value).hex()
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
     return repr(value)
+
+
+def _json_key(key):
+    """A dict key as JSON has it: strings stay, numbers, booleans and None as JSON writes them, others as JSON text."""
+    if isinstance(key, str):
+        return key
+    if key is None or isinstance(key, (int, float)):
+        return json.dumps(_json_ready(key))
+    return json.dumps(_json_ready(key), separators=(", ", ": "))
 
 
 def cmd_plugins(args):
@@ -161,18 +184,53 @@ def cmd_install(args):
         print("nbcore: environment %s (%s) is already installed at %s" % (env.name, provider.name, env.path), file=sys.stderr)
 
 
+def cmd_lock(args):
+    from ..host.launch import prepare
+    from ..plugin.progress import Progress
+
+    config, provider, env = prepare(args.env, args.config, args.backend)
+    path = Path(args.output or "%s.lock" % env.name).resolve()
+    try:
+        provider.lock(env, path, Progress())
+    except NotImplementedError as exc:
+        raise UserError("%s; the conda backend writes lock files (--backend conda)" % exc) from None
+
+
 def cmd_shell(args):
     from ..plugin.backend import WorkerLaunch
     from ..host.launch import prepare, staged_worker_path
 
     config, provider, env = prepare(args.env, args.config, args.backend)
     command = args.command_after_dashes
-    return provider.shell(env, command, WorkerLaunch(worker_path=staged_worker_path(), cwd=Path.cwd(), variables={}))
+    launch = WorkerLaunch(worker_path=staged_worker_path(), cwd=Path.cwd(), variables={})
+    try:
+        return provider.shell(env, command, launch)
+    except (FileNotFoundError, PermissionError) as exc:
+        program = command[0] if command else os.environ.get("SHELL") or "/bin/sh"  # BackendProvider.shell's default
+        if exc.filename not in (program, None):  # not the command itself (the engine's own binary, say)
+            raise
+        found = isinstance(exc, PermissionError)
+        print("nbcore: error: %s: %s in %s" % (program, "permission denied" if found else "command not found", env.name),
+              file=sys.stderr)
+        return 126 if found else 127
+
+
+def _argument_text(text, what):
+    """The text of ``--args``/``--kwargs``: the value itself, ``@FILE``'s content, or standard input for ``-``."""
+    if text == "-":
+        return sys.stdin.read()
+    if text.startswith("@"):
+        try:
+            with open(text[1:], encoding="utf-8") as f:
+                return f.read()
+        except OSError as exc:
+            raise UserError("%s %s: cannot read %s: %s" % (what, text, text[1:], exc.strerror)) from None
+    return text
 
 
 def _parse_json(text, what):
     try:
-        return json.loads(text)
+        return json.loads(_argument_text(text, what))
     except json.JSONDecodeError as exc:
         raise UserError("%s is not valid JSON: %s" % (what, exc)) from None
 
@@ -180,6 +238,8 @@ def _parse_json(text, what):
 def cmd_call(args):
     from ..host.launch import open_backend
 
+    if args.args == args.kwargs == "-":
+        raise UserError("--args and --kwargs cannot both read standard input: give one of them as @FILE")
     call_args = _parse_json(args.args, "--args")
     call_kwargs = _parse_json(args.kwargs, "--kwargs")
     if not isinstance(call_args, list) or not isinstance(call_kwargs, dict):
@@ -241,6 +301,31 @@ def cmd_gc(args):
 COMMANDS = {name[4:]: fn for name, fn in globals().items() if name.startswith("cmd_")}
 
 
+def _stdout_reader_gone():
+    """Whether standard output is a pipe whose reader has closed it (not some other broken pipe)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(event & select.POLLERR for _, event in poller.poll(0))
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _run_command(args):
+    """Run the command; a reader that went away (``nbcore envs --json | head``) ends it quietly."""
+    try:
+        code = COMMANDS[args.command](args) or 0
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        if not _stdout_reader_gone():
+            raise
+        devnull = os.open(os.devnull, os.O_WRONLY)  # the flush at exit must not fail again
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 128 + 13  # what a shell reports for a writer ended by SIGPIPE
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     after_dashes = []
@@ -254,7 +339,7 @@ def main(argv=None):
 
     try:
         with sigterm_raises():
-            return COMMANDS[args.command](args) or 0
+            return _run_command(args)
     except UserError as exc:
         print("nbcore: error: %s" % exc, file=sys.stderr)
         return 2

@@ -19,8 +19,6 @@ import os
 from pathlib import Path
 from typing import Dict, Optional
 
-import yaml
-
 from ..errors import ConfigError
 from ..plugin.registry import KNOWN_BACKENDS
 from ..spec import EnvironmentSpec
@@ -71,87 +69,41 @@ def schema(backends) -> dict:
             "backend": {"type": "string"},
             "protocol": {"type": "string"},
             "environments": {"type": "object", "additionalProperties": spec,
-                             "propertyNames": {"pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"}},
+                             "propertyNames": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"}},
         },
     }
 
 
-def _node_at(node, path):
-    """The YAML node at a JSON path (for line numbers); the deepest one found."""
-    for key in path:
-        if isinstance(node, yaml.MappingNode):
-            match = [v for k, v in node.value if k.value == key]
-            if not match:
-                return node
-            node = match[0]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
-            node = node.value[key]
-        else:
-            return node
-    return node
-
-
-def _key_node(node, key):
-    for k, _ in node.value:
-        if k.value == key:
-            return k
-    return node
-
-
-def _check_duplicates(node, where):
-    if isinstance(node, yaml.MappingNode):
-        seen = set()
-        for k, v in node.value:
-            if k.value in seen:
-                raise ConfigError("%s:%d: key %r appears twice" % (where, k.start_mark.line + 1, k.value))
-            seen.add(k.value)
-            _check_duplicates(v, where)
-    elif isinstance(node, yaml.SequenceNode):
-        for v in node.value:
-            _check_duplicates(v, where)
-
-
-def _describe(error, root, where):
-    path = list(error.absolute_path)
-    dotted = ".".join(str(p) for p in path) or "(top level)"
-    node = _node_at(root, path)
-    if error.validator == "additionalProperties":
-        extra = [k for k in error.instance if k not in error.schema.get("properties", {})]
-        key = extra[0] if extra else "?"
-        line = _key_node(node, key).start_mark.line + 1 if isinstance(node, yaml.MappingNode) else node.start_mark.line + 1
-        allowed = ", ".join(sorted(error.schema.get("properties", {})))
-        prefix = dotted + "." if path else ""
-        return "%s:%d: unknown key %r (allowed here: %s)" % (where, line, prefix + key, allowed)
-    if error.validator == "required":
-        return "%s:%d: %s" % (where, node.start_mark.line + 1, error.message)
-    return "%s:%d: %s: %s" % (where, node.start_mark.line + 1, dotted, error.message)
-
-
 def parse_config(text: str, where: str, backends, base_dir=None) -> Config:
-    """Parse and validate configuration text; ``where`` names it in errors."""
-    import jsonschema
+    """Parse and validate configuration text; ``where`` names it in errors.
 
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = ":%d" % (mark.line + 1) if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError("%s%s: malformed YAML: %s" % (where, line, problem)) from None
-    if root is None:
-        raise ConfigError("%s: the file is empty; it needs an 'environments:' mapping" % where)
-    _check_duplicates(root, where)
-    validator = jsonschema.Draft202012Validator(schema(backends))
-    errors = sorted(validator.iter_errors(data), key=lambda e: (len(list(e.absolute_path)), str(e.message)))
-    if errors:
-        best = max(errors, key=lambda e: len(list(e.absolute_path)))
-        raise ConfigError(_describe(best, root, where))
+    A text that was valid under the same schema before is taken from
+    :mod:`.config_cache` without parsing it again.
+    """
+    from . import config_cache
+
+    file_schema = schema(backends)
+    key = config_cache.cache_key(text, file_schema)
+    checked = config_cache.load(key)
+    if not _is_checked(checked):
+        from .config_check import check
+
+        checked = check(text, where, file_schema)
+        config_cache.store(key, checked)
+    data, lines = checked["data"], checked["lines"]
     environments = {}
     for name, spec in (data.get("environments") or {}).items():
-        line = _node_at(root, ["environments", name]).start_mark.line + 1
-        environments[name] = EnvironmentSpec.from_dict(spec, source="%s:%d" % (where, line), base_dir=base_dir)
+        source = "%s:%d" % (where, lines[name])
+        environments[name] = EnvironmentSpec.from_dict(spec, source=source, base_dir=base_dir)
     return Config(environments, data.get("backend"), data.get("protocol"))
+
+
+def _is_checked(value):
+    """Whether ``value`` has the shape of :func:`.config_check.check`'s result."""
+    if not (isinstance(value, dict) and isinstance(value.get("data"), dict) and isinstance(value.get("lines"), dict)):
+        return False
+    environments = value["data"].get("environments")
+    return isinstance(environments, dict) and all(isinstance(value["lines"].get(n), int) for n in environments)
 
 
 def find_config_file(explicit=None) -> Optional[Path]:
@@ -179,4 +131,6 @@ def load_config(path, backends) -> Config:
 
 def config_from_dict(data: dict, backends, where="<dict>") -> Config:
     """Validate a configuration given as a Python dict (same schema as the file)."""
+    import yaml
+
     return parse_config(yaml.safe_dump(data), where, backends, base_dir=os.getcwd())

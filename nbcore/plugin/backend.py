@@ -156,6 +156,10 @@ class BackendProvider(abc.ABC):
         """Write a lock file of the installed ``env`` to ``path`` (``nbcore lock``), for backends that have them."""
         raise NotImplementedError("the %s backend writes no lock files" % self.name)
 
+    def caches(self) -> Dict[str, Path]:
+        """Folders this backend shares between its environments (package caches), by label, for ``nbcore doctor``."""
+        return {}
+
     def remove(self, env: Environment) -> None:
         """Delete the environment and anything it owns outside ``env.path`` (images, caches)."""
         shutil.rmtree(env.path, ignore_errors=True)

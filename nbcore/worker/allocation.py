@@ -49,8 +49,11 @@ def _resolve_dtype(spec):
     """``numpy.dtype(spec)``, remembered: parsing a dtype costs more than the rest of an allocation."""
     global _numpy
     if _numpy is None:
-        import numpy
-
+        try:
+            import numpy
+        except ImportError:
+            raise ImportError("allocate_ndarray needs numpy, which this environment lacks; allocate_buffer(nbytes) "
+                              "gives a bytes-like buffer without it") from None
         _numpy = numpy
     dtype = _numpy.dtype(spec)
     if len(_dtypes) >= _DTYPES_MAX:

@@ -1,7 +1,17 @@
-"""Functions ``nbcore bench`` calls in the worker (stdlib only; numpy when the environment has it)."""
-from .allocation import allocate_ndarray
+"""Functions ``nbcore bench`` calls in the worker (stdlib only; numpy when both ends have it).
+
+Frames and blobs are numpy arrays when :func:`use_numpy` found numpy in the
+environment and the host has it too, else :class:`pickle.PickleBuffer` objects
+of the same sizes: either way they cross out of band, as arrays do.
+"""
+import pickle
+
+from .allocation import allocate_buffer, allocate_ndarray
 
 FRAME_SHAPES = ((1080, 1920, 3), (1080, 1920, 1))
+#: Bytes per element of the frame (float32).
+ITEMSIZE = 4
+_numpy = None
 _frame = None
 _blob = None
 
@@ -18,47 +28,60 @@ def has_numpy():
     return True
 
 
+def use_numpy(host_has_numpy):
+    """Make frames and blobs numpy arrays from now on if this environment has numpy too; return whether it does."""
+    global _numpy, _frame, _blob
+    _numpy = host_has_numpy and has_numpy()
+    _frame = _blob = None
+    return _numpy
+
+
+def frame_nbytes():
+    """The sizes in bytes of the frame's parts."""
+    return [ITEMSIZE * a * b * c for a, b, c in FRAME_SHAPES]
+
+
 def frame():
     """A 33.2 MB frame (float32 RGB + depth), made once and returned on every call."""
     global _frame
     if _frame is None:
-        if has_numpy():
+        if _numpy:
             import numpy as np
 
             _frame = [np.random.default_rng(0).random(shape, dtype=np.float32) for shape in FRAME_SHAPES]
         else:
-            _frame = [bytearray(4 * a * b * c) for a, b, c in FRAME_SHAPES]
+            _frame = [make_blob(nbytes, False) for nbytes in frame_nbytes()]
     return _frame
 
 
 def allocated_frame():
-    """The same frame built with ``allocate_ndarray`` each call (crosses without a copy where supported)."""
-    out = []
-    for shape in FRAME_SHAPES:
-        array = allocate_ndarray(shape, "float32")
-        array[0, 0, 0] = 1.0
-        out.append(array)
-    return out
+    """The same frame built each call where the channel sends it from (``allocate_ndarray``, else ``allocate_buffer``)."""
+    if _numpy:
+        out = [allocate_ndarray(shape, "float32") for shape in FRAME_SHAPES]
+        for array in out:
+            array[0, 0, 0] = 1.0
+        return out
+    out = [allocate_buffer(nbytes) for nbytes in frame_nbytes()]
+    for buffer in out:
+        buffer[0] = 1
+    return [pickle.PickleBuffer(buffer) for buffer in out]
 
 
 def blob(nbytes):
-    """A buffer of ``nbytes`` bytes that crosses out of band (numpy array, else PickleBuffer), kept per size."""
+    """A buffer of ``nbytes`` bytes that crosses out of band, kept per size."""
     global _blob
     if _blob is None or _blob[0] != nbytes:
-        _blob = (nbytes, make_blob(nbytes))
+        _blob = (nbytes, make_blob(nbytes, _numpy))
     return _blob[1]
 
 
-def make_blob(nbytes, use_numpy=None):
-    """A fresh ``nbytes`` buffer of ones (the host makes the same kind as the worker's)."""
-    if has_numpy() if use_numpy is None else use_numpy:
+def make_blob(nbytes, use_numpy):
+    """A fresh ``nbytes`` buffer of ones: a numpy array, else a PickleBuffer (the host makes the same kind)."""
+    if use_numpy:
         import numpy as np
 
         return np.ones(nbytes, dtype=np.uint8)
-    import pickle
-
-    data = bytearray(b"\1" * nbytes)
-    return pickle.PickleBuffer(data) if hasattr(pickle, "PickleBuffer") else data
+    return pickle.PickleBuffer(bytearray(b"\1" * nbytes))
 
 
 def consume(frame):

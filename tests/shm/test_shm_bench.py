@@ -5,6 +5,8 @@ from nbcore.cli.bench import format_report, format_sweep, plot_sweep, run_bench,
 
 from conftest import NUMPY_ENV
 
+pytestmark = pytest.mark.slow  # benchmarks
+
 
 def test_bench_reports_the_allocate_ndarray_frame(nbcore_home):
     result = run_bench("shmtest", NUMPY_ENV, "venv", quick=True)
@@ -19,12 +21,13 @@ def test_bench_reports_the_allocate_ndarray_frame(nbcore_home):
 
 def test_size_sweep_compares_both_protocols(nbcore_home, tmp_path):
     sweep = run_sweep("shmtest", NUMPY_ENV, "venv", quick=True, sizes=(1024, 256 * 1024))
-    assert set(sweep["protocols"]) == {"tcp-pickle5-buffers", "shm-pickle5-buffers"}
+    assert {name: entry["negotiated"] for name, entry in sweep["protocols"].items()} == {
+        "tcp-pickle": "tcp-pickle5-buffers", "tcp-pickle,shm-pickle": "shm-pickle5-buffers"}
     for entry in sweep["protocols"].values():
         assert len(entry["to_host_ms"]) == len(entry["to_worker_ms"]) == 2
     assert len(sweep["memcpy_ms"]) == 2
     table = format_sweep(sweep)
-    assert "1 KB" in table and "256 KB" in table
+    assert "1 KB" in table and "256 KB" in table and "negotiated shm-pickle5-buffers" in table
     pytest.importorskip("matplotlib")
     plot_sweep(sweep, tmp_path / "sweep.png")
     assert (tmp_path / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

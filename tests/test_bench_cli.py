@@ -1,0 +1,90 @@
+"""``nbcore bench`` without numpy (in the environment, on the host) and its size sweep's keys."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from nbtest import clean_environ
+
+pytestmark = pytest.mark.usefixtures("clean_env", "nbcore_home")
+
+#: Runs the CLI in a host process that cannot import numpy.
+NO_NUMPY_HOST = "import sys; sys.modules['numpy'] = None; from nbcore.cli.main import main; sys.exit(main(sys.argv[1:]))"
+
+
+def check_figures(result):
+    for key in ("noop_us_median", "frame_to_host_ms", "frame_to_host_prealloc_ms", "frame_to_worker_ms", "memcpy_ms",
+                "start_ms", "python_start_ms"):
+        assert result[key] > 0, key
+    assert result["frame_mb"] == pytest.approx(33.18, abs=0.01)
+    assert all(ms > 0 for ms in result["first_call_ms"].values())
+
+
+def test_bench_on_an_environment_without_numpy(tmp_path):
+    """No ENV: the documented default, an empty spec (no numpy there); frames are plain buffers."""
+    result = subprocess.run([sys.executable, "-m", "nbcore", "bench", "--quick", "--backend", "venv", "--json"],
+                            cwd=str(tmp_path), env=clean_environ(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["frame_is_numpy"] is False
+    check_figures(data)
+
+
+@pytest.mark.parametrize("plugins", [{}, {"NBCORE_DISABLE_PLUGINS": "nb-shm"}], ids=["default", "without-nb-shm"])
+def test_bench_on_a_host_without_numpy(tmp_path, plugins):
+    result = subprocess.run([sys.executable, "-c", NO_NUMPY_HOST, "bench", "--quick", "--backend", "venv"],
+                            cwd=str(tmp_path), env=clean_environ(plugins), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "frame to host, allocate_buffer" in result.stdout
+    if plugins:
+        assert "protocol tcp-pickle5-buffers" in result.stdout
+
+
+def test_plain_buffer_frames_are_what_allocate_ndarray_would_give():
+    from nbcore.worker import bench_targets
+
+    assert bench_targets.use_numpy(False) is False
+    try:
+        parts = bench_targets.allocated_frame()
+        assert [memoryview(p).nbytes for p in parts] == bench_targets.frame_nbytes() == [4 * 1080 * 1920 * 3,
+                                                                                         4 * 1080 * 1920]
+        assert [memoryview(p).nbytes for p in bench_targets.frame()] == bench_targets.frame_nbytes()
+    finally:
+        bench_targets.use_numpy(False)  # drops the cached frame
+
+
+def test_allocate_ndarray_without_numpy_says_what_to_use(monkeypatch):
+    from nbcore.worker import allocation
+
+    monkeypatch.setattr(allocation, "_numpy", None)
+    monkeypatch.setattr(allocation, "_dtypes", {})
+    monkeypatch.setitem(sys.modules, "numpy", None)
+    with pytest.raises(ImportError, match=r"allocate_ndarray needs numpy.*allocate_buffer\(nbytes\)"):
+        allocation.allocate_ndarray((2, 2), "float32")
+
+
+def test_sweep_keys_each_protocol_list_asked_for(fresh_registry, monkeypatch):
+    """Without nb-shm both lists negotiate tcp-pickle: neither run may overwrite the other."""
+    from nbcore.cli.bench import format_sweep, run_sweep
+
+    monkeypatch.setenv("NBCORE_DISABLE_PLUGINS", "nb-shm")
+    sweep = run_sweep(backend="venv", quick=True, sizes=(1024, 64 * 1024),
+                      protocols=("tcp-pickle", "tcp-pickle,shm-pickle"))
+    assert {name: entry["negotiated"] for name, entry in sweep["protocols"].items()} == {
+        "tcp-pickle": "tcp-pickle5-buffers", "tcp-pickle,shm-pickle": "tcp-pickle5-buffers"}
+    for entry in sweep["protocols"].values():
+        assert len(entry["to_host_ms"]) == len(entry["to_worker_ms"]) == 2
+    table = format_sweep(sweep)
+    assert "tcp-pickle,shm-pickle: negotiated tcp-pickle5-buffers" in table
+
+
+def test_the_sweep_runs_the_installed_protocols(fresh_registry, monkeypatch):
+    from nbcore.cli.bench import sweep_protocol_lists
+
+    assert sweep_protocol_lists(fresh_registry()) == (
+        ["tcp-pickle", "tcp-pickle,shm-pickle"] if "shm-pickle" in fresh_registry().protocols else ["tcp-pickle"])
+    monkeypatch.setenv("NBCORE_DISABLE_PLUGINS", "nb-shm")
+    monkeypatch.setattr("nbcore.plugin.registry._registry", None)
+    assert sweep_protocol_lists(fresh_registry()) == ["tcp-pickle"]

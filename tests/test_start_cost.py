@@ -1,0 +1,138 @@
+"""What starting an installed environment leaves out: no YAML or JSON Schema for a config validated before,
+no interpreter lookup for a venv that exists.  (The time itself is measured in docs/cli.md, not here.)"""
+import os
+import subprocess
+import sys
+import types
+
+import pytest
+
+from nbcore.builtin import venv as venv_backend
+from nbcore.errors import ConfigError
+from nbcore.host import config_cache, config_check
+from nbcore.host.config import parse_config
+from nbcore.host.store import make_environment
+from nbcore.plugin.registry import build_registry
+from nbcore.spec import EnvironmentSpec
+
+from nbtest import clean_environ, write
+
+pytestmark = pytest.mark.usefixtures("clean_env")
+
+TEXT = "environments:\n  demo:\n    python: '3.11'\n    packages: [numpy]\n  other: {}\n"
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("NBCORE_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def backends():
+    return build_registry(autoload=False).backends
+
+
+@pytest.fixture
+def checks(monkeypatch):
+    """Counts the full parse-and-validate runs."""
+    calls = []
+    real = config_check.check
+
+    def counting(*args):
+        calls.append(args[0])
+        return real(*args)
+
+    monkeypatch.setattr(config_check, "check", counting)
+    return calls
+
+
+def test_a_valid_config_is_parsed_once(home, backends, checks):
+    first = parse_config(TEXT, "a.yaml", backends)
+    second = parse_config(TEXT, "b.yaml", backends)
+    assert checks == [TEXT]
+    assert first.spec("demo").to_dict() == second.spec("demo").to_dict()
+    assert second.spec("demo").packages == ("numpy",) and second.spec("demo").python == "3.11"
+    assert [second.spec(n).source for n in ("demo", "other")] == ["b.yaml:2", "b.yaml:5"]
+    parse_config(TEXT + "  third: {}\n", "a.yaml", backends)
+    assert len(checks) == 2, "a changed text is checked again"
+
+
+def test_another_schema_checks_again(home, backends, checks):
+    """A plugin installed, removed or changed changes the schema: the text is checked again."""
+    parse_config(TEXT, "a.yaml", backends)
+    with_plugin = dict(backends, extra=types.SimpleNamespace(config_schema={"type": "object"}))
+    parse_config(TEXT, "a.yaml", with_plugin)
+    parse_config(TEXT, "a.yaml", with_plugin)
+    assert len(checks) == 2
+
+
+def test_an_invalid_config_is_never_remembered(home, backends, checks):
+    text = "environments:\n  demo:\n    pakages: [numpy]\n"
+    for _ in range(2):
+        with pytest.raises(ConfigError, match=r"^a.yaml:3: unknown key 'environments.demo.pakages'"):
+            parse_config(text, "a.yaml", backends)
+    assert len(checks) == 2
+    assert not list(home.glob("config-cache/*.json"))
+
+
+def test_a_damaged_entry_is_checked_again_and_repaired(home, backends, checks):
+    parse_config(TEXT, "a.yaml", backends)
+    (entry,) = (home / "config-cache").glob("*.json")
+    for damage in ("{not json", '{"data": {}, "lines": {}}', '{"data": {"environments": {"x": {}}}, "lines": {}}'):
+        entry.write_text(damage)
+        assert set(parse_config(TEXT, "a.yaml", backends).environments) == {"demo", "other"}
+    assert len(checks) == 4
+    assert config_cache.load(entry.stem)["lines"] == {"demo": 2, "other": 5}
+
+
+def test_an_unwritable_cache_is_no_error(tmp_path, monkeypatch, backends, checks):
+    monkeypatch.setenv("NBCORE_HOME", str(write(tmp_path / "a-file", "")))  # mkdir fails under it
+    for _ in range(2):
+        assert set(parse_config(TEXT, "a.yaml", backends).environments) == {"demo", "other"}
+    assert len(checks) == 2
+
+
+def test_yaml_types_json_cannot_keep_are_not_remembered(home, backends, checks):
+    text = "environments:\n  demo:\n    venv: {}\n    conda: {when: 2024-01-01}\n"
+    for _ in range(2):
+        parse_config(text, "a.yaml", backends)
+    assert len(checks) == 2
+
+
+def test_the_cache_keeps_a_bounded_number_of_entries(home, backends, monkeypatch):
+    monkeypatch.setattr(config_cache, "MAX_ENTRIES", 3)
+    for i in range(6):
+        parse_config("environments:\n  e%d: {}\n" % i, "a.yaml", backends)
+    assert len(list((home / "config-cache").glob("*.json"))) == 3
+
+
+def test_a_cli_start_on_a_known_config_imports_neither_yaml_nor_jsonschema(tmp_path):
+    write(tmp_path / "nbcore.yaml", "environments:\n  bare: {}\n")
+    write(tmp_path / "mod.py", "def f(a, b):\n    return a + b\n")
+    probe = ("import sys; from nbcore.cli.main import main; code = main(sys.argv[1:]); "
+             "print(sorted(m for m in ('yaml', 'jsonschema') if m in sys.modules)); sys.exit(code)")
+    argv = [sys.executable, "-c", probe, "call", "bare", "mod:f", "--args", "[1, 2]", "--backend", "python"]
+    variables = clean_environ({"NBCORE_HOME": str(tmp_path / "home")})
+    outputs = [subprocess.run(argv, cwd=str(tmp_path), env=variables, capture_output=True, text=True, timeout=120)
+               for _ in range(2)]
+    for result in outputs:
+        assert result.returncode == 0, result.stderr
+    assert outputs[0].stdout.split() == ["3", "['jsonschema',", "'yaml']"]
+    assert outputs[1].stdout.split() == ["3", "[]"]
+
+
+def test_an_installed_venv_needs_no_interpreter_lookup(tmp_path, monkeypatch):
+    backend = venv_backend.VenvBackend()
+    env = make_environment(tmp_path, backend, "old", EnvironmentSpec(python="2.9"))
+    find_interpreter = venv_backend.find_interpreter
+    find_interpreter.cache_clear()
+    try:
+        assert "Python 2.9 is not on PATH" in backend.check_spec(env)
+        monkeypatch.setattr(venv_backend, "find_interpreter", lambda wanted: pytest.fail("looked up " + wanted))
+        python = backend.python(env)
+        python.parent.mkdir(parents=True)
+        os.symlink(sys.executable, str(python))
+        assert backend.check_spec(env) is None
+    finally:
+        find_interpreter.cache_clear()
