@@ -17,8 +17,7 @@ from nb_apptainer.backend import ApptainerBackend  # noqa: E402
 from nb_apptainer.definition import BUILD_VARIABLES_SCRIPT, render_definition, write_build_folder  # noqa: E402
 from nb_apptainer.engine import Engine  # noqa: E402
 from nb_apptainer.execution import bind_option, exec_command  # noqa: E402
-from nb_apptainer.images import (BUILT_RECORD, built_folder, converted_path, parse_source, plan_image,  # noqa: E402
-                                 remove_built, remove_old_builds)
+from nb_apptainer.images import converted_path, parse_source, plan_image  # noqa: E402
 from nb_apptainer.settings import ApptainerSettings  # noqa: E402
 
 APPTAINER = Engine("/usr/bin/apptainer", "apptainer", "1.4.5")
@@ -85,57 +84,26 @@ def test_specs_that_install_build_a_sif_named_by_spec_and_definition(tmp_path):
     env = environment({"image": "/srv/base.sif", "ca_bundle": str(ca)}, packages=["numpy"])
     built = plan(env)
     assert built.built and built.python == ENV_PYTHON
-    assert Path(built.image).parent == built_folder(env)
+    assert Path(built.image).parent == env.path, "the built SIF goes with the environment"
     assert plan(env).image == built.image
     ca.write_text("another CA")
     assert plan(env).image != built.image, "the CA bundle's content changes what is built"
     other_spec = environment({"image": "/srv/base.sif", "ca_bundle": str(ca)}, packages=["scipy"])
-    assert Path(plan(other_spec).image).parent == Path(built.image).parent
-    assert plan(other_spec).image != plan(env).image
+    assert Path(plan(other_spec).image).name != Path(plan(env).image).name
 
 
-def test_built_sifs_are_kept_per_environment_project_and_home(tmp_path, monkeypatch):
-    here = environment(packages=["numpy"], base_dir="/projects/a")
-    other_project = environment(packages=["numpy"], base_dir="/projects/b")
-    other_name = environment(packages=["numpy"], name="other", base_dir="/projects/a")
-    folders = {built_folder(e) for e in (here, other_project, other_name)}
-    assert len(folders) == 3
-    monkeypatch.setenv("NBCORE_HOME", str(tmp_path / "another-home"))
-    assert built_folder(here) not in folders
-
-
-def test_a_build_removes_only_the_older_sifs_of_its_own_environment_project_and_home():
-    env = environment({"image": "/srv/base.sif"}, packages=["numpy"], base_dir="/projects/a")
-    new = plan(env)
-    folder = Path(new.image).parent
-    folder.mkdir(parents=True)
-    old = folder / "0123456789abcdef.sif"
-    partial = folder / ".0123-x.sif.partial"
-    for path in (old, partial, Path(new.image)):
-        path.write_bytes(b"sif")
-    neighbour = built_folder(environment(packages=["numpy"], base_dir="/projects/b"))
-    neighbour.mkdir(parents=True)
-    (neighbour / "0123456789abcdef.sif").write_bytes(b"sif")
-    remove_old_builds(new, Progress(quiet=True))
-    assert sorted(p.name for p in folder.iterdir()) == sorted([partial.name, Path(new.image).name])
-    assert (neighbour / "0123456789abcdef.sif").exists()
-
-
-def test_remove_deletes_the_recorded_built_sif_and_never_a_ready_image(tmp_path):
-    env = environment({"image": str(tmp_path / "ready.sif")}, packages=["numpy"], path=tmp_path / "envs")
-    env.path.mkdir(parents=True)
-    image = Path(plan(env).image)
-    image.parent.mkdir(parents=True)
-    image.write_bytes(b"sif")
-    (tmp_path / "ready.sif").write_bytes(b"sif")
-    (env.path / BUILT_RECORD).write_text(str(image) + "\n")
+def test_remove_deletes_the_built_sif_with_the_environment_and_never_a_ready_or_cached_image(tmp_path, monkeypatch):
+    monkeypatch.setenv("NBCORE_APPTAINER_CACHE", str(tmp_path / "cache"))
+    ready = tmp_path / "ready.sif"
+    ready.write_bytes(b"sif")
+    env = environment({"image": "docker-archive://%s" % ready}, packages=["numpy"], path=tmp_path / "envs")
+    built = plan(env)
+    for image in (built.image, built.local):
+        Path(image).parent.mkdir(parents=True, exist_ok=True)
+        Path(image).write_bytes(b"sif")
     ApptainerBackend().remove(env)
-    assert not image.exists() and not env.path.exists() and (tmp_path / "ready.sif").exists()
-    ready = environment({"image": str(tmp_path / "ready.sif")}, path=tmp_path / "envs2")
-    ready.path.mkdir(parents=True)
-    (ready.path / BUILT_RECORD).write_text(str(tmp_path / "ready.sif") + "\n")
-    remove_built(ready)
-    assert (tmp_path / "ready.sif").exists()
+    assert not Path(built.image).exists() and not env.path.exists()
+    assert ready.exists() and Path(built.local).exists()
 
 
 def test_definition_keeps_build_only_variables_out_of_the_image_and_its_text(tmp_path):

@@ -43,8 +43,7 @@ class ApptainerBackend(BackendProvider):
         _, plan = self._plan(env)
         images.ensure_local(engine, plan, progress)
         if plan.built:
-            images.build(engine, env, plan, progress)
-            images.remove_old_builds(plan, progress)
+            images.build(engine, plan, progress)
 
     def worker_python(self, env):
         return self._plan(env)[1].python
@@ -66,8 +65,3 @@ class ApptainerBackend(BackendProvider):
     def shell(self, env, command, launch):
         run = self._exec(env, command or DEFAULT_SHELL, {}, launch.cwd, launch.worker_path)
         return subprocess.call(run.argv, env=run.env, cwd=run.cwd)
-
-    def remove(self, env):
-        """Delete the SIF built for the environment, then its folder (ready and converted images stay)."""
-        images.remove_built(env)
-        super().remove(env)

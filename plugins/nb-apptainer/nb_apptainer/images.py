@@ -5,9 +5,9 @@ another URI, a ``.sif`` file or a sandbox folder).  Local files and folders run 
 place; anything else is converted once to a SIF file in the image cache
 (:func:`nb_apptainer.settings.image_cache`), named by its content.  When the spec
 installs anything, a SIF is built on top of that local image from the core's
-neutral recipe, named by the spec hash and the definition file, and kept in
-``NBCORE_HOME/cache/apptainer/built/<env>-<project>/``; the older SIFs in that
-folder (the same environment of the same project and home) are removed after a build.
+neutral recipe, named by the spec hash, the definition file and the files it copies,
+and kept in the environment's folder: it goes with the environment (``nbcore gc``,
+and the core's removal of older builds of the same environment and project).
 """
 import dataclasses
 import hashlib
@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from nbcore.plugin import InstallError, nbcore_home
+from nbcore.plugin import InstallError, Progress
 from nbcore.plugin.containers import ENV_PYTHON, BuildRecipe, proxy_variables, python_environment_recipe
 
 from .definition import render_definition, write_build_folder
@@ -30,8 +30,6 @@ CONVERTED_SCHEMES = ("docker", "docker-daemon", "docker-archive", "oras", "libra
 LOG_TAIL_LINES = 12
 #: The definition file's name in a build folder.
 DEFINITION_FILE = "nbcore.def"
-#: The file in an environment's folder naming the SIF built for it.
-BUILT_RECORD = "apptainer-image"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,12 +114,6 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "image"
 
 
-def built_folder(env) -> Path:
-    """Where the SIFs built for ``env``'s name in its project and home are kept."""
-    project = hashlib.sha256((env.spec.base_dir or "").encode()).hexdigest()[:12]
-    return nbcore_home() / "cache" / "apptainer" / "built" / ("%s-%s" % (_slug(env.name), project))
-
-
 def plan_image(env, settings: ApptainerSettings) -> ImagePlan:
     """A ready image when the spec builds nothing, else a SIF built from the rendered recipe, named by content."""
     spec = env.spec
@@ -136,7 +128,7 @@ def plan_image(env, settings: ApptainerSettings) -> ImagePlan:
     content = hashlib.sha256((env.spec_hash + "\0" + definition).encode())
     for target, (data, mode) in sorted(recipe.files.items()):
         content.update(("\0%s\0%o\0" % (target, mode)).encode() + hashlib.sha256(data).digest())
-    image = built_folder(env) / (content.hexdigest()[:16] + ".sif")
+    image = env.path / (content.hexdigest()[:16] + ".sif")
     return ImagePlan(source=source, local=local, image=str(image), python=ENV_PYTHON, recipe=recipe,
                      definition=definition)
 
@@ -159,10 +151,9 @@ def ensure_local(engine, plan: ImagePlan, progress) -> None:
                            "in apptainer.image" % (source.uri, _engine_message(str(exc)))) from None
 
 
-def build(engine, env, plan: ImagePlan, progress) -> None:
+def build(engine, plan: ImagePlan, progress) -> None:
     """Build the plan's SIF from its definition file; raise :class:`InstallError` with the log's last lines."""
     target = Path(plan.image)
-    _make_writable_folder(target.parent, "the folder of built images %s" % target.parent, "NBCORE_HOME")
     build_folder = Path(tempfile.mkdtemp(dir=target.parent, prefix=".build-"))
     try:
         write_build_folder(plan.recipe, build_folder, proxy_variables())
@@ -171,33 +162,37 @@ def build(engine, env, plan: ImagePlan, progress) -> None:
                     fakeroot=os.getuid() != 0, cwd=build_folder)
     finally:
         shutil.rmtree(build_folder, ignore_errors=True)
-    (env.path / BUILT_RECORD).write_text(str(target) + "\n")
 
 
 def _engine_message(failure: str) -> str:
-    """The engine's own words in a failed step's message (``... failed (exit code N): FATAL: ...``)."""
-    words = failure.split("\n", 1)[0].rsplit("): ", 1)[-1]
+    """The engine's own words in a failed step's message (``STEP failed: FATAL: ...``)."""
+    words = failure.split("\n", 1)[0].split(" failed: ", 1)[-1]
     return " ".join(re.sub(r"^(FATAL|ERROR):\s*(While performing build:\s*)?", "", words).split())
 
 
 def _build_into(engine, target: Path, arguments, progress, step, fakeroot, cwd=None):
     """``apptainer build`` to a temporary name beside ``target``, renamed once complete; a failure's message ends
-    with the last lines of the log."""
+    with the last lines of the build's log."""
     fd, temporary = tempfile.mkstemp(dir=target.parent, prefix="." + target.stem + "-", suffix=".sif.partial")
     os.close(fd)
     os.unlink(temporary)  # apptainer refuses to overwrite a file
     argv = [engine.executable, "build"] + (["--fakeroot"] if fakeroot else []) + [temporary] + list(arguments)
-    lines_before = len(progress.tail.lines())
+    progress.step(step)
+    log = Progress(stream=progress.stream, quiet=progress.quiet)  # a tail of this build's lines alone
     try:
-        progress.run(argv, step=step, cwd=cwd)
+        log.run(argv, cwd=cwd)
         os.replace(temporary, target)
     except InstallError as exc:
-        tail = [line for line in progress.tail.lines()[max(0, lines_before - 1):] if line.strip()][-LOG_TAIL_LINES:]
-        raise InstallError("%s%s" % (exc, "\nlast lines of the log:\n" + "\n".join("  " + line for line in tail)
-                                         if len(tail) > 1 else "")) from None
+        tail = [line for line in log.tail.lines() if line.strip()][-LOG_TAIL_LINES:]
+        message = "%s failed: %s" % (step, tail[-1].strip() if tail else exc)
+        if len(tail) > 1:
+            message += "\nlast lines of the log:\n" + "\n".join("  " + line for line in tail)
+        raise InstallError(message) from None
     finally:
-        if os.path.lexists(temporary):
-            _remove_path(temporary)
+        try:
+            os.unlink(temporary)
+        except FileNotFoundError:
+            pass
 
 
 def _make_writable_folder(folder: Path, what: str, variable: str) -> None:
@@ -207,32 +202,3 @@ def _make_writable_folder(folder: Path, what: str, variable: str) -> None:
         raise InstallError("cannot create %s (%s); set %s to a writable folder" % (what, exc.strerror, variable)) from None
     if not os.access(folder, os.W_OK | os.X_OK):
         raise InstallError("%s is not writable; set %s to a writable folder" % (what, variable))
-
-
-def _remove_path(path):
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-
-
-def remove_old_builds(plan: ImagePlan, progress) -> None:
-    """Remove the other SIFs built for the same environment name, project and home (older specs)."""
-    keep = Path(plan.image)
-    for old in sorted(keep.parent.glob("*.sif")):
-        if old != keep:
-            _remove_path(str(old))
-            progress.step("removed the old image %s" % old)
-
-
-def remove_built(env) -> None:
-    """Delete the SIF built for ``env`` (named in its folder); ready images and converted caches stay."""
-    try:
-        image = (env.path / BUILT_RECORD).read_text().strip()
-    except OSError:
-        return
-    if image.endswith(".sif") and Path(image).parent.parent == built_folder(env).parent:
-        _remove_path(image)

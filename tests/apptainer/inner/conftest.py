@@ -80,6 +80,12 @@ environments:
       image: "%(sif)s"
       build_script: |
         echo "ran as $(id -u)" > /etc/nbcore-build-script-ran
+  ap-failing-build:
+    apptainer:
+      image: "%(sif)s"
+      build_script: |
+        echo "about to fail"
+        exit 3
   ap-missing:
     apptainer: {image: "/nonexistent/image.sif"}
   ap-missing-daemon:

@@ -97,7 +97,7 @@ def test_sources_run_in_place_or_are_converted_once_to_a_cached_sif(installed, n
 def test_built_sif_runs_the_build_and_install_scripts_and_is_named_by_content(installed):
     provider, env, steps = installed["ap-built"]
     plan = provider._plan(env)[1]
-    assert plan.built and Path(plan.image).is_file() and Path(plan.image).stem in plan.image
+    assert plan.built and Path(plan.image).is_file() and Path(plan.image).parent == env.path
     assert any(s.startswith("building ") for s in steps)
     with open_env("ap-built") as remote:
         assert remote.call("nbapptainer_testmod:read", "/etc/nbcore-build-script-ran") == "ran as 0\n"
@@ -105,7 +105,7 @@ def test_built_sif_runs_the_build_and_install_scripts_and_is_named_by_content(in
         environ = remote.call("nbapptainer_testmod:info")["environ"]
     assert environ["VIRTUAL_ENV"] == "/opt/nbcore-env"
     assert environ["PIP_CERT"] == "/etc/nbcore/ca-certificates.crt"
-    assert not list(Path(plan.image).parent.glob(".build-*")), "the build folder was left behind"
+    assert not list(env.path.glob(".build-*")) and not list(env.path.glob("*.partial")), "build files left behind"
 
 
 def test_worker_gets_a_clean_environment_a_private_home_and_the_cwd(installed, project, monkeypatch):
@@ -169,6 +169,17 @@ def test_missing_image_is_a_one_line_error(project):
     result = run_nbcore("install", "ap-missing", "--backend", "apptainer", cwd=project)
     assert result.returncode != 0
     assert one_error_line(result.stderr).startswith("nbcore: error: image /nonexistent/image.sif not found")
+
+
+def test_failed_build_names_the_step_and_quotes_the_log_tail(project):
+    result = run_nbcore("install", "ap-failing-build", "--backend", "apptainer", cwd=project)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    error = result.stderr[result.stderr.index("nbcore: error: "):]
+    first, *tail = error.splitlines()
+    assert first.startswith("nbcore: error: building ") and " failed: " in first
+    assert tail[0] == "last lines of the log:" and any("about to fail" in line for line in tail)
+    env_folders = list((Path(os.environ["NBCORE_HOME"]) / "envs" / "apptainer").glob("ap-failing-build-*"))
+    assert not any(folder.is_dir() for folder in env_folders), "the half-built environment is removed"
 
 
 def test_missing_docker_image_fails_with_the_engine_s_reason(project):
