@@ -27,6 +27,8 @@ pytestmark = pytest.mark.apptainer
 IMAGE = "nbcore-ci/apptainer:sid"
 CACHE = Path(os.environ.get("NBCORE_CI_CACHE", "/var/cache/nbcore-ci")) / "apptainer"
 TEST_IMAGES = ("python-numpy-3.11.sif", "python-numpy-3.11.sandbox", "python-numpy-3.11.docker.tar")
+#: The local conda channel of scripts/provision-conda (for the conda fallback's test).
+CONDA_CHANNELS = CACHE.parent / "conda" / "channels"
 #: The container's venvs of nbcore (one per checkout), kept between runs.
 VENVS = CACHE / "host-venvs"
 #: How long the whole inner run may take.
@@ -41,6 +43,8 @@ def container_argv(docker, name):
             "--cap-add", "SYS_ADMIN", "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
             "--security-opt", "systempaths=unconfined", "--device", "/dev/fuse",
             "-v", "%s:%s" % (REPO_ROOT, REPO_ROOT), "-v", "%s:%s:ro" % (CACHE, CACHE), "-v", "%s:%s" % (VENVS, VENVS)]
+    if CONDA_CHANNELS.is_dir():
+        argv += ["-v", "%s:%s:ro" % (CONDA_CHANNELS, CONDA_CHANNELS)]
     if os.path.exists("/var/run/docker.sock"):
         argv += ["-v", "/var/run/docker.sock:/var/run/docker.sock"]
     if os.path.isfile(HOST_CA):

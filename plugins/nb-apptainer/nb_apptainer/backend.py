@@ -2,9 +2,10 @@
 import os
 import subprocess
 
-from nbcore.plugin import BackendProvider, SubprocessWorker
+from nbcore.plugin import BackendProvider, InstallError, SubprocessWorker
+from nbcore.plugin.containers import Mount
 
-from . import images
+from . import conda_fallback, images
 from .engine import require_engine, unavailable_reason
 from .execution import exec_command
 from .settings import CONFIG_SCHEMA, ApptainerSettings
@@ -32,26 +33,57 @@ class ApptainerBackend(BackendProvider):
         return settings, images.plan_image(env, settings)
 
     def identity(self, spec):
-        """The image's URI, and the size and modification time of a local file or folder it names."""
-        return {"image": images.image_source(ApptainerSettings.from_spec(spec), spec).fingerprint()}
+        """The image's URI, and the size and modification time of a local file or folder it names (the same of
+        the fallback image when the spec has a conda section)."""
+        settings = ApptainerSettings.from_spec(spec)
+        material = {"image": images.image_source(settings, spec).fingerprint()}
+        if conda_fallback.wanted(spec):
+            material["fallback"] = images.parse_source(settings.fallback_image, spec.base_dir).fingerprint()
+        return material
 
     def is_installed(self, env):
-        return os.path.exists(self._plan(env)[1].image)
+        plan = self._plan(env)[1]
+        return os.path.exists(plan.image) and (plan.conda_prefix is None or conda_fallback.is_built(env))
 
     def install(self, env, progress):
         engine = require_engine()
-        _, plan = self._plan(env)
-        images.ensure_local(engine, plan, progress)
-        if plan.built:
+        settings, plan = self._plan(env)
+        if plan.conda_prefix is None:
+            try:
+                images.ensure_local(engine, plan, progress)
+            except InstallError as exc:
+                if not conda_fallback.wanted(env.spec):
+                    raise
+                progress.step("%s; building the environment with conda on %s instead" % (exc, settings.fallback_image))
+                conda_fallback.mark(env, str(exc))
+                plan = self._plan(env)[1]
+        if plan.conda_prefix is not None:
+            images.ensure_local(engine, plan, progress)
+            conda_fallback.build(env, progress, self._step_runner(env, engine, settings, plan, progress))
+        elif plan.built:
             images.build(engine, plan, progress)
+
+    def _step_runner(self, env, engine, settings, plan, progress):
+        """Runs the conda builder's steps inside the fallback image, the prefix bound read-write."""
+        prefix = str(plan.conda_prefix)
+
+        def run(argv, variables, cwd, step):
+            command = exec_command(engine, settings, plan.image, list(argv), dict(variables), cwd, env.path,
+                                   is_sif=plan.is_sif, mounts=[Mount(prefix, prefix)])
+            progress.run(command.argv, step=step, env=command.env, cwd=command.cwd)
+        return run
 
     def worker_python(self, env):
         return self._plan(env)[1].python
 
     def _exec(self, env, argv, variables, cwd, worker_path=None):
         settings, plan = self._plan(env)
-        return exec_command(require_engine(), settings, plan.image, list(argv), dict(variables or {}), cwd, env.path,
-                            worker_path, is_sif=plan.is_sif)
+        variables, mounts = dict(variables or {}), []
+        if plan.conda_prefix is not None:
+            variables = dict(conda_fallback.activation(env), **variables)
+            mounts.append(Mount(str(plan.conda_prefix), str(plan.conda_prefix), read_only=True))
+        return exec_command(require_engine(), settings, plan.image, list(argv), variables, cwd, env.path,
+                            worker_path, is_sif=plan.is_sif, mounts=mounts)
 
     def command(self, env, argv, variables=None, cwd=None):
         """``apptainer exec`` of ``argv`` in the environment's image, set up as the worker's."""

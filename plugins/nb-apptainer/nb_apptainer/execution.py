@@ -10,7 +10,7 @@ import errno
 import os
 import shutil
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from nbcore.plugin import BackendUnavailable, Command, host_environment
 from nbcore.plugin.containers import CA_TARGET, CA_VARIABLES, Mount, deduplicate_mounts, forwarded_environment
@@ -24,12 +24,14 @@ SQUASHFUSE = ("squashfuse_ll", "squashfuse")
 
 
 def exec_command(engine, settings: ApptainerSettings, image: str, argv: List[str], variables: Dict[str, str],
-                 cwd: Optional[Path], env_path: Path, worker_path: Optional[Path] = None, is_sif: bool = True) -> Command:
-    """``apptainer exec`` of ``argv`` in ``image`` with the settings' binds, home, GPUs and variables."""
+                 cwd: Optional[Path], env_path: Path, worker_path: Optional[Path] = None, is_sif: bool = True,
+                 mounts: Sequence[Mount] = ()) -> Command:
+    """``apptainer exec`` of ``argv`` in ``image`` with the settings' binds, home, GPUs and variables, and
+    ``mounts`` (before the user's)."""
     if is_sif and not settings.unsquash:
         check_fuse()
     options = ["--cleanenv", "--no-eval"]
-    mounts = []
+    mounts = list(mounts)
     if worker_path is not None:
         worker_folder = str(Path(worker_path).resolve())
         mounts.append(Mount(worker_folder, worker_folder, read_only=True))

@@ -21,6 +21,7 @@ from typing import Optional
 from nbcore.plugin import InstallError, Progress
 from nbcore.plugin.containers import ENV_PYTHON, BuildRecipe, proxy_variables, python_environment_recipe
 
+from . import conda_fallback
 from .definition import render_definition, write_build_folder
 from .settings import BASE_IMAGE_VARIABLE, CACHE_VARIABLE, ApptainerSettings, base_image, image_cache
 
@@ -88,6 +89,8 @@ class ImagePlan:
     python: str
     recipe: Optional[BuildRecipe] = None
     definition: Optional[str] = None
+    #: The conda prefix bound in (the conda fallback), or None.
+    conda_prefix: Optional[Path] = None
 
     @property
     def built(self) -> bool:
@@ -114,11 +117,21 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "image"
 
 
+def _local_of(source: Source) -> str:
+    return source.path if source.runs_in_place else str(converted_path(source))
+
+
 def plan_image(env, settings: ApptainerSettings) -> ImagePlan:
-    """A ready image when the spec builds nothing, else a SIF built from the rendered recipe, named by content."""
+    """A ready image when the spec builds nothing, else a SIF built from the rendered recipe, named by content;
+    the generic image with a conda prefix when the spec runs on conda (:mod:`nb_apptainer.conda_fallback`)."""
     spec = env.spec
+    if conda_fallback.in_use(env, settings.image is not None):
+        source = parse_source(settings.fallback_image, spec.base_dir)
+        prefix = conda_fallback.prefix_of(env)
+        return ImagePlan(source=source, local=_local_of(source), image=_local_of(source),
+                         python=str(prefix / "bin" / "python"), conda_prefix=prefix)
     source = image_source(settings, spec)
-    local = source.path if source.runs_in_place else str(converted_path(source))
+    local = _local_of(source)
     if not (settings.build_script or spec.packages or spec.install_script):
         return ImagePlan(source=source, local=local, image=local, python=settings.python_executable)
     recipe = python_environment_recipe(spec, source.uri, settings.python_executable, settings.ca_bundle,

@@ -12,6 +12,10 @@ from nbcore.plugin.containers import (MOUNTS_SCHEMA, Mount, default_python, find
 DEFAULT_BASE_IMAGE = "docker://python:{python}-slim"
 #: Environment variable that replaces :data:`DEFAULT_BASE_IMAGE` (a spec's ``image`` still wins).
 BASE_IMAGE_VARIABLE = "NBCORE_APPTAINER_BASE_IMAGE"
+#: The generic image a spec with a ``conda:`` section runs on when its image cannot be had (or it names none).
+DEFAULT_FALLBACK_IMAGE = "docker://debian:bookworm-slim"
+#: Environment variable that replaces :data:`DEFAULT_FALLBACK_IMAGE` (a spec's ``fallback_image`` still wins).
+FALLBACK_IMAGE_VARIABLE = "NBCORE_APPTAINER_FALLBACK_IMAGE"
 #: Environment variable naming the folder of SIF files converted from remote or Docker images.
 CACHE_VARIABLE = "NBCORE_APPTAINER_CACHE"
 #: What ``home`` may be: a private folder of the environment, the host's home, or none at all.
@@ -26,6 +30,10 @@ CONFIG_SCHEMA = {
             "library://, https://, a .sif file or a sandbox folder (relative paths: to the config file); run as is "
             "when nothing needs building, else the base of the generated definition file (default: "
             "NBCORE_APPTAINER_BASE_IMAGE, then docker://python:{python}-slim)")},
+        "fallback_image": {"type": "string", "description": (
+            "generic image a spec with a conda section runs on, its environment built with conda (nb-conda), when "
+            "`image` cannot be had or is not given (default: NBCORE_APPTAINER_FALLBACK_IMAGE, then "
+            "docker://debian:bookworm-slim)")},
         "build_script": {"type": "string", "description": "shell script run as (fake)root in the image build, "
                                                          "before the Python environment is made"},
         "python_executable": {"type": "string", "description": (
@@ -55,6 +63,7 @@ class ApptainerSettings:
     """A spec's ``apptainer:`` section with every default filled in."""
 
     image: Optional[str]
+    fallback_image: str
     build_script: Optional[str]
     python_executable: str
     gpus: Optional[bool]
@@ -71,6 +80,8 @@ class ApptainerSettings:
         section = spec.section("apptainer")
         return cls(
             image=section.get("image"),
+            fallback_image=section.get("fallback_image") or os.environ.get(FALLBACK_IMAGE_VARIABLE)
+            or DEFAULT_FALLBACK_IMAGE,
             build_script=section.get("build_script"),
             python_executable=section.get("python_executable", "python3"),
             gpus=section.get("gpus"),

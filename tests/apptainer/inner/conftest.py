@@ -17,6 +17,19 @@ SIF = IMAGES / "python-numpy-3.11.sif"
 SANDBOX = IMAGES / "python-numpy-3.11.sandbox"
 ARCHIVE = IMAGES / "python-numpy-3.11.docker.tar"
 DAEMON_IMAGE = "nbcore-ci/python-numpy:3.11"
+#: The local conda channel scripts/provision-conda builds (python 3.11, pip, nbtest-activation).
+CONDA_CHANNELS = Path(os.environ.get("NBCORE_CI_CACHE", "/var/cache/nbcore-ci")) / "conda" / "channels"
+
+#: Code a worker of the conda fallback imports (its prefix has no numpy).
+CONDA_MODULE = '''
+import os
+import sys
+
+
+def where():
+    return {"prefix": sys.prefix, "python": "%d.%d.%d" % sys.version_info[:3],
+            "activated": os.environ.get("NBTEST_ACTIVATED"), "conda_prefix": os.environ.get("CONDA_PREFIX")}
+'''
 
 #: Code the workers import from the bound working directory.
 TEST_MODULE = '''
@@ -86,6 +99,12 @@ environments:
       build_script: |
         echo "about to fail"
         exit 3
+  ap-conda:
+    python: "3.11"
+    conda: {dependencies: [nbtest-activation]}
+    apptainer:
+      image: "docker-daemon://nbcore-ci/no-such-image:2"
+      fallback_image: "%(sif)s"
   ap-missing:
     apptainer: {image: "/nonexistent/image.sif"}
   ap-missing-daemon:
@@ -114,6 +133,7 @@ def project(tmp_path_factory, nbcore_home, engine):
     """A working directory holding ``nbapptainer_testmod.py`` and an ``nbcore.yaml``; the tests run inside it."""
     folder = tmp_path_factory.mktemp("apptainer-project")
     (folder / "nbapptainer_testmod.py").write_text(TEST_MODULE)
+    (folder / "nbapptainer_condamod.py").write_text(CONDA_MODULE)
     (folder / "nbcore.yaml").write_text(textwrap.dedent(CONFIG) % {
         "sandbox": SANDBOX, "sif": SIF, "daemon": DAEMON_IMAGE, "archive": ARCHIVE})
     with pytest.MonkeyPatch.context() as patch:
@@ -121,3 +141,13 @@ def project(tmp_path_factory, nbcore_home, engine):
         for name in ("NBCORE_BACKEND", "NBCORE_PROTOCOL", "NBCORE_CONFIG"):
             patch.delenv(name, raising=False)
         yield folder
+
+
+@pytest.fixture
+def conda_channel(monkeypatch):
+    """nb-conda's embedded engine with the local channel as ``conda-forge`` (the conda tests' setup)."""
+    if not (CONDA_CHANNELS / "conda-forge" / "noarch" / "repodata.json").is_file():
+        engine_unavailable("apptainer", "no local conda channel in %s: run scripts/provision-conda" % CONDA_CHANNELS)
+    monkeypatch.setenv("NBCORE_CONDA_CHANNEL_ALIAS", CONDA_CHANNELS.as_uri())
+    monkeypatch.setenv("NBCORE_CONDA_ENGINE", "embedded")
+    return CONDA_CHANNELS

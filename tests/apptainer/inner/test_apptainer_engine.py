@@ -165,6 +165,23 @@ def test_shell_runs_a_command_in_the_worker_setup(installed, project):
     assert result.stdout.split() == [str(project), os.path.expanduser("~"), str(os.getuid())]
 
 
+def test_spec_whose_image_is_missing_falls_back_to_conda_on_the_generic_image(project, conda_channel):
+    config, provider, env = prepare("ap-conda", "nbcore.yaml", backend="apptainer", install=False)
+    progress = CountingProgress()
+    ensure_installed(provider, env, progress)
+    assert progress.steps[0].startswith("image docker-daemon://nbcore-ci/no-such-image:2 could not be converted")
+    assert progress.steps[0].endswith("building the environment with conda on %s instead"
+                                      % env.spec.section("apptainer")["fallback_image"])
+    prefix = env.path / "conda-prefix"
+    assert (prefix / "conda-meta").is_dir()
+    with open_env("ap-conda") as remote:
+        assert remote.backend == "apptainer"
+        where = remote.call("nbapptainer_condamod:where")
+    assert where["prefix"] == where["conda_prefix"] == str(prefix)
+    assert where["python"].startswith("3.11.") and where["activated"] == "yes:%s" % prefix
+    assert ensure_installed(provider, env, CountingProgress()) is False
+
+
 def test_missing_image_is_a_one_line_error(project):
     result = run_nbcore("install", "ap-missing", "--backend", "apptainer", cwd=project)
     assert result.returncode != 0
