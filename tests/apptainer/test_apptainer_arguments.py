@@ -7,12 +7,12 @@ import pytest
 
 from nbcore import ConfigError, Environment, EnvironmentSpec
 from nbcore.host.config import config_from_dict
-from nbcore.plugin import Progress
+from nbcore.plugin import CapabilityMissing, Progress
 from nbcore.plugin.containers import CA_TARGET, ENV_PYTHON, Mount, python_environment_recipe
 
 pytest.importorskip("nb_apptainer", reason="nb-apptainer is not installed (pip install -e plugins/nb-apptainer)")
 
-from nb_apptainer import engine as engine_module  # noqa: E402
+from nb_apptainer import conda_fallback, engine as engine_module  # noqa: E402
 from nb_apptainer.backend import ApptainerBackend  # noqa: E402
 from nb_apptainer.definition import BUILD_VARIABLES_SCRIPT, render_definition, write_build_folder  # noqa: E402
 from nb_apptainer.engine import Engine  # noqa: E402
@@ -250,3 +250,37 @@ def test_unavailable_reasons_name_the_fix(tmp_path, monkeypatch, clear_probe):
     monkeypatch.setenv("PATH", str(tmp_path / "broken"))
     reason = engine_module.unavailable_reason()
     assert "does not run" in reason and "'garbage'" in reason
+
+
+def test_conda_spec_without_image_runs_on_the_fallback_image_with_a_prefix_of_its_own(monkeypatch):
+    monkeypatch.setenv("NBCORE_APPTAINER_FALLBACK_IMAGE", "/srv/generic.sif")
+    env = environment({}, conda={"dependencies": ["numpy"]})
+    fallback = plan(env)
+    assert fallback.image == "/srv/generic.sif" and fallback.conda_prefix == env.path / "conda-prefix"
+    assert fallback.python == str(env.path / "conda-prefix" / "bin" / "python") and not fallback.built
+
+
+def test_conda_spec_with_an_image_runs_it_until_it_could_not_be_had(tmp_path):
+    env = environment({"image": "docker://example/method:1", "fallback_image": "/srv/generic.sif"},
+                      conda={"dependencies": ["numpy"]}, path=tmp_path)
+    assert plan(env).conda_prefix is None and plan(env).source.uri == "docker://example/method:1"
+    env.path.mkdir()
+    conda_fallback.mark(env, "image docker://example/method:1 could not be converted")
+    assert plan(env).conda_prefix == env.path / "conda-prefix" and plan(env).image == "/srv/generic.sif"
+    no_conda = environment({"image": "docker://example/method:1"}, path=tmp_path)
+    assert not conda_fallback.wanted(no_conda.spec) and plan(no_conda).conda_prefix is None
+
+
+def test_conda_section_and_fallback_image_are_part_of_the_hash_of_conda_specs(monkeypatch):
+    first = environment({}, conda={"dependencies": ["numpy"]}).spec_hash
+    assert environment({}, conda={"dependencies": ["scipy"]}).spec_hash != first
+    monkeypatch.setenv("NBCORE_APPTAINER_FALLBACK_IMAGE", "docker://other/generic:2")
+    assert environment({}, conda={"dependencies": ["numpy"]}).spec_hash != first
+    assert environment({}).spec_hash == environment({}).spec_hash
+
+
+def test_conda_fallback_without_nb_conda_is_a_user_error_naming_it(monkeypatch, fresh_registry):
+    monkeypatch.setenv("NBCORE_DISABLE_PLUGINS", "nb-conda")
+    fresh_registry()
+    with pytest.raises(CapabilityMissing, match="nb-conda"):
+        conda_fallback.builder()

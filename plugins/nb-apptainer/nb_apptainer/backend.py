@@ -33,11 +33,12 @@ class ApptainerBackend(BackendProvider):
         return settings, images.plan_image(env, settings)
 
     def identity(self, spec):
-        """The image's URI, and the size and modification time of a local file or folder it names (the same of
-        the fallback image when the spec has a conda section)."""
+        """The image's URI, and the size and modification time of a local file or folder it names; for a spec
+        with a conda section, that section and the same of the fallback image."""
         settings = ApptainerSettings.from_spec(spec)
         material = {"image": images.image_source(settings, spec).fingerprint()}
         if conda_fallback.wanted(spec):
+            material["conda"] = spec.section("conda")
             material["fallback"] = images.parse_source(settings.fallback_image, spec.base_dir).fingerprint()
         return material
 
