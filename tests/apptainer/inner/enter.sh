@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Entry point of the apptainer test container (nbcore-ci/apptainer:sid, started by
 # tests/apptainer/test_in_container.py as root): makes /dev/fuse usable, installs nbcore and
-# every plugin editable into a venv of this container's Python (kept in VENVS, one per checkout
-# and set of pyproject files), then runs the inner apptainer tests as the unprivileged user
+# every plugin editable into a venv of this container's Python (kept in VENVS, one per checkout,
+# rebuilt when a pyproject.toml changed, removed after a week unused), then runs the inner apptainer tests as the unprivileged user
 # nbcore (uid 1000, which Apptainer needs) with the engine required.
 #
 #   enter.sh VENVS [PYTEST ARGS...]
@@ -14,12 +14,13 @@ log() { echo "apptainer tests: $*" >&2; }
 
 chmod 666 /dev/fuse   # Docker creates it 0600: uid 1000 must open it to mount SIF images
 
-key=$( { echo "$repo"; cat "$repo/pyproject.toml" "$repo"/plugins/*/pyproject.toml; } | sha256sum | cut -c1-16)
-venv=$venvs/$key
+venv=$venvs/$(echo "$repo" | sha256sum | cut -c1-16)
+stamp=$(cat "$repo/pyproject.toml" "$repo"/plugins/*/pyproject.toml | sha256sum | cut -c1-16)
 mkdir -p "$venvs"
 exec 9>"$venvs/.lock"
 flock 9
-if [ ! -f "$venv/.complete" ]; then
+find "$venvs" -mindepth 2 -maxdepth 2 -name .complete -mtime +7 -printf '%h\0' | xargs -0 -r rm -rf
+if [ "$(cat "$venv/.complete" 2>/dev/null)" != "$stamp" ]; then
     log "installing nbcore and its plugins into $venv"
     rm -rf "$venv"
     python3 -m venv "$venv"
@@ -28,8 +29,9 @@ if [ ! -f "$venv/.complete" ]; then
         [ -f "$plugin/pyproject.toml" ] && packages+=(-e "$plugin")
     done
     "$venv/bin/python" -m pip install -q --disable-pip-version-check "${packages[@]}"
-    touch "$venv/.complete"
+    echo "$stamp" >"$venv/.complete"
 fi
+touch "$venv/.complete"
 flock -u 9
 
 groups=()

@@ -218,3 +218,20 @@ def test_unusable_dev_fuse_is_a_one_line_error_naming_the_ways_out(installed, pr
     assert result.returncode != 0
     line = one_error_line(result.stderr)
     assert "cannot use /dev/fuse (it does not exist)" in line and "unsquash: true" in line and "sandbox" in line
+
+
+def test_spython_drives_apptainer_on_a_host_without_singularity(engine, tmp_path, monkeypatch):
+    """Only an ``apptainer`` on PATH: spython's ``singularity`` is made to be it."""
+    from nb_apptainer import engine as engine_module
+
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    (folder / "apptainer").symlink_to(os.path.realpath(engine.executable))
+    monkeypatch.setenv("PATH", str(folder))
+    engine_module._probe.cache_clear()
+    try:
+        found = engine_module.require_engine()
+    finally:
+        engine_module._probe.cache_clear()
+    assert found.executable == str(folder / "apptainer")
+    assert (found.flavour, found.version) == ("apptainer", engine.version)
