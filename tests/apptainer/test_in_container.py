@@ -71,6 +71,7 @@ def unavailable_reason(docker):
     return None
 
 
+@pytest.mark.timeout(TIMEOUT + 60)
 def test_apptainer_suite_passes_inside_the_provisioned_container(request):
     docker = shutil.which("docker")
     reason = unavailable_reason(docker)

@@ -18,7 +18,8 @@ from nbcore.plugin.progress import Progress
 
 from nbtest import pid_alive, run_nbcore
 
-pytestmark = pytest.mark.apptainer
+#: The first test installs every source (conversions and builds take minutes on a busy machine).
+pytestmark = [pytest.mark.apptainer, pytest.mark.timeout(900)]
 
 SOURCES = ("ap-sandbox", "ap-sif", "ap-daemon", "ap-archive", "ap-built")
 
