@@ -284,3 +284,29 @@ def test_conda_fallback_without_nb_conda_is_a_user_error_naming_it(monkeypatch, 
     fresh_registry()
     with pytest.raises(CapabilityMissing, match="nb-conda"):
         conda_fallback.builder()
+
+
+def test_an_image_cache_on_a_nearly_full_home_gets_a_warning_naming_the_variables(tmp_path, monkeypatch):
+    from nb_apptainer import images
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr(images.shutil, "disk_usage", lambda path: shutil_usage(free=2 * 10 ** 9))
+    warning = images._small_home_cache(tmp_path / ".cache" / "nbcore")
+    assert "in your home, which has 2.0 GB free" in warning and "NBCORE_APPTAINER_CACHE" in warning
+    assert "APPTAINER_CACHEDIR" in warning
+    assert images._small_home_cache(Path("/scratch/cache")) is None
+    monkeypatch.setattr(images.shutil, "disk_usage", lambda path: shutil_usage(free=50 * 10 ** 9))
+    assert images._small_home_cache(tmp_path / ".cache" / "nbcore") is None
+
+
+def shutil_usage(free):
+    import collections
+
+    return collections.namedtuple("usage", "total used free")(100 * 10 ** 9, 0, free)
+
+
+def test_doctor_lists_the_image_and_layer_caches(monkeypatch, tmp_path):
+    monkeypatch.setenv("NBCORE_APPTAINER_CACHE", str(tmp_path / "images"))
+    monkeypatch.setenv("APPTAINER_CACHEDIR", str(tmp_path / "layers"))
+    assert ApptainerBackend().caches() == {"apptainer images": tmp_path / "images",
+                                           "apptainer layers": tmp_path / "layers"}

@@ -8,7 +8,7 @@ from nbcore.plugin.containers import Mount
 from . import conda_fallback, images
 from .engine import require_engine, unavailable_reason
 from .execution import exec_command
-from .settings import CONFIG_SCHEMA, ApptainerSettings
+from .settings import CONFIG_SCHEMA, ApptainerSettings, image_cache, layer_cache
 
 #: What ``nbcore shell`` runs when no command is given.
 DEFAULT_SHELL = ["sh", "-c", "if command -v bash >/dev/null 2>&1; then exec bash; else exec sh; fi"]
@@ -41,6 +41,10 @@ class ApptainerBackend(BackendProvider):
             material["conda"] = spec.section("conda")
             material["fallback"] = images.parse_source(settings.fallback_image, spec.base_dir).fingerprint()
         return material
+
+    def caches(self):
+        """The converted images shared by every environment, and Apptainer's own layer cache."""
+        return {"apptainer images": image_cache(), "apptainer layers": layer_cache()}
 
     def is_installed(self, env):
         plan = self._plan(env)[1]

@@ -27,6 +27,10 @@ from .settings import BASE_IMAGE_VARIABLE, CACHE_VARIABLE, ApptainerSettings, ba
 
 #: URI schemes Apptainer converts (``docker-daemon:`` and ``docker-archive:`` also take a single colon).
 CONVERTED_SCHEMES = ("docker", "docker-daemon", "docker-archive", "oras", "library", "shub", "https", "http")
+#: Free space below which an image cache in the home folder gets a warning (HPC homes are small).
+SMALL_HOME_BYTES = 5 * 10 ** 9
+MOVE_CACHES = ("point NBCORE_APPTAINER_CACHE and APPTAINER_CACHEDIR (or NBCORE_HOME) at a larger disk, e.g. project "
+               "or scratch space")
 #: Lines of a failed build's log quoted in the error.
 LOG_TAIL_LINES = 12
 #: The definition file's name in a build folder.
@@ -156,12 +160,30 @@ def ensure_local(engine, plan: ImagePlan, progress) -> None:
         return
     target = Path(plan.local)
     _make_writable_folder(target.parent, "the image cache %s" % target.parent, CACHE_VARIABLE)
+    small = _small_home_cache(target.parent)
+    if small:
+        progress.step("warning: " + small)
     try:
         _build_into(engine, target, [source.uri], progress, "converting %s to %s" % (source.uri, target),
                     fakeroot=False)
     except InstallError as exc:
-        raise InstallError("image %s could not be converted to a SIF file (%s); check that it exists, or name another "
-                           "in apptainer.image" % (source.uri, _engine_message(str(exc)))) from None
+        reason = _engine_message(str(exc))
+        hint = "check that it exists, or name another in apptainer.image"
+        if "no space left" in reason.lower():
+            hint = "make room, or " + MOVE_CACHES
+        raise InstallError("image %s could not be converted to a SIF file (%s); %s" % (source.uri, reason, hint)) from None
+
+
+def _small_home_cache(folder: Path) -> Optional[str]:
+    """A warning when ``folder`` lies in the home folder and its disk has little room left, else None."""
+    home = os.path.realpath(os.path.expanduser("~"))
+    inside = os.path.realpath(str(folder))
+    if inside != home and not inside.startswith(home + os.sep):
+        return None
+    free = shutil.disk_usage(inside).free
+    if free >= SMALL_HOME_BYTES:
+        return None
+    return "the image cache %s is in your home, which has %.1f GB free; %s" % (folder, free / 1e9, MOVE_CACHES)
 
 
 def build(engine, plan: ImagePlan, progress) -> None:

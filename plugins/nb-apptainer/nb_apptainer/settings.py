@@ -110,3 +110,9 @@ def image_cache() -> Path:
     """The folder of SIF files converted from remote and Docker images (may be shared and read-only)."""
     configured = os.environ.get(CACHE_VARIABLE)
     return Path(os.path.expanduser(configured)) if configured else nbcore_home() / "cache" / "apptainer" / "images"
+
+
+def layer_cache() -> Path:
+    """Apptainer's own cache of image layers (``APPTAINER_CACHEDIR``, else ``SINGULARITY_CACHEDIR``, else its default)."""
+    configured = os.environ.get("APPTAINER_CACHEDIR") or os.environ.get("SINGULARITY_CACHEDIR")
+    return Path(os.path.expanduser(configured or "~/.apptainer/cache"))
