@@ -7,7 +7,7 @@ import pytest
 
 from nbcore import ConfigError, Environment, EnvironmentSpec
 from nbcore.host.config import config_from_dict
-from nbcore.plugin import CapabilityMissing, Progress
+from nbcore.plugin import CapabilityMissing
 from nbcore.plugin.containers import CA_TARGET, ENV_PYTHON, Mount, python_environment_recipe
 
 pytest.importorskip("nb_apptainer", reason="nb-apptainer is not installed (pip install -e plugins/nb-apptainer)")
