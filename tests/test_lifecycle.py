@@ -400,3 +400,15 @@ def test_worker_exits_when_the_host_dies(tmp_path, state):
     finally:
         host.kill()
         host.wait()
+
+
+def test_a_crash_of_the_in_process_worker_loop_is_an_error_not_a_hang(workdir, monkeypatch):
+    from nbcore.worker import rpc
+
+    def crashing_run(self, call_id, op, target, args, kwargs):
+        raise RuntimeError("the loop broke")
+
+    with open_backend("demo", config={"environments": {"demo": {}}}, backend="python") as env:
+        monkeypatch.setattr(rpc.Worker, "_run", crashing_run)
+        with pytest.raises(WorkerError, match="the loop broke"):
+            env.call("operator:add", 1, 2)

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from .. import __version__
-from ..errors import NbcoreError, RemoteTraceback, UserError
+from ..errors import NbcoreError, RemoteError, RemoteTraceback, UserError
 
 
 def _common(parser, configs=False):
@@ -75,6 +75,11 @@ def build_parser():
     gc.add_argument("--older-than", type=float, metavar="DAYS",
                     help="also remove every environment not opened for DAYS days")
     gc.add_argument("--dry-run", action="store_true", help="only list what would be removed, with sizes")
+    push = _json_flag(command("push", "build an environment's image when needed and push it to a registry"))
+    push.add_argument("env", nargs="?", help="the environment (or --all)")
+    push.add_argument("--all", action="store_true", help="every environment of the config")
+    push.add_argument("--registry", help="the registry to push to (default: NBCORE_REGISTRY, the env's, the config's)")
+    push.add_argument("--skip-existing", action="store_true", help="leave images the registry already has alone")
     return parser
 
 
@@ -298,6 +303,30 @@ def cmd_gc(args):
                                              format_bytes(sum(e["bytes"] for e in removed))))
 
 
+def cmd_push(args):
+    from ..host.launch import prepare, resolve_config
+    from ..host.store import ensure_installed
+    from ..plugin.progress import Progress
+    from ..plugin.registry import get_registry
+
+    if bool(args.env) == args.all:
+        raise UserError("nbcore push needs an environment name or --all (not both)")
+    config = resolve_config(args.config, get_registry())
+    names = sorted(config.environments) if args.all else [args.env]
+    pushed = []
+    for name in names:
+        _, provider, env = prepare(name, config, args.backend, install=False)
+        progress = Progress()
+        ensure_installed(provider, env, progress)
+        pushed.append(provider.publish(env, args.registry, progress, skip_existing=args.skip_existing))
+    if args.json:
+        _emit(args, pushed)
+    else:
+        for item in pushed:
+            print("%s %s %s (%s)" % ("skipped" if item["skipped"] else "pushed", item["name"], item["image"],
+                                     item["digest"]))
+
+
 COMMANDS = {name[4:]: fn for name, fn in globals().items() if name.startswith("cmd_")}
 
 
@@ -343,6 +372,9 @@ def main(argv=None):
     except UserError as exc:
         print("nbcore: error: %s" % exc, file=sys.stderr)
         return 2
+    except RemoteError as exc:  # the worker's exception has no class here, or would end this program
+        print("nbcore: error: the call raised %s" % exc, file=sys.stderr)
+        return 1
     except NbcoreError as exc:
         print("nbcore: error: %s" % exc, file=sys.stderr)
         return 1

@@ -383,8 +383,8 @@ def test_killed_installer_leaves_nothing_half_ready(project, tmp_path, nbcore_ho
 def test_frontend_end_to_end_when_installed(frontend, project, tmp_path, monkeypatch):
     from nb_conda.engines import find_frontends
 
-    if frontend not in find_frontends():  # an engine of its own: NBCORE_REQUIRE_ENGINES=micromamba,... insists on it
-        engine_unavailable(frontend, "%s is not installed here (MAMBA_EXE, CONDA_EXE, PATH)" % frontend)
+    if frontend not in find_frontends():  # an engine of its own: NBCORE_REQUIRE_ENGINES=micromamba-frontend,...
+        engine_unavailable(frontend + "-frontend", "%s is not installed here (MAMBA_EXE, CONDA_EXE, PATH)" % frontend)
     monkeypatch.setenv("NBCORE_CONDA_ENGINE", frontend)
     write(tmp_path / "nbcore.yaml", """
         environments:

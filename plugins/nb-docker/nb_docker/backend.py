@@ -47,16 +47,27 @@ class DockerBackend(BackendProvider):
         return image_exists(api_client(), plan.tag)
 
     def install(self, env, progress):
+        """Pull the environment's published image when a registry has it, else build it; a ready image is pulled
+        when missing."""
         from . import images
         from .engine import api_client
+        from .publishing import fetch
 
         settings, plan = self._plan(env)
         api = api_client()
         if plan.built:
-            images.build(api, env, plan, settings, progress)
+            if not fetch(api, env, plan, settings, progress):
+                images.build(api, env, plan, settings, progress)
             images.remove_old_tags(api, env, plan.tag, progress)
         else:
             images.ensure_present(api, plan.tag, progress, "image")
+
+    def publish(self, env, registry, progress, skip_existing=False):
+        from .engine import api_client
+        from .publishing import publish
+
+        settings, plan = self._plan(env)
+        return publish(api_client(), env, plan, settings, registry, progress, skip_existing)
 
     def worker_python(self, env):
         return self._plan(env)[1].python
@@ -94,14 +105,16 @@ class DockerBackend(BackendProvider):
         return subprocess.call(run.argv, env=run.env)
 
     def remove(self, env):
-        """Delete the environment's images (every tag labelled with its name and spec hash), then its folder."""
+        """Delete the environment's images (every tag labelled with its name and spec hash, and its built tag, which
+        a pulled image labelled elsewhere has), then its folder."""
         import docker.errors
 
         from .engine import api_client
         from .images import remove_labelled
 
         try:
-            remove_labelled(api_client(), env)
+            _, plan = self._plan(env)
+            remove_labelled(api_client(), env, plan.tag if plan.built else None)
         except docker.errors.DockerException as exc:
             log.warning("could not remove the docker images of %s: %s", env.name, exc)
         super().remove(env)

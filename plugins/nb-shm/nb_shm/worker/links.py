@@ -12,7 +12,6 @@ import shutil
 import socket
 import struct
 import sys
-import tempfile
 
 from nbcore.worker import ConnectionClosed
 
@@ -29,7 +28,9 @@ def listen():
     try:
         if sys.platform.startswith("linux"):
             address = "\0nbcore-shm-" + os.urandom(16).hex()
-        else:
+        else:  # no abstract sockets: a private folder (tempfile only here, off the worker's start)
+            import tempfile
+
             folder = tempfile.mkdtemp(prefix="nbcore-shm-")
             address = os.path.join(folder, "s")
         sock.bind(address)
