@@ -50,7 +50,8 @@ def container_argv(docker, name):
     if os.path.isfile(HOST_CA):
         argv += ["-v", "%s:/etc/ssl/certs/ca-certificates.crt:ro" % os.path.realpath(HOST_CA),
                  "-e", "PIP_CERT=/etc/ssl/certs/ca-certificates.crt"]
-    for name_ in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"):
+    for name_ in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+                  "NBCORE_CI_REGISTRY_PORT"):
         if name_ in os.environ:
             argv += ["-e", name_]
     return argv + [IMAGE, "bash", str(REPO_ROOT / "tests" / "apptainer" / "inner" / "enter.sh"), str(VENVS)]

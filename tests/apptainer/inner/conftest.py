@@ -17,6 +17,8 @@ SIF = IMAGES / "python-numpy-3.11.sif"
 SANDBOX = IMAGES / "python-numpy-3.11.sandbox"
 ARCHIVE = IMAGES / "python-numpy-3.11.docker.tar"
 DAEMON_IMAGE = "nbcore-ci/python-numpy:3.11"
+#: The same image in the loopback registry of scripts/provision-registry (plain http: APPTAINER_NOHTTPS).
+REMOTE_IMAGE = "127.0.0.1:%s/%s" % (os.environ.get("NBCORE_CI_REGISTRY_PORT", "5055"), DAEMON_IMAGE)
 #: The local conda channel scripts/provision-conda builds (python 3.11, pip, nbtest-activation).
 CONDA_CHANNELS = Path(os.environ.get("NBCORE_CI_CACHE", "/var/cache/nbcore-ci")) / "conda" / "channels"
 
@@ -85,6 +87,8 @@ environments:
     apptainer: {image: "docker-daemon://%(daemon)s"}
   ap-archive:
     apptainer: {image: "docker-archive://%(archive)s"}
+  ap-remote:
+    apptainer: {image: "docker://%(remote)s"}
   ap-built:
     python: "3.11"
     install_script: |
@@ -135,11 +139,12 @@ def project(tmp_path_factory, nbcore_home, engine):
     (folder / "nbapptainer_testmod.py").write_text(TEST_MODULE)
     (folder / "nbapptainer_condamod.py").write_text(CONDA_MODULE)
     (folder / "nbcore.yaml").write_text(textwrap.dedent(CONFIG) % {
-        "sandbox": SANDBOX, "sif": SIF, "daemon": DAEMON_IMAGE, "archive": ARCHIVE})
+        "sandbox": SANDBOX, "sif": SIF, "daemon": DAEMON_IMAGE, "archive": ARCHIVE, "remote": REMOTE_IMAGE})
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)
         for name in ("NBCORE_BACKEND", "NBCORE_PROTOCOL", "NBCORE_CONFIG"):
             patch.delenv(name, raising=False)
+        patch.setenv("APPTAINER_NOHTTPS", "1")  # the loopback registry speaks plain http
         yield folder
 
 

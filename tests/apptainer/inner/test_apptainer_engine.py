@@ -21,7 +21,7 @@ from nbtest import pid_alive, run_nbcore
 #: The first test installs every source (conversions and builds take minutes on a busy machine).
 pytestmark = [pytest.mark.apptainer, pytest.mark.timeout(900)]
 
-SOURCES = ("ap-sandbox", "ap-sif", "ap-daemon", "ap-archive", "ap-built")
+SOURCES = ("ap-sandbox", "ap-sif", "ap-daemon", "ap-archive", "ap-remote", "ap-built")
 
 
 class CountingProgress(Progress):
@@ -87,7 +87,7 @@ def test_sources_run_in_place_or_are_converted_once_to_a_cached_sif(installed, n
     for name in ("ap-sandbox", "ap-sif"):
         provider, env, steps = installed[name]
         assert steps == [] and provider._plan(env)[1].image == env.spec.section("apptainer")["image"]
-    for name in ("ap-daemon", "ap-archive"):
+    for name in ("ap-daemon", "ap-archive", "ap-remote"):
         provider, env, steps = installed[name]
         image = Path(provider._plan(env)[1].image)
         assert image.suffix == ".sif" and image.is_file()
