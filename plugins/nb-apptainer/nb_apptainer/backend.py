@@ -1,0 +1,104 @@
+"""The ``apptainer`` backend provider."""
+import os
+import subprocess
+
+from nbcore.plugin import BackendProvider, InstallError, SubprocessWorker
+from nbcore.plugin.containers import Mount
+
+from . import conda_fallback, images
+from .engine import require_engine, unavailable_reason
+from .execution import exec_command
+from .settings import CONFIG_SCHEMA, ApptainerSettings, image_cache, layer_cache
+
+#: What ``nbcore shell`` runs when no command is given.
+DEFAULT_SHELL = ["sh", "-c", "if command -v bash >/dev/null 2>&1; then exec bash; else exec sh; fi"]
+
+
+class ApptainerBackend(BackendProvider):
+    """Runs workers in Apptainer (or SingularityCE) containers: a SIF file or sandbox per spec, converted from
+    Docker or other sources once, or built from a generated definition file."""
+
+    name = "apptainer"
+    description = ("Apptainer/SingularityCE container per spec (docker://, docker-daemon://, docker-archive://, "
+                   ".sif, sandbox; SIF built from the spec); no daemon or root needed")
+    config_schema = CONFIG_SCHEMA
+    auto_priority = 20
+
+    def check_available(self):
+        return unavailable_reason()
+
+    @staticmethod
+    def _plan(env):
+        settings = ApptainerSettings.from_spec(env.spec)
+        return settings, images.plan_image(env, settings)
+
+    def identity(self, spec):
+        """The image's URI, and the size and modification time of a local file or folder it names; for a spec
+        with a conda section, that section and the same of the fallback image."""
+        settings = ApptainerSettings.from_spec(spec)
+        material = {"image": images.image_source(settings, spec).fingerprint()}
+        if conda_fallback.wanted(spec):
+            material["conda"] = spec.section("conda")
+            material["fallback"] = images.parse_source(settings.fallback_image, spec.base_dir).fingerprint()
+        return material
+
+    def caches(self):
+        """The converted images shared by every environment, and Apptainer's own layer cache."""
+        return {"apptainer images": image_cache(), "apptainer layers": layer_cache()}
+
+    def is_installed(self, env):
+        plan = self._plan(env)[1]
+        return os.path.exists(plan.image) and (plan.conda_prefix is None or conda_fallback.is_built(env))
+
+    def install(self, env, progress):
+        engine = require_engine()
+        settings, plan = self._plan(env)
+        if plan.conda_prefix is None:
+            try:
+                images.ensure_local(engine, plan, progress)
+            except InstallError as exc:
+                if not conda_fallback.wanted(env.spec):
+                    raise
+                progress.step("%s; building the environment with conda on %s instead" % (exc, settings.fallback_image))
+                conda_fallback.mark(env, str(exc))
+                plan = self._plan(env)[1]
+        if plan.conda_prefix is not None:
+            images.ensure_local(engine, plan, progress)
+            conda_fallback.build(env, progress, self._step_runner(env, engine, settings, plan, progress))
+        elif plan.built:
+            images.build(engine, plan, progress)
+
+    def _step_runner(self, env, engine, settings, plan, progress):
+        """Runs the conda builder's steps inside the fallback image, the prefix bound read-write."""
+        prefix = str(plan.conda_prefix)
+
+        def run(argv, variables, cwd, step):
+            command = exec_command(engine, settings, plan.image, list(argv), dict(variables), cwd, env.path,
+                                   is_sif=plan.is_sif, mounts=[Mount(prefix, prefix)])
+            progress.run(command.argv, step=step, env=command.env, cwd=command.cwd)
+        return run
+
+    def worker_python(self, env):
+        return self._plan(env)[1].python
+
+    def _exec(self, env, argv, variables, cwd, worker_path=None):
+        settings, plan = self._plan(env)
+        variables, mounts = dict(variables or {}), []
+        if plan.conda_prefix is not None:
+            variables = dict(conda_fallback.activation(env), **variables)
+            mounts.append(Mount(str(plan.conda_prefix), str(plan.conda_prefix), read_only=True))
+        return exec_command(require_engine(), settings, plan.image, list(argv), variables, cwd, env.path,
+                            worker_path, is_sif=plan.is_sif, mounts=mounts)
+
+    def command(self, env, argv, variables=None, cwd=None):
+        """``apptainer exec`` of ``argv`` in the environment's image, set up as the worker's."""
+        return self._exec(env, argv, variables, cwd)
+
+    def start_worker(self, env, launch):
+        command = self._exec(env, [self.worker_python(env)] + launch.python_args, launch.worker_variables(),
+                             launch.cwd, launch.worker_path)
+        return SubprocessWorker(command.argv, env=command.env, cwd=command.cwd)
+
+    def shell(self, env, command, launch):
+        run = self._exec(env, command or DEFAULT_SHELL, {}, launch.cwd, launch.worker_path)
+        return subprocess.call(run.argv, env=run.env, cwd=run.cwd)
