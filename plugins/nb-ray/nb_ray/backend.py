@@ -127,8 +127,12 @@ class RayBackend(BackendProvider):
 
     def _launch_fields(self, placed, env, launch) -> dict:
         """What the node needs to start the worker: the shipped worker code and project, the variables."""
-        archive, digest = launch.worker_archive()
-        fields = {"worker_path": placed.stored("worker", digest, lambda: archive), "python_args": list(launch.python_args),
+        if launch.worker_archive is None:  # nothing to ship: the node must see the host's folder
+            worker_path = str(launch.worker_path)
+        else:
+            archive, digest = launch.worker_archive()
+            worker_path = placed.stored("worker", digest, lambda: archive)
+        fields = {"worker_path": worker_path, "python_args": list(launch.python_args),
                   "variables": placed.worker_variables(launch.variables)}
         if launch.cwd is not None:
             cwd = Path(launch.cwd)
@@ -190,7 +194,7 @@ class Placement:
         """The launch variables for this node: protocols that need a shared node dropped when it is another
         node; a one-line error when the host's address is loopback and the node is another machine."""
         variables = dict(variables)
-        if self.same_node_as_host():
+        if self.same_node_as_host() or serve.PROTOCOLS_VARIABLE not in variables:
             return variables
         fallback = variables[serve.PROTOCOLS_VARIABLE].split(",")[0]
         variables[serve.PROTOCOLS_VARIABLE] = fallback
