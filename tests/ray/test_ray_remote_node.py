@@ -73,3 +73,34 @@ def test_two_envs_at_once_on_different_nodes_and_shm_on_the_hosts_node(ray_clust
     finally:
         for env in opened.values():
             env.close()
+
+
+def test_the_hosts_folder_is_used_where_the_node_has_it(ray_cluster, project, ray_config, monkeypatch):
+    monkeypatch.setenv("NBCORE_RAY_SHIP_PROJECT", "0")
+    with nbcore.open_backend("e", config=ray_config("nodeB")) as env:
+        assert env.call("raymod:where")["cwd"] == str(project)
+
+
+def test_opening_one_env_twice_at_once_builds_it_once_on_the_node(ray_cluster, project, ray_config):
+    config = ray_config("nodeB", name="once", packages=())
+    builds = ray_cluster.root / "once-builds.txt"
+    config["environments"]["once"]["install_script"] = "echo built >> %s" % builds
+    opened, errors = [], []
+
+    def open_env():
+        try:
+            opened.append(nbcore.open_backend("once", config=config))
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_env) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(300)
+    try:
+        assert not errors and len(opened) == 2, errors
+        assert builds.read_text().splitlines() == ["built"]
+    finally:
+        for env in opened:
+            env.close()

@@ -77,7 +77,7 @@ class RayBackend(BackendProvider):
             node = placed.node
             progress.step("placed on Ray node %s (%s), NBCORE_HOME %s" % (node["node_id"][:12], node["ip"], node["home"]))
             request = self._request(env)
-            request["install_only"] = True
+            request.update(self._project_fields(placed, env, Path.cwd()), install_only=True)
             placed.run(request, InstallError)
         finally:
             placed.ray.kill(placed.actor)
@@ -135,15 +135,17 @@ class RayBackend(BackendProvider):
         fields = {"worker_path": worker_path, "python_args": list(launch.python_args),
                   "variables": placed.worker_variables(launch.variables)}
         if launch.cwd is not None:
-            cwd = Path(launch.cwd)
-            if _ship_forced() or not placed.call("folder_exists", str(cwd)):
-                packed = pack_project(cwd, size_limit())
-                shipped = placed.stored("project", packed[1], lambda: packed[0])
-                fields["cwd"] = shipped
-                fields["base_dir"] = _moved(env.spec.base_dir, cwd, shipped)
-            else:
-                fields["cwd"] = str(cwd)
+            fields.update(self._project_fields(placed, env, Path(launch.cwd)))
         return fields
+
+    def _project_fields(self, placed, env, cwd) -> dict:
+        """The project folder on the node: the host's own when the node has it (and shipping is not forced),
+        else the shipped copy, with the spec's folder moved into it (installs and starts agree on it)."""
+        if not _ship_forced() and placed.call("folder_exists", str(cwd)):
+            return {"cwd": str(cwd)}
+        data, digest = pack_project(cwd, size_limit())
+        shipped = placed.stored("project", digest, lambda: data)
+        return {"cwd": shipped, "base_dir": _moved(env.spec.base_dir, cwd, shipped)}
 
 
 def _moved(path, old_root, new_root):
