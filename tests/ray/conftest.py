@@ -263,6 +263,38 @@ def ray_cluster(nbcore_home):
         shutil.rmtree(root, ignore_errors=True)
 
 
+def _cluster_processes(cluster):
+    """Node agents and workers of the cluster's environments that still run."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or not pid_alive(int(entry)):
+            continue
+        try:
+            argv = Path("/proc/%s/cmdline" % entry).read_bytes().split(b"\0")
+        except OSError:
+            continue
+        text = [a.decode(errors="replace") for a in argv if a]
+        if "nb_ray.node_agent" in text or ("nbcore.worker" in text and
+                                           any(text[0].startswith(str(h)) for h in cluster.homes.values())):
+            found.append((int(entry), " ".join(text)))
+    return found
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_behind(request):
+    """After a test that used the cluster: no actor holds resources, no node agent or worker runs."""
+    yield
+    if "ray_cluster" not in request.fixturenames:
+        return
+    import ray
+
+    cluster = request.getfixturevalue("ray_cluster")
+    if not ray.is_initialized():
+        return
+    wait_until(lambda: set(cluster.actor_resources_held(ray).values()) == {0}, 30, "the actors to go")
+    wait_until(lambda: not _cluster_processes(cluster), 10, "node agents and workers to end")
+
+
 @pytest.fixture
 def project(tmp_path, monkeypatch):
     """A project folder with the test module, as the host's working directory."""
