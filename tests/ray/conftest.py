@@ -7,9 +7,11 @@ pytest's main thread into it (``unshare(CLONE_NEWNET)`` is per thread; every
 thread and process it starts afterwards inherits it) and back afterwards.
 The head node (resource ``nodeA``) shares the host's ``NBCORE_HOME``; the second
 node (``nodeB``) has its own and stands for another machine: the project folder
-is always shipped (``NBCORE_RAY_SHIP_PROJECT=1``).  With no network, nodes build
+is always shipped (``NBCORE_RAY_SHIP_PROJECT=1``).  One cluster serves the whole folder's tests; it stops
+after the last of them, before any other test runs.  With no network, nodes build
 environments with venv + pip from a local wheelhouse made before the switch.
 """
+import contextlib
 import ctypes
 import json
 import os
@@ -27,6 +29,7 @@ from nbcore.testing import engine_unavailable
 
 pytest.importorskip("nb_ray", reason="nb-ray is not installed (pip install -e 'plugins/nb-ray[test]')")
 
+HERE = Path(__file__).parent
 CLONE_NEWNET = 0x40000000
 PORT = 6379
 #: Seconds any start or stop of a node may take.
@@ -225,9 +228,9 @@ def _leave_network_namespace(old):
     os.close(old)
 
 
-@pytest.fixture(scope="session")
-def ray_cluster(nbcore_home):
-    """Two Ray nodes (``nodeA`` = the host's node, ``nodeB`` = another machine) for the whole run."""
+@contextlib.contextmanager
+def running_cluster(host_home):
+    """Two Ray nodes (``nodeA`` = the host's node, ``nodeB`` = another machine) in a new network namespace."""
     try:
         import ray
     except ImportError:
@@ -235,7 +238,7 @@ def ray_cluster(nbcore_home):
     if shutil.which("ip") is None:
         engine_unavailable("ray", "the ip command (iproute2) is missing; run scripts/provision-ray")
     root = Path(tempfile.mkdtemp(prefix="nbray-", dir="/tmp"))  # short: Ray's socket paths live under it
-    cluster = Cluster(root, nbcore_home)
+    cluster = Cluster(root, host_home)
     saved = {k: os.environ.get(k) for k in ("RAY_ADDRESS", "RAY_AUTH_MODE", "NBCORE_RAY_SHIP_PROJECT")}
     old_namespace = _enter_new_network_namespace()
     try:
@@ -263,6 +266,35 @@ def ray_cluster(nbcore_home):
         shutil.rmtree(root, ignore_errors=True)
 
 
+#: The cluster of the ray tests now running: its ``ExitStack`` and :class:`Cluster`, or why it did not start.
+_running = {}
+
+
+@pytest.fixture
+def ray_cluster(nbcore_home):
+    """The two-node cluster: started by the first test that asks, stopped after the last test of this folder
+    in a row (:func:`pytest_runtest_teardown`), so the tests after them run in the machine's own network."""
+    if "failed" in _running:
+        pytest.fail("the test cluster did not start: %s" % _running["failed"], pytrace=False)
+    if "cluster" not in _running:
+        stack = contextlib.ExitStack()
+        try:
+            _running["cluster"] = stack.enter_context(running_cluster(nbcore_home))
+        except Exception as exc:
+            _running["failed"] = "%s: %s" % (type(exc).__name__, exc)
+            raise
+        _running["stack"] = stack
+    return _running["cluster"]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    yield
+    if "stack" in _running and (nextitem is None or nextitem.path.parent != HERE):
+        _running.pop("cluster")
+        _running.pop("stack").close()
+
+
 def _cluster_processes(cluster):
     """Node agents and workers of the cluster's environments that still run."""
     found = []
@@ -284,13 +316,11 @@ def _cluster_processes(cluster):
 def nothing_left_behind(request):
     """After a test that used the cluster: no actor holds resources, no node agent or worker runs."""
     yield
-    if "ray_cluster" not in request.fixturenames:
+    cluster = _running.get("cluster")
+    if "ray_cluster" not in request.fixturenames or cluster is None:
         return
     import ray
 
-    cluster = request.getfixturevalue("ray_cluster")
-    if not ray.is_initialized():
-        return
     wait_until(lambda: set(cluster.actor_resources_held(ray).values()) == {0}, 30, "the actors to go")
     wait_until(lambda: not _cluster_processes(cluster), 10, "node agents and workers to end")
 
