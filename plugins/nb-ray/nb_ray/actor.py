@@ -23,6 +23,8 @@ from nbcore.plugin import nbcore_home
 
 #: Refuse archive members that would land outside the folder (Pythons that have the filter).
 EXTRACT_OPTIONS = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+#: The exit code reported when the agent ended without reporting the worker's (it was killed).
+AGENT_LOST = 255
 #: Seconds :meth:`NodeActor.kill` waits for the agent to end the worker.
 KILL_TIMEOUT = 10.0
 
@@ -93,7 +95,7 @@ class NodeActor:
     def _follow(self):
         for line in self._agent.stdout:
             self._add(json.loads(line))
-        self._add({"event": "agent-exit", "code": None})
+        self._add({"event": "agent-exit"})
 
     def _add(self, event):
         with self._changed:
@@ -108,7 +110,7 @@ class NodeActor:
             return None
         event = found[0]
         if event["event"] == "agent-exit":
-            return {"event": "exit", "code": event["code"], "tail": ""}
+            return {"event": "exit", "code": AGENT_LOST, "tail": "the node agent ended without reporting the worker's end"}
         return event
 
     def wait_exit(self) -> dict:
