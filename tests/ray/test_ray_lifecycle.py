@@ -130,3 +130,10 @@ def test_unreachable_cluster_is_one_line_with_the_address(project, tmp_path):
     assert out.returncode != 0
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "127.0.0.1:9" in lines[0] and "RAY_ADDRESS" in lines[0], out.stderr
+
+
+def test_resources_no_node_has_fail_at_once_naming_the_nodes(ray_cluster, project, ray_config):
+    with pytest.raises(nbcore.BackendUnavailable) as raised:
+        nbcore.open_backend("e", config=ray_config("nodeC"))
+    message = str(raised.value)
+    assert "no node of the Ray cluster has nodeC=0.01" in message and "nodeB=1" in message and "\n" not in message
