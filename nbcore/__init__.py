@@ -36,6 +36,7 @@ _EXPORTS = {
     "WorkerError": "nbcore.errors",
     "InstallError": "nbcore.errors",
     "RemoteError": "nbcore.errors",
+    "ResultError": "nbcore.errors",
     "RemoteTraceback": "nbcore.errors",
 }
 

@@ -46,3 +46,7 @@ class RemoteTraceback(Exception):
 
     def __str__(self):
         return "\n\nTraceback in the worker:\n" + self.text
+
+
+class ResultError(NbcoreError):
+    """A result of the worker that the host cannot rebuild; the message names its type and the fixes."""

@@ -22,9 +22,11 @@ class EnvironmentSpec:
     source: str = ""
     #: Folder install scripts run in (the config file's folder).
     base_dir: Optional[str] = None
+    #: The registry of published images named by the config file's top level (not part of the identity).
+    registry: Optional[str] = None
 
     @classmethod
-    def from_dict(cls, data, source="", base_dir=None):
+    def from_dict(cls, data, source="", base_dir=None, registry=None):
         data = dict(data or {})
         return cls(
             python=str(data.pop("python")) if data.get("python") is not None else None,
@@ -34,6 +36,7 @@ class EnvironmentSpec:
             sections=data,
             source=source,
             base_dir=base_dir,
+            registry=registry,
         )
 
     def to_dict(self):

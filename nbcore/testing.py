@@ -6,9 +6,20 @@ Enable in a plugin's ``conftest.py`` with ``pytest_plugins = ["nbcore.testing"]`
   when the engine is listed in ``NBCORE_REQUIRE_ENGINES`` (``docker,conda,...``).
 * ``nbcore_home`` points ``NBCORE_HOME`` at a folder shared by the whole test
   run (environments are slow to build; their hash keeps them apart).
+* :func:`find_pythons` / :func:`python_or_skip` find interpreters of another Python
+  version (``python3.8`` ...) wherever this machine keeps them.
+* :func:`read_line` reads a child's output line with a time limit.
+* ``nbcore_home`` points ``NBCORE_HOME`` at a folder shared by the whole test
+  run (environments are slow to build; their hash keeps them apart).
 * ``fresh_registry`` rebuilds the plugin registry for one test.
 """
+import glob
 import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import threading
 
 import pytest
 
@@ -22,7 +33,79 @@ def engine_unavailable(engine: str, reason: str):
     """Skip the running test because ``engine`` cannot run, or fail it when the engine is required."""
     if engine in required_engines():
         pytest.fail("%s is required (NBCORE_REQUIRE_ENGINES) but unavailable: %s" % (engine, reason), pytrace=False)
-    pytest.skip("%s unavailable: %s" % (engine, reason))
+    pytest.skip("%s unavailable: %s" % (engine, reason), allow_module_level=True)
+
+
+def _uv():
+    found = shutil.which("uv")
+    if found:
+        return found
+    beside = os.path.join(sysconfig.get_path("scripts"), "uv")  # the test extra installs it there
+    return beside if os.access(beside, os.X_OK) else None
+
+
+def _python_candidates(version):
+    name = "python" + version
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        yield os.path.join(folder or ".", name)
+    pyenv_root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    yield from sorted(glob.glob(os.path.join(pyenv_root, "versions", version + ".*", "bin", name)), reverse=True)
+    uv = _uv()
+    if uv:
+        try:
+            out = subprocess.run([uv, "python", "find", "--no-python-downloads", version],
+                                 capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            return
+        if out.returncode == 0:
+            yield from out.stdout.splitlines()
+
+
+def find_pythons(version):
+    """Interpreters of Python ``version`` (``"3.8"``), each run once to check it: ``pythonX.Y``
+    on ``PATH``, pyenv's versions (``$PYENV_ROOT`` or ``~/.pyenv``), and what
+    ``uv python find --no-python-downloads`` finds.  Paths are the interpreters' own
+    ``sys.executable`` (a pyenv shim resolves to the real one), without duplicates."""
+    found, seen = [], set()
+    probe = "import sys; print('%d.%d' % sys.version_info[:2]); print(sys.executable)"
+    for candidate in _python_candidates(version):
+        if not candidate or not os.access(candidate, os.X_OK) or os.path.isdir(candidate):
+            continue
+        try:
+            out = subprocess.run([candidate, "-c", probe], capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        lines = out.stdout.split("\n")
+        if out.returncode != 0 or len(lines) < 2 or lines[0] != version or not lines[1]:
+            continue
+        real = os.path.realpath(lines[1])
+        if real not in seen:
+            seen.add(real)
+            found.append(lines[1])
+    return found
+
+
+def python_or_skip(version):
+    """The first interpreter of Python ``version``, or skip the test (fail it when
+    ``NBCORE_REQUIRE_ENGINES`` names ``pythonX.Y``)."""
+    if version == "%d.%d" % sys.version_info[:2]:
+        return sys.executable
+    found = find_pythons(version)
+    if not found:
+        engine_unavailable("python" + version, "no Python %s interpreter found (python%s on PATH, pyenv versions, "
+                                               "uv python find)" % (version, version))
+    return found[0]
+
+
+def read_line(stream, timeout=60.0):
+    """The next line of a child's ``stream``; fail the test if none comes within ``timeout`` seconds."""
+    box = []
+    reader = threading.Thread(target=lambda: box.append(stream.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if not box:
+        pytest.fail("no line from the child within %.0f s" % timeout, pytrace=False)
+    return box[0]
 
 
 @pytest.fixture(scope="session")

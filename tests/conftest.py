@@ -1,4 +1,6 @@
 """Shared pytest setup for nbcore's own suite (and the plugin suites under tests/)."""
+import threading
+
 import pytest
 
 pytest_plugins = ["nbcore.testing"]
@@ -21,3 +23,25 @@ def workdir(tmp_path, monkeypatch):
     """Run the test inside an empty temporary folder (the worker's cwd follows the host's)."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture
+def later():
+    """``later(delay, function, *args)``: run ``function`` in ``delay`` seconds unless the test is over first.
+
+    Every timer is cancelled when the test ends, so a SIGINT or kill meant for one test never
+    lands in the next one."""
+    timers = []
+
+    def schedule(delay, function, *args):
+        timer = threading.Timer(delay, function, args=args)
+        timer.daemon = True
+        timers.append(timer)
+        timer.start()
+        return timer
+
+    try:
+        yield schedule
+    finally:
+        for timer in timers:
+            timer.cancel()

@@ -1,4 +1,6 @@
 """Helpers shared by nbcore's own test modules (``from nbtest import ...``)."""
+import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -12,6 +14,66 @@ SELECTION_VARIABLES = (
     "NBCORE_BACKEND", "NERFBASELINES_BACKEND", "NBCORE_PROTOCOL", "NERFBASELINES_PROTOCOL",
     "NBCORE_CONFIG", "NBCORE_PICKLE_PROTOCOL_MAX", "NBCORE_CONNECT_TIMEOUT",
 )
+
+#: Whether nb-shm is installed: with it, host and worker upgrade to shm-pickle on this (Linux) machine.
+SHM_INSTALLED = importlib.util.find_spec("nb_shm") is not None
+
+#: Run as ``python -s -E -c STDLIB_ONLY_CHECKER STAGED THIRDPARTY`` in the interpreter under test: imports
+#: every staged worker module, refusing every import that is neither standard library nor allowed.
+STDLIB_ONLY_CHECKER = r'''
+import importlib
+import importlib.machinery
+import os
+import sys
+import sysconfig
+
+staged, thirdparty = sys.argv[1], sys.argv[2]
+# nbcore and the protocol plugins' worker modules are injected (staged); numpy is optional
+ALLOWED = {"nbcore", "numpy"} | {n[:-3] if n.endswith(".py") else n for n in os.listdir(staged)}
+paths = sysconfig.get_paths()
+STDLIB = [p for p in {paths["stdlib"], paths["platstdlib"], os.path.join(paths["stdlib"], "lib-dynload"),
+                      os.path.join(paths["platstdlib"], "lib-dynload")} if os.path.isdir(p)]
+blocked = []
+
+
+class StdlibOnly:
+    def find_spec(self, fullname, path=None, target=None):
+        top = fullname.partition(".")[0]
+        if top in ALLOWED or "." in fullname or fullname in sys.builtin_module_names:
+            return None
+        if importlib.machinery.FrozenImporter.find_spec(fullname) is not None:
+            return None
+        if importlib.machinery.PathFinder.find_spec(fullname, STDLIB) is not None:
+            return None
+        blocked.append(fullname)
+        raise ImportError("not in the standard library: %s" % fullname)
+
+
+sys.meta_path.insert(0, StdlibOnly())
+sys.path[:0] = [staged, thirdparty]
+
+# the hook works: a module outside the standard library is refused
+try:
+    import nbt_thirdparty  # noqa: F401
+except ImportError as exc:
+    assert "not in the standard library" in str(exc), exc
+else:
+    raise SystemExit("the import hook did not block nbt_thirdparty")
+del blocked[:]
+
+names = []
+for root, dirs, files in os.walk(staged):
+    for name in sorted(files):
+        if name.endswith(".py"):
+            rel = os.path.relpath(os.path.join(root, name), staged)[:-3].replace(os.sep, ".")
+            names.append(rel[:-len(".__init__")] if rel.endswith(".__init__") else rel)
+for name in sorted(names):
+    importlib.import_module(name)
+    assert sys.modules[name].__file__.startswith(staged), name
+# (``blocked`` may list optional imports that the importer guarded, such as the stdlib's ``org``)
+assert "nbcore.worker.rpc" in names and "nbcore.worker.__main__" in names
+print("imported %d modules on Python %d.%d; refused: %s" % ((len(names),) + sys.version_info[:2] + (blocked,)))
+'''
 
 
 def write(path, text):
@@ -37,6 +99,13 @@ def run_nbcore(*args, cwd=None, env=None, timeout=300, python=None):
     return subprocess.run([python or sys.executable, "-m", "nbcore"] + [str(a) for a in args],
                           cwd=None if cwd is None else str(cwd), env=clean_environ(env),
                           capture_output=True, text=True, timeout=timeout)
+
+
+def cli_json(*args, **kwargs):
+    """Run ``nbcore ARGS`` (see :func:`run_nbcore`), check it succeeded, and parse its standard output."""
+    result = run_nbcore(*args, **kwargs)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
 
 
 def pid_alive(pid):

@@ -1,17 +1,17 @@
 """The ``nbcore`` command line: listings, call, shell, errors as one line, Ctrl-C."""
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import time
 
 import pytest
 
 from nbcore.plugin.registry import KNOWN_BACKENDS, get_registry
 
-from nbtest import clean_environ, pid_alive, run_nbcore, write
+from nbtest import SHM_INSTALLED, clean_environ, cli_json, pid_alive, run_nbcore, write
 
 pytestmark = pytest.mark.usefixtures("clean_env", "nbcore_home")
 
@@ -43,12 +43,6 @@ def project(tmp_path):
     return tmp_path
 
 
-def cli_json(*args, **kwargs):
-    result = run_nbcore(*args, **kwargs)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
-
-
 def test_version_and_entry_points(tmp_path):
     from nbcore import __version__
 
@@ -58,10 +52,10 @@ def test_version_and_entry_points(tmp_path):
     assert result.returncode == 0
     for command in ("plugins", "backends", "protocols", "envs", "install", "shell", "call", "bench", "doctor", "gc"):
         assert command in result.stdout
-    script = shutil.which("nbcore")
-    if script:
-        result = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=60)
-        assert result.stdout.strip() == "nbcore " + __version__
+    script = os.path.join(sysconfig.get_path("scripts"), "nbcore")
+    assert os.path.isfile(script), "the nbcore console script was not installed next to %s" % sys.executable
+    result = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "nbcore " + __version__
 
 
 def test_backends_json():
@@ -106,10 +100,10 @@ def test_call_on_venv_json(project, protocol):
     assert data["result"]["sum"] == 5
     assert data["result"]["python"] == list(sys.version_info[:2])
     assert data["backend"] == "venv"
-    if protocol or "shm-pickle" not in get_registry().protocols:
+    if protocol or not SHM_INSTALLED:
         assert data["protocol"].startswith("tcp-pickle")
     else:  # nb-shm is installed: the default list upgrades to it
-        assert data["protocol"].startswith(("shm-pickle", "tcp-pickle"))
+        assert data["protocol"].startswith("shm-pickle")
 
 
 def test_call_plain_output_and_kwargs(project):
@@ -148,6 +142,15 @@ def test_user_errors_are_one_line(project, args, needle):
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and needle in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_lock_on_a_backend_without_lock_files_is_a_one_line_error(project):
+    result = run_nbcore("lock", "demo", "--backend", "venv", cwd=project)
+    assert result.returncode == 2, result.stderr
+    error = result.stderr.strip().splitlines()[-1]
+    assert error == "nbcore: error: the venv backend writes no lock files; the conda backend writes lock files " \
+                    "(--backend conda)", result.stderr
+    assert not (project / "demo.lock").exists()
 
 
 def test_missing_backend_names_its_package(project):

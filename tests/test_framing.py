@@ -3,7 +3,6 @@ import pickle
 import socket
 import struct
 import threading
-import time
 import tracemalloc
 import zlib
 
@@ -110,7 +109,6 @@ def test_huge_claims_are_refused_without_allocating(pair, header):
     a, b = pair
     send_raw(a, header + b"some bytes that follow")
     tracemalloc.start()
-    started = time.monotonic()
     try:
         with pytest.raises(ProtocolError, match="larger than this machine's memory"):
             SocketFramer(b).recv_message()
@@ -118,7 +116,6 @@ def test_huge_claims_are_refused_without_allocating(pair, header):
     finally:
         tracemalloc.stop()
     assert peak < 10 << 20
-    assert time.monotonic() - started < 2
 
 
 @pytest.mark.parametrize("cut", ["header", "table", "pickle", "buffer"])
@@ -138,10 +135,10 @@ def test_truncated_message_is_connection_closed(pair, cut):
         SocketFramer(b).recv_message()
 
 
-def test_truncated_claim_of_a_large_message_is_connection_closed(pair):
+def test_truncated_claim_of_a_large_message_is_connection_closed(pair, later):
     a, b = pair
     send_raw(a, claim(200 << 20) + b"only this")
-    threading.Timer(0.2, a.shutdown, args=(socket.SHUT_WR,)).start()
+    later(0.2, a.shutdown, socket.SHUT_WR)
     with pytest.raises(ConnectionClosed):
         SocketFramer(b).recv_message()
 

@@ -63,9 +63,12 @@ def test_gc_keeps_other_projects_environments_of_the_same_name(tmp_path, home):
     assert gc(home, "-c", a) == [] and gc(home, "-c", b) == []
     assert gc(home, "-c", a, "-c", b, "--unreferenced") == []
     write(a, "environments:\n  demo: {packages: [a2]}\n")
-    install(a, "demo", home)
-    assert gc(home, "-c", a) == [("demo", "superseded")], "only project a's older build goes"
-    assert folder_of(home, "demo", tmp_path / "b").is_dir()
+    install(a, "demo", home)  # the new build replaces a's older one, never b's
+    assert names(home) == ["demo", "demo"] and folder_of(home, "demo", tmp_path / "b").is_dir()
+    write(b, "environments:\n  demo: {packages: [b2]}\n")
+    assert gc(home, "-c", a) == [], "b's older build is not a's to collect"
+    assert gc(home, "-c", b) == [("demo", "superseded")]
+    install(b, "demo", home)
     assert gc(home, "-c", a, "--unreferenced") == [("demo", "unreferenced")], "b's goes only when asked"
 
 
@@ -74,7 +77,7 @@ def test_gc_keeps_an_environment_whose_marker_names_no_project(tmp_path, home):
     install(config, "demo", home)
     marker = folder_of(home, "demo") / READY_MARKER
     record = json.loads(marker.read_text())
-    del record["project"]  # as written before markers recorded their project
+    del record["project"], record["projects"]  # as written before markers recorded their projects
     marker.write_text(json.dumps(record))
     write(config, "environments:\n  demo: {packages: [b]}\n")
     assert gc(home, "-c", config) == []

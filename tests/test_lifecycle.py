@@ -22,6 +22,7 @@ from nbcore.plugin.protocol import ListenAddress
 from nbcore.worker import tcp_pickle as tcp_worker
 from nbcore.worker.auth import NONCE_BYTES, AuthenticationError
 from nbcore.worker.framing import encode_header
+from nbcore.testing import read_line
 
 from nbtest import clean_environ, pid_alive, write
 
@@ -71,21 +72,17 @@ def command_backends(monkeypatch):
 
 def test_worker_that_never_connects_times_out(command_backends, monkeypatch, workdir):
     monkeypatch.setenv("NBCORE_CONNECT_TIMEOUT", "1")
-    started = time.monotonic()
     with pytest.raises(WorkerError, match=r"did not connect within 1 s \(NBCORE_CONNECT_TIMEOUT"):
         open_backend("demo", config=EMPTY, backend="nbt-sleep")
-    assert time.monotonic() - started < 5
     assert command_backends["nbt-sleep"].last.poll() is not None, "the silent worker was left running"
 
 
 def test_worker_that_exits_at_once_reports_its_output(command_backends, workdir):
-    started = time.monotonic()
     with pytest.raises(WorkerError) as info:
         open_backend("demo", config=EMPTY, backend="nbt-exit")
     message = str(info.value)
     assert "exited with code 7 before connecting" in message
     assert "nbt-boom first line" in message and "nbt-boom last line" in message
-    assert time.monotonic() - started < 5
 
 
 @pytest.fixture
@@ -94,34 +91,22 @@ def venv_env(workdir):
         yield env
 
 
-def kill_after(pid, delay, sig=signal.SIGKILL):
-    timer = threading.Timer(delay, os.kill, args=(pid, sig))
-    timer.start()
-    return timer
-
-
-def test_sigkilled_worker_mid_call(venv_env):
+def test_sigkilled_worker_mid_call(venv_env, later):
     pid = venv_env.call("os:getpid")
-    kill_after(pid, 0.5)
-    started = time.monotonic()
+    later(0.5, os.kill, pid, signal.SIGKILL)
     with pytest.raises(WorkerError, match=r"the worker died \(exit code -9\)"):
         venv_env.call("time:sleep", 30)
-    assert time.monotonic() - started < 10
-    started = time.monotonic()
     with pytest.raises(WorkerError, match="exit code -9"):
         venv_env.call("operator:add", 1, 2)
     venv_env.close()
-    assert time.monotonic() - started < 2
 
 
 def test_worker_killed_while_idle(venv_env):
     pid = venv_env.call("os:getpid")
     os.kill(pid, signal.SIGKILL)
-    time.sleep(0.2)
-    started = time.monotonic()
+    wait_gone(pid, 5)
     with pytest.raises(WorkerError, match="exit code -9"):
         venv_env.call("operator:add", 1, 2)
-    assert time.monotonic() - started < 5
 
 
 def test_worker_exiting_mid_call_shows_its_last_output(venv_env):
@@ -167,36 +152,43 @@ def truncate_and_die():
 def test_corrupt_replies_from_the_worker(venv_env, workdir, function, message):
     write(workdir / "nbt_corrupt.py", CORRUPT_WORKER)
     pid = venv_env.call("os:getpid")
-    started = time.monotonic()
     with pytest.raises(WorkerError) as info:
         venv_env.call("nbt_corrupt:" + function)
     assert message in str(info.value)
-    assert time.monotonic() - started < 5
     wait_gone(pid, 5)
 
 
-def interrupt_main_after(*delays):
-    main = threading.main_thread().ident
+def interrupt_main_after(later, *delays):
     for delay in delays:
-        threading.Timer(delay, signal.pthread_kill, args=(main, signal.SIGINT)).start()
+        later(delay, signal.pthread_kill, threading.main_thread().ident, signal.SIGINT)
 
 
-def test_ctrl_c_waits_for_a_call_that_ignores_cancel(venv_env):
-    interrupt_main_after(0.2)
-    started = time.monotonic()
+SLEEPER = '''
+import time
+
+
+def sleep_then_mark(seconds, path):
+    time.sleep(seconds)
+    with open(path, "w") as f:
+        f.write("finished")
+'''
+
+
+def test_ctrl_c_waits_for_a_call_that_ignores_cancel(venv_env, workdir, later):
+    write(workdir / "nbt_sleeper.py", SLEEPER)
+    marker = workdir / "call-finished"
+    interrupt_main_after(later, 0.2)
     with pytest.raises(KeyboardInterrupt):
-        venv_env.call("time:sleep", 1)
-    assert 0.9 < time.monotonic() - started < 5
+        venv_env.call("nbt_sleeper:sleep_then_mark", 1, str(marker))
+    assert marker.read_text() == "finished", "the host raised before the call it waited for had ended"
     assert venv_env.call("operator:add", 1, 2) == 3
 
 
-def test_second_ctrl_c_kills_the_worker(venv_env):
+def test_second_ctrl_c_kills_the_worker(venv_env, later):
     pid = venv_env.call("os:getpid")
-    interrupt_main_after(0.2, 0.5)
-    started = time.monotonic()
+    interrupt_main_after(later, 0.2, 0.5)
     with pytest.raises(KeyboardInterrupt):
         venv_env.call("time:sleep", 30)
-    assert time.monotonic() - started < 5
     wait_gone(pid, 5)
     with pytest.raises(WorkerError, match="killed after a second interrupt"):
         venv_env.call("operator:add", 1, 2)
@@ -332,7 +324,8 @@ def test_unauthenticated_clients_are_rejected(tmp_path, caplog):
 def test_a_silent_client_does_not_delay_the_worker(monkeypatch):
     from nbcore.builtin import tcp_pickle
 
-    monkeypatch.setattr(tcp_pickle, "AUTH_TIMEOUT", 2.0)
+    # The silent client's challenge outlasts the accept deadline: waiting on it at all fails the accept.
+    monkeypatch.setattr(tcp_pickle, "AUTH_TIMEOUT", 60.0)
     listener = TcpPickle().listen(ListenAddress())
     secret = os.urandom(32)
     silent = connect(listener.address)
@@ -345,17 +338,15 @@ def test_a_silent_client_does_not_delay_the_worker(monkeypatch):
 
     thread = threading.Thread(target=connect_worker)
     thread.start()
-    started = time.monotonic()
     try:
         channels = listener.accept(secret, 20, lambda: None)
-        elapsed = time.monotonic() - started
     finally:
         listener.close()
         thread.join(10)
         silent.close()
     for channel in list(channels) + list(worker.values()):
         channel.close()
-    assert elapsed < 1.0
+    assert set(worker) == {"main", "control"}
 
 
 def test_worker_rejects_a_host_without_the_secret():
@@ -398,7 +389,7 @@ def test_worker_exits_when_the_host_dies(tmp_path, state):
     host = subprocess.Popen([sys.executable, str(script), state], cwd=str(tmp_path), env=clean_environ(),
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        line = host.stdout.readline()
+        line = read_line(host.stdout)
         assert line.strip().isdigit(), "the host did not start its worker"
         pid = int(line)
         assert pid_alive(pid)
@@ -409,3 +400,15 @@ def test_worker_exits_when_the_host_dies(tmp_path, state):
     finally:
         host.kill()
         host.wait()
+
+
+def test_a_crash_of_the_in_process_worker_loop_is_an_error_not_a_hang(workdir, monkeypatch):
+    from nbcore.worker import rpc
+
+    def crashing_run(self, call_id, op, target, args, kwargs):
+        raise RuntimeError("the loop broke")
+
+    with open_backend("demo", config={"environments": {"demo": {}}}, backend="python") as env:
+        monkeypatch.setattr(rpc.Worker, "_run", crashing_run)
+        with pytest.raises(WorkerError, match="the loop broke"):
+            env.call("operator:add", 1, 2)

@@ -267,8 +267,8 @@ def plugin_venv(tmp_path_factory):
         commands = [[uv, "venv", "-q", "--python", sys.executable, str(venv)],
                     [uv, "pip", "install", "-q", "--python", str(python), "-e", str(REPO_ROOT), str(root / "nbtest-hello")]]
     else:
-        commands = [[sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
-                    [str(python), "-m", "pip", "install", "-q", "--no-deps", str(root / "nbtest-hello")]]
+        commands = [[sys.executable, "-m", "venv", str(venv)],
+                    [str(python), "-m", "pip", "install", "-q", "-e", str(REPO_ROOT), str(root / "nbtest-hello")]]
     for argv in commands:
         result = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=clean_environ())
         assert result.returncode == 0, result.stderr

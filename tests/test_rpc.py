@@ -183,10 +183,10 @@ def f(name):
     return "%s:%s" % (MODULE, name)
 
 
-def test_call_function(env):
+def test_call_function(env, request):
     assert env.call(f("add"), 2, 3) == 5
     assert env.call(f("add"), "a", b="b") == "ab"
-    assert env.backend in ("python", "venv")
+    assert env.backend == request.node.callspec.params["env"]
     assert env.protocol == "tcp-pickle5-buffers"
 
 
@@ -248,12 +248,27 @@ def test_exception_carries_the_worker_traceback(env):
     assert MODULE + ".py" in cause.text
 
 
-def test_exception_classes_unknown_or_unpicklable(env):
+def test_exception_class_the_host_imports_is_raised_as_itself(env, rpc_dir, monkeypatch):
+    monkeypatch.syspath_prepend(str(rpc_dir))
     with pytest.raises(Exception) as info:
         env.call(f("fail_custom"))
-    exc = info.value
-    assert type(exc).__name__ == "CustomError" or (isinstance(exc, RemoteError) and exc.type_name == MODULE + ".CustomError")
-    assert isinstance(exc.__cause__, RemoteTraceback)
+    assert (type(info.value).__module__, type(info.value).__name__) == (MODULE, "CustomError")
+    assert isinstance(info.value.__cause__, RemoteTraceback)
+
+
+def test_exception_class_unknown_to_the_host_becomes_a_remote_error(env, rpc_dir, monkeypatch):
+    if env.backend == "python":
+        pytest.skip("in process, every class of the worker is the host's")
+    hidden = {"", ".", os.getcwd(), str(rpc_dir)}
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in hidden])
+    monkeypatch.delitem(sys.modules, MODULE, raising=False)
+    with pytest.raises(RemoteError) as info:
+        env.call(f("fail_custom"))
+    assert info.value.type_name == MODULE + ".CustomError"
+    assert isinstance(info.value.__cause__, RemoteTraceback)
+
+
+def test_unpicklable_exception_keeps_its_message_and_traceback(env):
     with pytest.raises(Exception) as info:
         env.call(f("fail_unpicklable"))
     assert "carries a lock" in str(info.value)
@@ -288,10 +303,8 @@ def cancel_when_running(env, delay=0.2):
 
 
 def test_cancel_from_another_thread(env):
-    started = time.monotonic()
     thread = cancel_when_running(env)
     assert env.call(f("wait_for_cancel"), 20) == "cancelled"
-    assert time.monotonic() - started < 10
     thread.join()
     thread = cancel_when_running(env)
     with pytest.raises(CancelledError):
@@ -301,21 +314,16 @@ def test_cancel_from_another_thread(env):
     assert env.call(f("wait_for_cancel"), 0.3) == "timeout"
 
 
-def interrupt_main_after(delay):
-    main = threading.main_thread().ident
-    timer = threading.Timer(delay, signal.pthread_kill, args=(main, signal.SIGINT))
-    timer.start()
-    return timer
+def interrupt_main(later, delay):
+    later(delay, signal.pthread_kill, threading.main_thread().ident, signal.SIGINT)
 
 
 @pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="needs the main thread")
-def test_ctrl_c_cancels_the_running_call(env):
-    started = time.monotonic()
-    interrupt_main_after(0.3)
+def test_ctrl_c_cancels_the_running_call(env, later):
+    interrupt_main(later, 0.3)
     with pytest.raises(KeyboardInterrupt):
         env.call(f("wait_for_cancel"), 20)
-    assert time.monotonic() - started < 10
-    interrupt_main_after(0.3)
+    interrupt_main(later, 0.3)
     with pytest.raises(KeyboardInterrupt):
         env.call(f("check_loop"), 20)
     assert env.call(f("add"), 1, 2) == 3

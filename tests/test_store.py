@@ -190,3 +190,52 @@ def test_killed_installer_leaves_a_half_built_folder_the_next_install_replaces(t
     assert count.read_text().splitlines() == ["build", "build"]
     result = run_nbcore("install", "-c", config, "demo", "--backend", "venv", env={"NBCORE_HOME": str(home)})
     assert result.returncode == 0 and "already installed" in result.stderr
+
+
+def test_a_new_build_removes_the_older_builds_of_its_project_only(tmp_path):
+    provider = CountingBackend()
+
+    def env(name, package, project):
+        return make_environment(tmp_path, provider, name, EnvironmentSpec(packages=(package,), base_dir=project))
+
+    old, other, namesake = env("demo", "a", "/p/one"), env("demo", "z", "/p/two"), env("demo-2", "a", "/p/one")
+    for each in (old, other, namesake):
+        ensure_installed(provider, each, QuietProgress())
+    progress = QuietProgress()
+    ensure_installed(provider, env("demo", "b", "/p/one"), progress)
+    assert not old.path.exists() and "removed the older build %s" % old.path in progress.steps
+    assert is_ready(other) and is_ready(namesake)
+
+
+def test_a_build_that_another_project_uses_too_is_not_replaced(tmp_path):
+    provider = CountingBackend()
+    shared = make_environment(tmp_path, provider, "demo", EnvironmentSpec(packages=("a",), base_dir="/p/one"))
+    ensure_installed(provider, shared, QuietProgress())
+    same_spec_elsewhere = make_environment(tmp_path, provider, "demo", EnvironmentSpec(packages=("a",), base_dir="/p/two"))
+    assert same_spec_elsewhere.path == shared.path, "no install script: one build serves both projects"
+    assert ensure_installed(provider, same_spec_elsewhere, QuietProgress()) is False
+    assert json.loads((shared.path / READY_MARKER).read_text())["projects"] == ["/p/one", "/p/two"]
+    newer = make_environment(tmp_path, provider, "demo", EnvironmentSpec(packages=("b",), base_dir="/p/one"))
+    ensure_installed(provider, newer, QuietProgress())
+    assert is_ready(shared), "project two still uses it"
+
+
+def test_an_open_environment_is_neither_replaced_nor_collected(tmp_path, monkeypatch):
+    from nbcore.cli.gc import collect_garbage
+    from nbcore.host.store import InUse
+
+    monkeypatch.setenv("NBCORE_HOME", str(tmp_path))
+    provider = CountingBackend()
+    old = make_environment(tmp_path, provider, "demo", EnvironmentSpec(packages=("a",), base_dir=str(tmp_path)))
+    ensure_installed(provider, old, QuietProgress())
+    holder = InUse(old.path)
+    try:
+        progress = QuietProgress()
+        new = make_environment(tmp_path, provider, "demo", EnvironmentSpec(packages=("b",), base_dir=str(tmp_path)))
+        ensure_installed(provider, new, progress)
+        assert is_ready(old) and "kept the older build %s: it is open or being installed" % old.path in progress.steps
+        config = write(tmp_path / "nbcore.yaml", "environments:\n  demo: {packages: [b]}\n")
+        assert collect_garbage([config]) == [] and is_ready(old)
+    finally:
+        holder.release()
+    assert [r["path"] for r in collect_garbage([config])] == [str(old.path)]

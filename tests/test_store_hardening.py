@@ -130,7 +130,7 @@ def test_disk_full_at_the_ready_marker_is_cleaned_up_in_process(tmp_path, monkey
     real_write_text = Path.write_text
 
     def write_text(path, data, *args, **kwargs):
-        if path.name == READY_MARKER + ".tmp":
+        if path.name.startswith(READY_MARKER + ".") and path.name.endswith(".tmp"):
             real_write_text(path, data[:10], *args, **kwargs)
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_write_text(path, data, *args, **kwargs)

@@ -2,7 +2,6 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -10,69 +9,11 @@ from nbcore import open_backend
 from nbcore.builtin import venv as venv_backend
 from nbcore.plugin.registry import get_registry
 from nbcore.host.staging import stage_worker
+from nbcore.testing import python_or_skip
 
-from nbtest import write
-
-PY38_BIN = Path("/root/.pyenv/versions/3.8.18/bin")
-PY38 = PY38_BIN / "python3.8"
+from nbtest import STDLIB_ONLY_CHECKER, write
 
 pytestmark = pytest.mark.usefixtures("clean_env")
-
-# Runs in the interpreter under test: block every import that is neither stdlib nor allowed.
-CHECKER = r'''
-import importlib
-import importlib.machinery
-import os
-import sys
-import sysconfig
-
-staged, thirdparty = sys.argv[1], sys.argv[2]
-# nbcore and the protocol plugins' worker modules are injected (staged); numpy is optional
-ALLOWED = {"nbcore", "numpy"} | {n[:-3] if n.endswith(".py") else n for n in os.listdir(staged)}
-paths = sysconfig.get_paths()
-STDLIB = [p for p in {paths["stdlib"], paths["platstdlib"], os.path.join(paths["stdlib"], "lib-dynload"),
-                      os.path.join(paths["platstdlib"], "lib-dynload")} if os.path.isdir(p)]
-blocked = []
-
-
-class StdlibOnly:
-    def find_spec(self, fullname, path=None, target=None):
-        top = fullname.partition(".")[0]
-        if top in ALLOWED or "." in fullname or fullname in sys.builtin_module_names:
-            return None
-        if importlib.machinery.FrozenImporter.find_spec(fullname) is not None:
-            return None
-        if importlib.machinery.PathFinder.find_spec(fullname, STDLIB) is not None:
-            return None
-        blocked.append(fullname)
-        raise ImportError("not in the standard library: %s" % fullname)
-
-
-sys.meta_path.insert(0, StdlibOnly())
-sys.path[:0] = [staged, thirdparty]
-
-# the hook works: a module outside the standard library is refused
-try:
-    import nbt_thirdparty  # noqa: F401
-except ImportError as exc:
-    assert "not in the standard library" in str(exc), exc
-else:
-    raise SystemExit("the import hook did not block nbt_thirdparty")
-del blocked[:]
-
-names = []
-for root, dirs, files in os.walk(staged):
-    for name in sorted(files):
-        if name.endswith(".py"):
-            rel = os.path.relpath(os.path.join(root, name), staged)[:-3].replace(os.sep, ".")
-            names.append(rel[:-len(".__init__")] if rel.endswith(".__init__") else rel)
-for name in sorted(names):
-    importlib.import_module(name)
-    assert sys.modules[name].__file__.startswith(staged), name
-# (``blocked`` may list optional imports that the importer guarded, such as the stdlib's ``org``)
-assert "nbcore.worker.rpc" in names and "nbcore.worker.__main__" in names
-print("imported %d modules on Python %d.%d; refused: %s" % ((len(names),) + sys.version_info[:2] + (blocked,)))
-'''
 
 
 @pytest.fixture(scope="module")
@@ -91,21 +32,18 @@ def test_staged_folder_holds_only_worker_code(staged, tmp_path):
     assert stage_worker(staged.parent.parent, [p.worker_module for p in get_registry().protocols.values()]) == staged
 
 
-@pytest.mark.parametrize("python", [
-    pytest.param(str(PY38), id="python3.8", marks=pytest.mark.skipif(not PY38.exists(), reason="no Python 3.8 under pyenv")),
-    pytest.param(sys.executable, id="host-python"),
-])
-def test_worker_modules_import_with_stdlib_only(staged, tmp_path, python):
+@pytest.mark.parametrize("version", ["3.8", "host"], ids=["python3.8", "host-python"])
+def test_worker_modules_import_with_stdlib_only(staged, tmp_path, version):
+    python = sys.executable if version == "host" else python_or_skip(version)
     write(tmp_path / "thirdparty" / "nbt_thirdparty.py", "X = 1\n")
-    result = subprocess.run([python, "-s", "-E", "-c", CHECKER, str(staged), str(tmp_path / "thirdparty")],
+    result = subprocess.run([python, "-s", "-E", "-c", STDLIB_ONLY_CHECKER, str(staged), str(tmp_path / "thirdparty")],
                             capture_output=True, text=True, timeout=60, cwd=str(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "imported" in result.stdout
 
 
-@pytest.mark.skipif(not PY38.exists(), reason="no Python 3.8 under pyenv")
 def test_real_worker_on_python_38(nbcore_home, workdir, monkeypatch):
-    monkeypatch.setenv("PATH", str(PY38_BIN) + os.pathsep + os.environ["PATH"])
+    monkeypatch.setenv("PATH", os.path.dirname(python_or_skip("3.8")) + os.pathsep + os.environ["PATH"])
     venv_backend.find_interpreter.cache_clear()
     write(workdir / "nbt_py38_mod.py", """
         import sys

@@ -35,6 +35,8 @@ class ThreadWorker(WorkerProcess):
             self.worker.serve()
         except BaseException as exc:  # reported through output_tail
             self.error = "%s: %s" % (type(exc).__name__, exc)
+            if self.worker is not None:
+                self.worker.close()  # the host's recv ends instead of waiting for a loop that is gone
 
     def poll(self):
         return None if self.thread.is_alive() else (1 if self.error else 0)

@@ -29,6 +29,9 @@ def diagnose(config_path=None):
     for name, provider in sorted(registry.backends.items()):
         reason = provider.check_available()
         report["backends"][name] = {"available": reason is None, "reason": reason}
+        caches = {label: {"path": str(path), "bytes": folder_bytes(path)} for label, path in provider.caches().items()}
+        if caches:
+            report["backends"][name]["caches"] = caches
         if reason:
             problems.append("backend %s is unavailable: %s" % (name, reason))
     for name, provider in sorted(registry.protocols.items()):
@@ -65,6 +68,8 @@ def format_diagnosis(report):
     for kind in ("backends", "protocols"):
         for name, state in report[kind].items():
             lines.append("%s %-10s %s" % (kind[:-1], name, "ok" if state["available"] else "unavailable: " + state["reason"]))
+            for label, cache in state.get("caches", {}).items():
+                lines.append("  %s: %s (%.1f MB)" % (label, cache["path"], cache["bytes"] / 1e6))
     if report["config"]:
         lines.append("config: %s (%s)" % (report["config"]["path"], ", ".join(report["config"]["environments"])))
     lines += ["problem: " + p for p in report["problems"]] or ["no problems found"]

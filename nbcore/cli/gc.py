@@ -14,7 +14,8 @@ from ..host.config import find_config_file, load_config
 from ..errors import UserError
 from ..home import nbcore_home
 from ..plugin.registry import get_registry
-from ..host.store import environment_from_record, folder_bytes, install_lock, list_environments, read_record
+from ..host.store import (environment_from_record, folder_bytes, install_lock, list_environments, projects_of,
+                          read_record)
 
 DAY = 86400.0
 
@@ -73,8 +74,9 @@ def _reason(registry, record, configs, unreferenced, older_than_days, now) -> Op
     provider = registry.backends.get(backend)
     described = any(spec.identity(backend, provider.identity(spec) if provider else None) == spec_hash
                     for spec in specs)
-    if not described and any(spec.base_dir == record.get("project") for spec in specs if spec.base_dir):
-        return "superseded"
+    users = projects_of(record)
+    if not described and users and set(users) <= {spec.base_dir for spec in specs}:
+        return "superseded"  # only the given configs' projects use it, and none of them describes it any more
     if unreferenced and not described:
         return "unreferenced"
     used = record.get("used") or record.get("created")

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from .. import __version__
-from ..errors import NbcoreError, RemoteTraceback, UserError
+from ..errors import NbcoreError, RemoteError, RemoteTraceback, UserError
 
 
 def _common(parser, configs=False):
@@ -46,6 +46,9 @@ def build_parser():
     install = command("install", "create an environment (no-op when it is ready)")
     install.add_argument("env")
     install.add_argument("--force", action="store_true", help="rebuild even if ready")
+    lock = command("lock", "write a lock file of an environment (installed first when needed)")
+    lock.add_argument("env")
+    lock.add_argument("-o", "--output", help="lock file to write (default: ./ENV.lock)")
     shell = command("shell", "open a shell (or run CMD) inside an environment")
     shell.add_argument("env")
     shell.epilog = "Everything after -- is the command to run (default: an interactive shell)."
@@ -72,6 +75,11 @@ def build_parser():
     gc.add_argument("--older-than", type=float, metavar="DAYS",
                     help="also remove every environment not opened for DAYS days")
     gc.add_argument("--dry-run", action="store_true", help="only list what would be removed, with sizes")
+    push = _json_flag(command("push", "build an environment's image when needed and push it to a registry"))
+    push.add_argument("env", nargs="?", help="the environment (or --all)")
+    push.add_argument("--all", action="store_true", help="every environment of the config")
+    push.add_argument("--registry", help="the registry to push to (default: NBCORE_REGISTRY, the env's, the config's)")
+    push.add_argument("--skip-existing", action="store_true", help="leave images the registry already has alone")
     return parser
 
 
@@ -181,6 +189,18 @@ def cmd_install(args):
         print("nbcore: environment %s (%s) is already installed at %s" % (env.name, provider.name, env.path), file=sys.stderr)
 
 
+def cmd_lock(args):
+    from ..host.launch import prepare
+    from ..plugin.progress import Progress
+
+    config, provider, env = prepare(args.env, args.config, args.backend)
+    path = Path(args.output or "%s.lock" % env.name).resolve()
+    try:
+        provider.lock(env, path, Progress())
+    except NotImplementedError as exc:
+        raise UserError("%s; the conda backend writes lock files (--backend conda)" % exc) from None
+
+
 def cmd_shell(args):
     from ..plugin.backend import WorkerLaunch
     from ..host.launch import prepare, staged_worker_path
@@ -283,6 +303,30 @@ def cmd_gc(args):
                                              format_bytes(sum(e["bytes"] for e in removed))))
 
 
+def cmd_push(args):
+    from ..host.launch import prepare, resolve_config
+    from ..host.store import ensure_installed
+    from ..plugin.progress import Progress
+    from ..plugin.registry import get_registry
+
+    if bool(args.env) == args.all:
+        raise UserError("nbcore push needs an environment name or --all (not both)")
+    config = resolve_config(args.config, get_registry())
+    names = sorted(config.environments) if args.all else [args.env]
+    pushed = []
+    for name in names:
+        _, provider, env = prepare(name, config, args.backend, install=False)
+        progress = Progress()
+        ensure_installed(provider, env, progress)
+        pushed.append(provider.publish(env, args.registry, progress, skip_existing=args.skip_existing))
+    if args.json:
+        _emit(args, pushed)
+    else:
+        for item in pushed:
+            print("%s %s %s (%s)" % ("skipped" if item["skipped"] else "pushed", item["name"], item["image"],
+                                     item["digest"]))
+
+
 COMMANDS = {name[4:]: fn for name, fn in globals().items() if name.startswith("cmd_")}
 
 
@@ -328,6 +372,9 @@ def main(argv=None):
     except UserError as exc:
         print("nbcore: error: %s" % exc, file=sys.stderr)
         return 2
+    except RemoteError as exc:  # the worker's exception has no class here, or would end this program
+        print("nbcore: error: the call raised %s" % exc, file=sys.stderr)
+        return 1
     except NbcoreError as exc:
         print("nbcore: error: %s" % exc, file=sys.stderr)
         return 1

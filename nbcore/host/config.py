@@ -4,6 +4,7 @@ Schema (see ``docs/configuration.md``)::
 
     backend: venv                 # optional default backend
     protocol: tcp-pickle,shm-pickle   # optional default protocol list
+    registry: registry.example.org    # optional registry of published environment images
     environments:
       NAME:
         python: "3.11"            # interpreter version (default: the host's)
@@ -42,6 +43,8 @@ class Config:
     backend: Optional[str] = None
     protocol: Optional[str] = None
     path: Optional[Path] = None
+    #: Registry of published environment images (``registry:``); each spec carries it too.
+    registry: Optional[str] = None
 
     def spec(self, name: str) -> EnvironmentSpec:
         try:
@@ -68,6 +71,8 @@ def schema(backends) -> dict:
         "properties": {
             "backend": {"type": "string"},
             "protocol": {"type": "string"},
+            "registry": {"type": "string", "pattern": r"^[^\s/]+(/[^\s/]+)*$",
+                         "description": "registry (HOST[:PORT][/PATH]) of published environment images"},
             "environments": {"type": "object", "additionalProperties": spec,
                              "propertyNames": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"}},
         },
@@ -94,8 +99,9 @@ def parse_config(text: str, where: str, backends, base_dir=None) -> Config:
     environments = {}
     for name, spec in (data.get("environments") or {}).items():
         source = "%s:%d" % (where, lines[name])
-        environments[name] = EnvironmentSpec.from_dict(spec, source=source, base_dir=base_dir)
-    return Config(environments, data.get("backend"), data.get("protocol"))
+        environments[name] = EnvironmentSpec.from_dict(spec, source=source, base_dir=base_dir,
+                                                       registry=data.get("registry"))
+    return Config(environments, data.get("backend"), data.get("protocol"), registry=data.get("registry"))
 
 
 def _is_checked(value):

@@ -2,12 +2,16 @@
 import itertools
 import pickle
 import threading
+import time
 
-from ..errors import RemoteError, RemoteTraceback, WorkerError
+from ..errors import RemoteError, RemoteTraceback, ResultError, WorkerError
+from ..worker.channel import DecodeError, EncodeError
 from ..worker.framing import ConnectionClosed, ProtocolError
 from ..worker.rpc import ERROR, OK, REF, STOP, lookup
 
 SHUTDOWN_GRACE = 5.0
+#: Errors of unpickling a result that mean the host lacks its code; such a result comes back as a proxy.
+MISSING_CODE = (ImportError, AttributeError)
 
 
 class Connection:
@@ -15,6 +19,9 @@ class Connection:
 
     Thread-safe: concurrent requests are serialised.
     """
+
+    #: Seconds :meth:`close` waits for a running call and then for the worker to exit before it kills it.
+    shutdown_grace = SHUTDOWN_GRACE
 
     def __init__(self, channel, control, process):
         self.channel = channel
@@ -49,6 +56,9 @@ class Connection:
             try:
                 try:
                     self.channel.send((call_id, op, target, args, kwargs or {}, released))
+                except EncodeError as exc:  # nothing was sent: the arguments' own error
+                    self._released.extend(released)
+                    raise exc.error from None
                 except (ConnectionClosed, OSError) as exc:
                     self._fail(exc)
                 reply = self._wait_reply(call_id)
@@ -60,11 +70,13 @@ class Connection:
         """The reply to ``call_id``.  Ctrl-C cancels the call, waits for it to end, then re-raises;
         a second Ctrl-C kills the worker."""
         try:
-            return self._recv()
+            return self._recv(call_id)
         except KeyboardInterrupt:
             self.cancel(call_id)
             try:
-                reply = self._recv()
+                reply = self._recv(call_id)
+            except ResultError:
+                raise KeyboardInterrupt from None
             except KeyboardInterrupt:
                 self.process.kill()
                 self._failure = "the worker was killed after a second interrupt"
@@ -73,16 +85,41 @@ class Connection:
                 self.release(reply[2][0])
             raise
 
-    def _recv(self):
+    def _recv(self, call_id):
         try:
             return self.channel.recv()
+        except DecodeError as exc:
+            return self._keep_unreadable(call_id, exc.error)
         except (ConnectionClosed, ProtocolError, OSError) as exc:
             self._fail(exc)
+
+    def _keep_unreadable(self, call_id, error):
+        """The reply to ``call_id`` did not unpickle here: ask the worker for its result as a proxy (a REF reply).
+
+        Raises :class:`ResultError` when the host has the code but rebuilding failed, or the worker
+        cannot hand the result over.
+        """
+        try:
+            self.channel.send((next(self._ids), "keep", call_id, (), {}, []))
+            reply = self.channel.recv()
+        except DecodeError as exc:
+            raise ResultError(describe_unreadable(None, exc.error)) from None
+        except (ConnectionClosed, ProtocolError, OSError) as exc:
+            self._fail(exc)
+        if reply[1] != REF:
+            raise ResultError(describe_unreadable(None, error)) from None
+        if not isinstance(error, MISSING_CODE):
+            self.release(reply[2][0])
+            raise ResultError(describe_unreadable(reply[2][1], error)) from None
+        return reply
 
     def _fail(self, exc):
         code = self.process.wait(1.0)
         tail = self.process.output_tail().strip()
-        if code is not None:
+        if self._closed:
+            message = "the environment was closed during the call, and its worker stopped"
+            tail = ""
+        elif code is not None:
             message = "the worker died (exit code %s)" % code
         elif isinstance(exc, ProtocolError):
             message = "the worker sent a corrupt message (%s)" % exc
@@ -114,37 +151,58 @@ class Connection:
         raise WorkerError("the worker sent an unknown reply status %r" % (status,))
 
     def close(self):
-        """Shut the worker down (asking first, then killing) and close the channels."""
+        """Shut the worker down and close the channels; returns within :attr:`shutdown_grace` seconds
+        (plus the kill).
+
+        Asks the worker to exit once no call is running; a call still running after the grace period,
+        or a worker that does not exit, is killed (a request waiting in another thread then raises
+        :class:`WorkerError`).
+        """
         if self._closed:
             return
         self._closed = True
-        if self._failure is None and self.process.poll() is None:
+        deadline = time.monotonic() + self.shutdown_grace
+        if self._failure is None and self.process.poll() is None and self._lock.acquire(timeout=self.shutdown_grace):
             try:
-                with self._lock:
-                    self.channel.send((0, "shutdown", None, (), {}, []))
-                    self.channel.recv()
-            except (ConnectionClosed, ProtocolError, OSError):
+                self.channel.send((0, "shutdown", None, (), {}, []))
+            except (ConnectionClosed, OSError):
                 pass
+            finally:
+                self._lock.release()
+            # the control connection stays open until the worker has exited: closing it means "the host died"
+            self.process.wait(max(0.0, deadline - time.monotonic()))
+        self.process.kill()  # reaps and joins output readers; a no-op for ended workers
         self.channel.close()
         self.control.close()
-        if self.process.wait(SHUTDOWN_GRACE) is None:
-            self.process.kill()
-        else:
-            self.process.kill()  # reaps and joins output readers; a no-op for ended workers
 
 
 def rebuild_exception(value):
+    """The exception to raise for an ERROR reply: the worker's own when it unpickles here and is an
+    ``Exception``; else a :class:`RemoteError` (``SystemExit``, ``KeyboardInterrupt`` never end the host)."""
     pickled, type_name, message, text = value
     exc = None
     if pickled is not None:
         try:
             exc = pickle.loads(pickled)
+            str(exc)
         except Exception:
             exc = None
-    if not isinstance(exc, BaseException):
+    if not isinstance(exc, Exception):
         exc = RemoteError(type_name, message)
     exc.__cause__ = RemoteTraceback(text)
     return exc
+
+
+def describe_unreadable(type_name, error):
+    """The message of a :class:`ResultError`: what could not be rebuilt, why, and the fixes."""
+    what = "the result" if type_name is None else "the result of type %s" % type_name
+    why = "%s: %s" % (type(error).__name__, error)
+    if isinstance(error, MISSING_CODE):
+        module = getattr(error, "name", None) or (type_name or "").rpartition(".")[0] or "its module"
+        fixes = "install %s on the host, return plain types, or keep it remote with env.remote()" % module
+    else:
+        fixes = "return plain types, or keep it remote with env.remote()"
+    return "%s cannot be rebuilt on the host (%s); %s" % (what, why, fixes)
 
 
 def make_proxy(connection, ref):

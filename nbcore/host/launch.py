@@ -15,7 +15,7 @@ from ..plugin.registry import get_registry
 from ..plugin.progress import Progress
 from .selection import choose_backend, plan_protocols, protocol_list
 from .staging import stage_worker, worker_archive
-from .store import ensure_installed, make_environment
+from .store import InUse, ensure_installed, make_environment
 from ..plugin.backend import WorkerLaunch
 from ..plugin.protocol import ListenAddress
 from ..worker.framing import ConnectionClosed, ProtocolError
@@ -44,6 +44,8 @@ class RemoteEnv:
         self.connection = connection
         #: The worker's Python version, e.g. ``"3.11.7"``.
         self.worker_python = worker_python
+        #: The hold that keeps ``nbcore gc`` and rebuilds off the environment while it is open.
+        self.in_use = None
 
     @property
     def backend(self) -> str:
@@ -71,7 +73,11 @@ class RemoteEnv:
 
     def close(self):
         """Shut the worker down; safe to call twice."""
-        self.connection.close()
+        try:
+            self.connection.close()
+        finally:
+            if self.in_use is not None:
+                self.in_use.release()
 
     def __enter__(self):
         return self
@@ -136,7 +142,21 @@ def _keepalive():
 
 
 def start(config, provider, env, protocol: Optional[str] = None) -> RemoteEnv:
-    """Start a worker for an installed environment and connect to it."""
+    """Start a worker for an installed environment and connect to it.
+
+    The environment counts as in use (:class:`~nbcore.host.store.InUse`) until the result is closed.
+    """
+    in_use = InUse(env.path)
+    try:
+        remote_env = _start_and_connect(config, provider, env, protocol)
+    except BaseException:
+        in_use.release()
+        raise
+    remote_env.in_use = in_use
+    return remote_env
+
+
+def _start_and_connect(config, provider, env, protocol):
     registry = get_registry()
     names = protocol_list(registry, config.protocol, protocol)
     fallback, candidates = plan_protocols(registry, names)

@@ -12,14 +12,23 @@ installer finds a folder without a ready marker, removes it and starts over.
 Lock files are never deleted: a process waiting on a deleted file would hold a
 lock nobody else sees, and two installs could run at once.
 
-The ready marker records the project (the config file's folder) the environment
-was built for, and its modification time is the last time it was opened.
+The ready marker records the projects (config files' folders) that use the
+environment: the one it was built for, and every other one that opened it since
+(identical specs share a build); its modification time is the last time it was opened.
+
+An open environment holds a *shared* lock on the same file (:class:`InUse`)
+while its worker runs, so removing it (``nbcore gc``, an older build replaced by
+a new one) and rebuilding it wait for, or skip, environments in use.
+Once a new build of an environment is ready, the older builds of the same name,
+backend and project are removed (:func:`remove_superseded`).
 """
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import List, Optional
@@ -64,12 +73,27 @@ def is_ready(env: Environment, warn=True) -> bool:
     return read_record(env.path, warn) is not None
 
 
-def mark_used(env: Environment) -> None:
-    """Record that ``env`` was opened now (the ready marker's modification time); never fails."""
+def mark_used(env: Environment, record: Optional[dict] = None) -> None:
+    """Record that ``env`` was opened now, by its spec's project (``record``: the ready marker, when read
+    already); never fails."""
+    project = project_of(env.spec)
+    record = record if record is not None else read_record(env.path, warn=False)
     try:
-        os.utime(env.path / READY_MARKER)
+        if record is not None and project is not None and project not in projects_of(record):
+            record["projects"] = projects_of(record) + [project]
+            _write_marker(env.path, record)
+        else:
+            os.utime(env.path / READY_MARKER)
     except OSError:
         pass
+
+
+def projects_of(record: dict) -> List[str]:
+    """The projects that use the environment of ``record`` (a ready marker)."""
+    projects = record.get("projects")
+    if isinstance(projects, list):
+        return [p for p in projects if isinstance(p, str)]
+    return [record["project"]] if isinstance(record.get("project"), str) else []
 
 
 @contextlib.contextmanager
@@ -113,6 +137,33 @@ def _acquire(lock, wait, on_wait) -> bool:
             return False
 
 
+class InUse:
+    """A shared hold on an environment's lock file for as long as the environment is open.
+
+    Installs and removals take the lock exclusively, so they never run under an
+    open worker: ``nbcore gc`` skips the environment, a rebuild waits for it.
+    """
+
+    def __init__(self, env_path: Path):
+        self._fd = None
+        try:
+            fd = os.open(str(env_path) + ".lock", os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError:
+            return  # a home nobody can write to: nothing can remove the environment either
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    def release(self) -> None:
+        """Let go (idempotent)."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+
 def _lock_timeout():
     return float(os.environ.get("NBCORE_INSTALL_TIMEOUT", "7200"))
 
@@ -151,7 +202,27 @@ def ensure_installed(provider, env: Environment, progress, force=False) -> bool:
             shutil.rmtree(env.path, ignore_errors=True)
             raise
         progress.step("environment %s is ready (%.1f s)" % (env.name, time.monotonic() - started))
-        return True
+    remove_superseded(provider, env, progress)
+    return True
+
+
+def remove_superseded(provider, env: Environment, progress) -> None:
+    """Remove the older builds of ``env``: the same name and backend, another hash, used by its project alone.
+
+    One that is open or being installed elsewhere stays (``nbcore gc`` takes it later).
+    """
+    for folder in sorted(env.path.parent.glob(env.name + "-*")):
+        record = read_record(folder, warn=False) if folder.is_dir() and folder != env.path else None
+        if not record or record.get("name") != env.name or projects_of(record) != [project_of(env.spec)]:
+            continue  # not an older build of this environment, or another project uses it too
+        with install_lock(folder) as free:
+            if not free:
+                progress.step("kept the older build %s: it is open or being installed" % folder)
+                continue
+            record["path"] = str(folder)
+            provider.remove(environment_from_record(record))
+            shutil.rmtree(folder, ignore_errors=True)
+            progress.step("removed the older build %s" % folder)
 
 
 def project_of(spec: EnvironmentSpec) -> Optional[str]:
@@ -161,11 +232,22 @@ def project_of(spec: EnvironmentSpec) -> Optional[str]:
 
 def write_record(env: Environment) -> None:
     """Write the ready marker (atomically: a temporary file renamed into place)."""
-    record = {"name": env.name, "backend": env.backend, "hash": env.spec_hash, "spec": env.spec.to_dict(),
-              "source": env.spec.source, "project": project_of(env.spec), "created": time.time()}
-    tmp = env.path / (READY_MARKER + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2))
-    os.replace(tmp, env.path / READY_MARKER)
+    project = project_of(env.spec)
+    _write_marker(env.path, {"name": env.name, "backend": env.backend, "hash": env.spec_hash,
+                             "spec": env.spec.to_dict(), "source": env.spec.source, "project": project,
+                             "projects": [project] if project else [], "created": time.time()})
+
+
+def _write_marker(folder: Path, record: dict) -> None:
+    """Replace the ready marker atomically (a temporary file of this process renamed into place)."""
+    tmp = folder / ("%s.%d-%d.tmp" % (READY_MARKER, os.getpid(), threading.get_ident()))
+    try:
+        tmp.write_text(json.dumps(record, indent=2))
+        os.replace(tmp, folder / READY_MARKER)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 def list_environments(home: Path, sizes=True) -> List[dict]:

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 from typing import Callable, ClassVar, Dict, List, Optional, Tuple
 
+from ..errors import UserError
 from ..spec import EnvironmentSpec
 from .process import SubprocessWorker, WorkerProcess
 
@@ -155,6 +156,19 @@ class BackendProvider(abc.ABC):
     def lock(self, env: Environment, path: Path, progress) -> None:
         """Write a lock file of the installed ``env`` to ``path`` (``nbcore lock``), for backends that have them."""
         raise NotImplementedError("the %s backend writes no lock files" % self.name)
+
+    def caches(self) -> Dict[str, Path]:
+        """Folders this backend shares between its environments (package caches), by label, for ``nbcore doctor``."""
+        return {}
+
+    def publish(self, env: Environment, registry: Optional[str], progress, skip_existing: bool = False) -> dict:
+        """Push the installed ``env``'s image to ``registry`` (None: the configured one) for ``nbcore push``.
+
+        Return ``{"name", "image", "digest", "skipped"}``; ``skip_existing`` leaves an image the
+        registry already holds alone (``skipped`` true).  Backends without images keep this default.
+        """
+        raise UserError("the %s backend cannot publish images (nbcore push needs one that can, e.g. --backend docker)"
+                        % self.name)
 
     def remove(self, env: Environment) -> None:
         """Delete the environment and anything it owns outside ``env.path`` (images, caches)."""

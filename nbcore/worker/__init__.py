@@ -11,13 +11,13 @@ where the active protocol sends them from (no copy with ``shm-pickle``).
 
 The worker modules of protocol plugins build on :class:`Channel` and the
 framing helpers exported here (``ConnectionClosed``, ``ProtocolError``,
-``write_all``, ``pooled_buffer``); this package is all they may import of nbcore.
+``EncodeError``, ``DecodeError``, ``write_all``, ``pooled_buffer``); this package is all they may import of nbcore.
 """
 from .allocation import allocate_buffer, allocate_ndarray
 from .cancel import CancelledError, check_cancelled, is_cancelled
-from .channel import Channel
+from .channel import Channel, DecodeError, EncodeError
 from .framing import ConnectionClosed, ProtocolError, write_all
 from .framing import allocate as pooled_buffer
 
-__all__ = ["CancelledError", "Channel", "ConnectionClosed", "ProtocolError", "allocate_buffer", "allocate_ndarray",
+__all__ = ["CancelledError", "Channel", "ConnectionClosed", "DecodeError", "EncodeError", "ProtocolError", "allocate_buffer", "allocate_ndarray",
            "check_cancelled", "is_cancelled", "pooled_buffer", "write_all"]

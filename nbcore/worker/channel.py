@@ -4,10 +4,38 @@ import pickle
 from . import framing
 
 
+class EncodeError(Exception):
+    """A message could not be pickled; nothing of it was sent, the channel stays usable.
+
+    :attr:`error` is the exception pickling raised.
+    """
+
+    def __init__(self, error):
+        super().__init__("%s: %s" % (type(error).__name__, error))
+        self.error = error
+
+
+class DecodeError(Exception):
+    """A whole message arrived but could not be unpickled; the channel stays usable.
+
+    :attr:`error` is the exception unpickling raised (a missing module or class,
+    a failing ``__setstate__``).  A frame that is not a valid message is a
+    :class:`~nbcore.worker.framing.ProtocolError` instead.
+    """
+
+    def __init__(self, error):
+        super().__init__("%s: %s" % (type(error).__name__, error))
+        self.error = error
+
+
 class Channel:
     """Base class of every protocol's connected link; both host and worker use it.
 
-    Subclasses implement :meth:`send`, :meth:`recv` and :meth:`close`.  A channel
+    Subclasses implement :meth:`send`, :meth:`recv` and :meth:`close`.  ``send``
+    pickles the whole message before it writes a byte and raises
+    :class:`EncodeError` when pickling fails; ``recv`` consumes the whole frame
+    before it unpickles and raises :class:`DecodeError` when unpickling fails.
+    Either way the channel can carry the next message.  A channel
     starts at pickle protocol 2 (every supported Python reads it) and is moved to
     the negotiated protocol by setting :attr:`pickle_protocol`.
     """
@@ -52,16 +80,23 @@ class SocketChannel(Channel):
 
     def send(self, message):
         protocol = self.pickle_protocol
-        if protocol >= 5:
-            buffers = []
-            data = pickle.dumps(message, protocol, buffer_callback=buffers.append)
-            self._framer.send_message(data, [b.raw() for b in buffers] if buffers else ())
-        else:
-            self._framer.send_message(pickle.dumps(message, protocol), ())
+        try:
+            if protocol >= 5:
+                buffers = []
+                data = pickle.dumps(message, protocol, buffer_callback=buffers.append)
+                raw = [b.raw() for b in buffers] if buffers else ()
+            else:
+                data, raw = pickle.dumps(message, protocol), ()
+        except Exception as exc:
+            raise EncodeError(exc) from exc
+        self._framer.send_message(data, raw)
 
     def recv(self):
         data, buffers = self._framer.recv_message()
-        return pickle.loads(data, buffers=buffers)
+        try:
+            return pickle.loads(data, buffers=buffers)
+        except Exception as exc:
+            raise DecodeError(exc) from exc
 
     def keepalive(self, seconds):
         framing.keepalive(self.sock, seconds)

@@ -10,6 +10,7 @@ method     ``(object_id, name)``                      ``getattr(obj, name)(...)`
 getattr    ``(object_id, name)``                      ``getattr(obj, name)``
 import     ``"module:qualname"``                      keep the object remote
 next       iterator object id                         ``next(it)``
+keep       call id of the last reply                  keep its result remote (REF)
 release    None                                       only releases ids
 shutdown   None                                       ends the loop
 =========  =========================================  ============================
@@ -19,6 +20,11 @@ Reply (worker -> host): ``(call_id, status, value)`` with status one of
 worker), ``ERROR`` (value describes the exception) or ``STOP`` (the iterator
 is exhausted).  Objects the host passes back (proxies) arrive through
 :func:`lookup`.
+
+A result that does not pickle is sent as REF instead.  The worker holds the
+result of its last OK reply until the next request: a host that cannot
+unpickle it (its class or module is missing there) asks for it with ``keep``.
+A request that does not unpickle here is answered with ERROR (call id None).
 """
 import collections.abc
 import importlib
@@ -27,10 +33,10 @@ import os
 import pickle
 import sys
 import threading
-import traceback
 
 from . import cancel
 from .allocation import set_active_channel
+from .channel import DecodeError, EncodeError
 from .framing import ConnectionClosed
 
 OK, REF, ERROR, STOP = 0, 1, 2, 3
@@ -64,21 +70,42 @@ def resolve(path):
 
 def _keep(obj):
     """Store ``obj`` in the worker and return the reference sent to the host."""
-    object_id = next(_ids)
-    _objects[object_id] = obj
     kind = type(obj)
     methods = frozenset(n for n in dir(kind) if not n.startswith("__") and callable(getattr(kind, n, None)))
-    is_iterator = isinstance(obj, collections.abc.Iterator)
-    return (object_id, "%s.%s" % (kind.__module__, kind.__qualname__), methods, is_iterator, callable(obj))
+    ref = ("%s.%s" % (kind.__module__, kind.__qualname__), methods, isinstance(obj, collections.abc.Iterator), callable(obj))
+    object_id = next(_ids)
+    _objects[object_id] = obj
+    return (object_id,) + ref
+
+
+def _text(produce, fallback):
+    """``produce()`` when it returns a str; ``fallback`` when it raises anything or returns something else."""
+    try:
+        text = produce()
+    except BaseException:  # user code (__str__, __repr__, metaclasses) must not end the worker
+        return fallback
+    return text if isinstance(text, str) else fallback
 
 
 def _describe_error(exc):
-    try:
-        pickled = pickle.dumps(exc)
-    except Exception:
-        pickled = None
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return (pickled, "%s.%s" % (type(exc).__module__, type(exc).__qualname__), str(exc), text)
+    """``(pickled exception or None, type name, message, traceback text)``, plain values only; never raises."""
+    kind = type(exc)
+    type_name = _text(lambda: "%s.%s" % (kind.__module__, kind.__qualname__), kind.__name__)
+    message = _text(lambda: str(exc), None)
+    pickled = None
+    if message is None:  # rebuilt on the host, it would fail there too: send the description only
+        message = _text(lambda: repr(exc), "<unprintable %s>" % kind.__name__)
+    else:
+        try:
+            pickled = pickle.dumps(exc)
+        except BaseException:
+            pickled = None
+    import traceback  # only failing calls need it: keep it out of the worker's start
+
+    last_line = "%s: %s\n" % (type_name, message)
+    text = _text(lambda: "".join(traceback.format_exception(kind, exc, exc.__traceback__)),
+                 _text(lambda: "".join(traceback.format_tb(exc.__traceback__)) + last_line, last_line))
+    return (pickled, type_name, message, text)
 
 
 class Worker:
@@ -89,28 +116,40 @@ class Worker:
         self.control = control
         self.exit_when_host_dies = exit_when_host_dies
         self._finished = False
+        #: ``(call_id, result)`` of the last OK reply, held until the next request (see ``keep``).
+        self._last_reply = None
 
     def serve(self):
         if self.control is not None:
             threading.Thread(target=self._watch_control, name="nbcore-control", daemon=True).start()
-        channel = self.channel
-        set_active_channel(channel)
+        set_active_channel(self.channel)
+        try:
+            self._loop(self.channel)
+        except ConnectionClosed:
+            pass
+        self._finished = True
+        self.channel.close()
+
+    def _loop(self, channel):
         while True:
             try:
                 call_id, op, target, args, kwargs, released = channel.recv()
-            except ConnectionClosed:
-                break
+            except DecodeError as exc:  # e.g. an argument whose class exists only on the host
+                self._send_error(None, exc.error)
+                continue
+            if op == "keep":
+                self._send_kept(call_id, target)
+                continue
+            self._last_reply = None
             for object_id in released:
                 _objects.pop(object_id, None)
             if op == "shutdown":
                 self._finished = True
                 channel.send((call_id, OK, None))
-                break
+                return
             if op == "release":
                 continue
             self._run(call_id, op, target, args, kwargs)
-        self._finished = True
-        channel.close()
 
     def _run(self, call_id, op, target, args, kwargs):
         cancel._set_current_call(call_id)
@@ -134,19 +173,41 @@ class Worker:
                 result, keep_remote = resolve(target), True
             else:
                 raise ValueError("unknown request %r" % (op,))
-        except BaseException as exc:  # the host sees every failure, KeyboardInterrupt included
-            self.channel.send((call_id, ERROR, _describe_error(exc)))
+        except BaseException as exc:  # the host sees every failure, SystemExit and KeyboardInterrupt included
+            self._send_error(call_id, exc)
             return
         finally:
             cancel._set_current_call(None)
             cancel._forget(call_id)
         if keep_remote or (result is not None and isinstance(result, collections.abc.Iterator)):
-            self.channel.send((call_id, REF, _keep(result)))
+            self._send_ref(call_id, result)
             return
         try:
             self.channel.send((call_id, OK, result))
-        except (pickle.PicklingError, TypeError, AttributeError):
-            self.channel.send((call_id, REF, _keep(result)))
+        except EncodeError:  # unpicklable, nested too deep, a failing __reduce__: the result stays here
+            self._send_ref(call_id, result)
+            return
+        self._last_reply = (call_id, result)
+
+    def _send_ref(self, call_id, obj):
+        """Keep ``obj`` in the worker and send its reference; send the error when even that fails."""
+        try:
+            ref = _keep(obj)
+        except Exception as exc:
+            self._send_error(call_id, exc)
+            return
+        self.channel.send((call_id, REF, ref))
+
+    def _send_kept(self, call_id, reply_id):
+        """Answer ``keep``: the result of the last reply, ``reply_id``, as a reference."""
+        last, self._last_reply = self._last_reply, None
+        if last is None or last[0] != reply_id:
+            self._send_error(call_id, LookupError("the worker no longer holds the result of call %r" % (reply_id,)))
+        else:
+            self._send_ref(call_id, last[1])
+
+    def _send_error(self, call_id, exc):
+        self.channel.send((call_id, ERROR, _describe_error(exc)))
 
     def _watch_control(self):
         while True:

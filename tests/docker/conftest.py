@@ -4,6 +4,7 @@ The base images are the ones ``scripts/provision-docker`` builds with debootstra
 (``nbcore-ci/python:X.Y``); builds use them through ``NBCORE_DOCKER_BASE_IMAGE``
 because no registry is reachable in CI.
 """
+import importlib.util
 import os
 import textwrap
 
@@ -11,7 +12,8 @@ import pytest
 
 from nbcore.testing import engine_unavailable
 
-pytest.importorskip("nb_docker", reason="nb-docker is not installed (pip install -e plugins/nb-docker)")
+if importlib.util.find_spec("nb_docker") is None:
+    engine_unavailable("docker", "nb-docker is not installed (pip install -e plugins/nb-docker)")
 
 BASE_IMAGE_TEMPLATE = "nbcore-ci/python:{python}"
 HOST_PYTHON = "3.11"

@@ -75,3 +75,23 @@ def test_a_build_keeps_the_images_of_other_projects_and_homes(tmp_path, env_name
     assert builds == 1 and tag_a2 != tag_a
     assert not image_exists(docker_api, tag_a), "project a's old image was kept"
     assert image_exists(docker_api, tag_b) and image_exists(docker_api, tag_c)
+
+
+def test_removing_an_environment_keeps_the_same_image_of_another_home(tmp_path, env_name, docker_api, base_images,
+                                                                      monkeypatch):
+    """Two homes with the same spec share one content-addressed tag; the second home did not build it, so
+    removing the environment from the second home (gc, a newer build) must not take the first home's image."""
+    from nb_docker.images import image_exists
+
+    config = project(tmp_path / "p", env_name, "p")
+    tag, builds = install(config, env_name, tmp_path / "home-1", monkeypatch)
+    assert builds == 1
+    monkeypatch.setenv("NBCORE_HOME", str(tmp_path / "home-2"))
+    _, provider, env = prepare(env_name, config, backend="docker", install=False)
+    assert provider._plan(env)[1].tag == tag
+    provider.remove(env)
+    assert image_exists(docker_api, tag), "another home's image went"
+    monkeypatch.setenv("NBCORE_HOME", str(tmp_path / "home-1"))
+    _, provider, env = prepare(env_name, config, backend="docker", install=False)
+    provider.remove(env)
+    assert not image_exists(docker_api, tag), "the home that built it removes it"

@@ -5,6 +5,8 @@ from nbcore.cli.bench import format_report, format_sweep, plot_sweep, run_bench,
 
 from conftest import NUMPY_ENV
 
+pytestmark = pytest.mark.slow  # benchmarks
+
 
 def test_bench_reports_the_allocate_ndarray_frame(nbcore_home):
     result = run_bench("shmtest", NUMPY_ENV, "venv", quick=True)

@@ -1,6 +1,5 @@
 """Ends of life: either side SIGKILLed, two hosts at once, a long soak, named-file fallback, a Python 3.8 worker."""
 import gc
-import glob
 import os
 import pickle
 import signal
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 
 import nbcore
+from nbcore.testing import python_or_skip, read_line
 from nbcore.worker.framing import ConnectionClosed
 
 from conftest import NUMPY_ENV, pattern, shm_entries
@@ -68,11 +68,13 @@ def test_worker_sigkilled_mid_call(open_env):
     with open_env("venv") as env:
         kept = env.call("shm_targets:make", 4 << 20, 1)
         pid = env.call("shm_targets:pid")
-        threading.Timer(0.5, os.kill, (pid, signal.SIGKILL)).start()
-        started = time.monotonic()
-        with pytest.raises(nbcore.WorkerError, match="died|lost the connection"):
-            env.call("shm_targets:sleep", 60)
-        assert time.monotonic() - started < 2.5
+        killer = threading.Timer(0.5, os.kill, (pid, signal.SIGKILL))
+        killer.start()
+        try:
+            with pytest.raises(nbcore.WorkerError, match="died|lost the connection"):
+                env.call("shm_targets:sleep", 60)
+        finally:
+            killer.cancel()
         np.testing.assert_array_equal(kept, pattern(4 << 20, 1))  # the host's arrays outlive the worker
         with pytest.raises(nbcore.WorkerError):
             env.call("operator:add", 1, 2)
@@ -84,7 +86,7 @@ def test_host_sigkilled_mid_call(targets_dir, nbcore_home):
     before = shm_entries()
     host = host_process(targets_dir, "hang")
     try:
-        worker_pid = int(host.stdout.readline())
+        worker_pid = int(read_line(host.stdout))
         assert pid_alive(worker_pid)
         host.send_signal(signal.SIGKILL)
         host.wait(10)
@@ -111,6 +113,7 @@ def _rss_bytes():
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+@pytest.mark.slow
 def test_soak_ten_thousand_calls(open_env):
     with open_env("venv", NBCORE_SHM_SEGMENT_SIZE=8 << 20) as env:
         sent = pattern(200_000, 4)
@@ -154,15 +157,10 @@ def test_closed_channel_reports_connection_closed(open_env):
         channel.send(("after", "close"))
 
 
-def _python38():
-    found = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.8.*/bin/python3.8")))
-    return found[-1] if found else None
-
-
-@pytest.mark.skipif(_python38() is None, reason="no Python 3.8 interpreter here")
+@pytest.mark.slow  # builds a Python 3.8 environment with numpy
 @pytest.mark.filterwarnings("ignore:numpy.core.numeric is deprecated")
 def test_python38_worker(open_env, monkeypatch):
-    monkeypatch.setenv("PATH", os.path.dirname(_python38()) + os.pathsep + os.environ["PATH"])
+    monkeypatch.setenv("PATH", os.path.dirname(python_or_skip("3.8")) + os.pathsep + os.environ["PATH"])
     config = {"environments": {"shmtest": {"python": "3.8", "packages": ["numpy"]}}}
     with open_env("venv", config=config) as env:
         assert env.worker_python.startswith("3.8.")
@@ -173,16 +171,18 @@ def test_python38_worker(open_env, monkeypatch):
         np.testing.assert_array_equal(env.call("shm_targets:prealloc", 1 << 20, 3), pattern(1 << 20, 3))
 
 
-def test_worker_module_runs_on_python38_syntax():
-    python = _python38()
-    if python is None:
-        pytest.skip("no Python 3.8 interpreter here")
+@pytest.mark.parametrize("version", ["3.8", "host"], ids=["python3.8", "host-python-as-3.8"])
+def test_worker_module_runs_on_python38_syntax(version):
+    """Parsed by a real 3.8 where one is found, and always by this interpreter's parser held to 3.8's grammar."""
+    python = sys.executable if version == "host" else python_or_skip(version)
     import nb_shm.worker
 
     folder = os.path.dirname(nb_shm.worker.__file__)
     code = textwrap.dedent("""
         import ast, sys, pathlib
-        for path in pathlib.Path(sys.argv[1]).glob("*.py"):
+        paths = sorted(pathlib.Path(sys.argv[1]).glob("*.py"))
+        assert paths, sys.argv[1]
+        for path in paths:
             ast.parse(path.read_text(), str(path), feature_version=(3, 8))
     """)
-    subprocess.run([python, "-c", code, folder], check=True)
+    subprocess.run([python, "-c", code, folder], check=True, timeout=60)

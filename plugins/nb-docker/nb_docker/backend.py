@@ -47,16 +47,27 @@ class DockerBackend(BackendProvider):
         return image_exists(api_client(), plan.tag)
 
     def install(self, env, progress):
+        """Pull the environment's published image when a registry has it, else build it; a ready image is pulled
+        when missing."""
         from . import images
         from .engine import api_client
+        from .publishing import fetch
 
         settings, plan = self._plan(env)
         api = api_client()
         if plan.built:
-            images.build(api, env, plan, settings, progress)
+            if not fetch(api, env, plan, settings, progress):
+                images.build(api, env, plan, settings, progress)
             images.remove_old_tags(api, env, plan.tag, progress)
         else:
             images.ensure_present(api, plan.tag, progress, "image")
+
+    def publish(self, env, registry, progress, skip_existing=False):
+        from .engine import api_client
+        from .publishing import publish
+
+        settings, plan = self._plan(env)
+        return publish(api_client(), env, plan, settings, registry, progress, skip_existing)
 
     def worker_python(self, env):
         return self._plan(env)[1].python
@@ -94,7 +105,8 @@ class DockerBackend(BackendProvider):
         return subprocess.call(run.argv, env=run.env)
 
     def remove(self, env):
-        """Delete the environment's images (every tag labelled with its name and spec hash), then its folder."""
+        """Delete the images this cache and project built for the environment (its name and spec hash), then its
+        folder; images another home or project built, or pulled ones, may serve environments elsewhere and stay."""
         import docker.errors
 
         from .engine import api_client

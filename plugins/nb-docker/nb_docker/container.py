@@ -7,10 +7,13 @@ from typing import Dict, List, Optional, Tuple
 import docker.types
 from nbcore.plugin.containers import CA_TARGET, CA_VARIABLES, Mount, deduplicate_mounts, forwarded_environment
 
-from .settings import DockerSettings, wants_gpus
+from .engine import ulimit_ceilings
+from .settings import DockerSettings, wants_gpus, worker_ulimits
 
 #: Inside the container: pip's cache (a host folder under ``NBCORE_HOME``) and HOME for users without one.
 PIP_CACHE_TARGET = "/tmp/nbcore-pip-cache"
+#: Inside the container: the folder of each model cache variable (``/tmp/nbcore-cache/TORCH_HOME``).
+MODEL_CACHE_TARGET = "/tmp/nbcore-cache"
 HOME_FOR_UNKNOWN_USER = "/tmp"
 LABEL_ROLE = "org.nbcore.role"
 
@@ -27,6 +30,8 @@ class ContainerConfig:
     working_dir: Optional[str]
     gpus: bool
     labels: Dict[str, str]
+    #: Resource limits by name (``memlock``), soft = hard; -1 = unlimited.
+    ulimits: Dict[str, int] = dataclasses.field(default_factory=dict)
 
     def create_kwargs(self, api) -> dict:
         """Arguments for ``APIClient.create_container`` (removed on exit, host IPC and network)."""
@@ -34,6 +39,7 @@ class ContainerConfig:
             mounts=[docker.types.Mount(m.target, m.source, type="bind", read_only=m.read_only) for m in self.mounts],
             ipc_mode="host", network_mode="host", auto_remove=True, init=True,
             device_requests=[docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])] if self.gpus else None,
+            ulimits=[docker.types.Ulimit(name=name, soft=value, hard=value) for name, value in sorted(self.ulimits.items())],
         )
         return dict(image=self.image, command=self.command, user=self.user, environment=self.environment,
                     working_dir=self.working_dir, labels=self.labels, host_config=host_config,
@@ -52,6 +58,8 @@ class ContainerConfig:
             argv += ["--env", name]
         for key, value in sorted(self.labels.items()):
             argv += ["--label", "%s=%s" % (key, value)]
+        for name, value in sorted(self.ulimits.items()):
+            argv += ["--ulimit", "%s=%d:%d" % (name, value, value)]
         if self.gpus:
             argv += ["--gpus", "all"]
         return argv + [self.image] + self.command
@@ -60,7 +68,7 @@ class ContainerConfig:
 def container_config(env, settings: DockerSettings, image: str, command: List[str], variables: Dict[str, str],
                      cwd: Optional[Path], home: Path, role: str, worker_path: Optional[Path] = None) -> ContainerConfig:
     """The container for ``env``: same-path mounts of ``cwd`` (also the working directory; None: the image's)
-    and of the worker code, the user's mounts, the CA bundle and pip cache, forwarded and declared
+    and of the worker code, the user's mounts, the CA bundle, pip and model caches, forwarded and declared
     variables, then ``variables``."""
     mounts = []
     if worker_path is not None:
@@ -76,22 +84,26 @@ def container_config(env, settings: DockerSettings, image: str, command: List[st
         mounts.append(Mount(os.path.realpath(settings.ca_bundle), CA_TARGET, read_only=True))
         environment.update((name, CA_TARGET) for name in CA_VARIABLES)
     if settings.pip_cache:
-        mounts.append(Mount(str(pip_cache_folder(home, settings.user)), PIP_CACHE_TARGET))
+        mounts.append(Mount(str(cache_folder(home, settings.user, "docker-pip")), PIP_CACHE_TARGET))
         environment["PIP_CACHE_DIR"] = PIP_CACHE_TARGET
+    for variable in settings.model_caches:
+        target = "%s/%s" % (MODEL_CACHE_TARGET, variable)
+        mounts.append(Mount(str(cache_folder(home, settings.user, "docker-models", variable)), target))
+        environment[variable] = target
     mounts += settings.mounts
     environment.update(settings.env)
     environment.update(variables)
     return ContainerConfig(
         image=image, command=command, user=settings.user, environment=environment,
         mounts=tuple(deduplicate_mounts(mounts)), working_dir=working_dir, gpus=wants_gpus(settings),
-        labels={"org.nbcore.env": env.name, LABEL_ROLE: role},
+        labels={"org.nbcore.env": env.name, LABEL_ROLE: role}, ulimits=worker_ulimits(settings, ulimit_ceilings()),
     )
 
 
-def pip_cache_folder(home: Path, user: str) -> Path:
-    """The host folder mounted as pip's cache: one per container uid, owned by it."""
+def cache_folder(home: Path, user: str, kind: str, *name: str) -> Path:
+    """The host folder ``NBCORE_HOME/cache/KIND/UID[/NAME]`` mounted as a cache: one per container uid, owned by it."""
     uid, gid = (int(part) for part in user.split(":"))
-    folder = Path(home) / "cache" / "docker-pip" / str(uid)
+    folder = Path(home, "cache", kind, str(uid), *name)
     folder.mkdir(parents=True, exist_ok=True)
     if os.getuid() == 0 and (folder.stat().st_uid, folder.stat().st_gid) != (uid, gid):
         os.chown(folder, uid, gid)

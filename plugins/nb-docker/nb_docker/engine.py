@@ -1,7 +1,8 @@
 """Reaching the Docker daemon through docker-py (``DOCKER_HOST`` and friends honoured)."""
 import functools
 import os
-from typing import Optional
+from pathlib import Path
+from typing import Dict, Optional
 
 import docker
 from docker.utils import kwargs_from_env
@@ -49,3 +50,32 @@ def _unavailable_reason(address: str) -> Optional[str]:
 def unavailable_reason() -> Optional[str]:
     """None when the daemon answers a ping, else a one-line reason (cached per process and address)."""
     return _unavailable_reason(_daemon_address())
+
+
+#: The daemon's pid file, and the capability that lets a process raise its hard resource limits.
+_PID_FILE = "/var/run/docker.pid"
+_CAP_SYS_RESOURCE = 24
+_LIMIT_NAMES = {"Max locked memory": "memlock", "Max stack size": "stack"}
+
+
+@functools.lru_cache(maxsize=None)
+def ulimit_ceilings() -> Dict[str, int]:
+    """The most a local daemon may grant a container (-1 = unlimited) when it cannot raise its own hard limits
+    (no CAP_SYS_RESOURCE, as in some VMs); empty when that is unknown (a remote daemon) or unbounded."""
+    if not _daemon_address().startswith("unix://"):
+        return {}
+    try:
+        proc = Path("/proc", Path(_PID_FILE).read_text().strip())
+        effective = next(int(line.split()[1], 16) for line in (proc / "status").read_text().splitlines()
+                         if line.startswith("CapEff:"))
+        if effective >> _CAP_SYS_RESOURCE & 1:
+            return {}
+        ceilings = {}
+        for line in (proc / "limits").read_text().splitlines():
+            for label, name in _LIMIT_NAMES.items():
+                if line.startswith(label):
+                    hard = line[len(label):].split()[1]
+                    ceilings[name] = -1 if hard == "unlimited" else int(hard)
+        return ceilings
+    except (OSError, ValueError, StopIteration, IndexError):
+        return {}

@@ -5,6 +5,7 @@ import hashlib
 import re
 from typing import Optional
 
+import docker.auth
 import docker.errors
 from docker.utils import parse_repository_tag
 
@@ -14,7 +15,7 @@ from nbcore.plugin.containers import ENV_PYTHON, BuildRecipe, proxy_variables, p
 from . import __version__
 
 from .dockerfile import build_context, render_dockerfile
-from .settings import BASE_IMAGE_VARIABLE, DockerSettings, base_image
+from .settings import BASE_IMAGE_VARIABLE, BUILD_KEYS, DockerSettings, base_image
 
 #: Repository of built images: ``nbcore/<env name>:<content hash>``.
 REPOSITORY = "nbcore"
@@ -22,6 +23,8 @@ LABEL_ENV = "org.nbcore.env"
 LABEL_SPEC_HASH = "org.nbcore.spec-hash"
 LABEL_VERSION = "org.nbcore.version"
 LABEL_PLUGIN = "org.nbcore.nb-docker"
+#: What the image holds, independent of the machine and project that built it: names its published copy.
+LABEL_IMAGE_HASH = "org.nbcore.image-hash"
 #: Which cache (``NBCORE_HOME``) and project (the config file's folder) built an image, as stable ids.
 LABEL_HOME = "org.nbcore.home"
 LABEL_PROJECT = "org.nbcore.project"
@@ -36,6 +39,8 @@ class ImagePlan:
     python: str
     recipe: Optional[BuildRecipe] = None
     dockerfile: Optional[str] = None
+    #: :func:`image_hash` of a built image.
+    image_hash: Optional[str] = None
 
     @property
     def built(self) -> bool:
@@ -55,10 +60,19 @@ def plan_image(env, settings: DockerSettings) -> ImagePlan:
     recipe = python_environment_recipe(spec, settings.image or base_image(spec.python), settings.python_executable,
                                        settings.ca_bundle, settings.build_script,
                                        base_hint=" (docker.image, or %s)" % BASE_IMAGE_VARIABLE)
+    recipe.build_variables.update(settings.build_args)
     dockerfile = render_dockerfile(recipe)
     digest = hashlib.sha256((env.spec_hash + "\0" + dockerfile).encode()).hexdigest()[:16]
     return ImagePlan(tag="%s:%s" % (repository_for(env.name), digest), python=ENV_PYTHON, recipe=recipe,
-                     dockerfile=dockerfile)
+                     dockerfile=dockerfile, image_hash=image_hash(spec, dockerfile))
+
+
+def image_hash(spec, dockerfile: str) -> str:
+    """The hash of what a built image holds: the spec without its project folder and run-only settings, and the
+    Dockerfile.  Unlike the environment's hash it is the same on every machine, so it names published images."""
+    section = {key: value for key, value in spec.section("docker").items() if key in BUILD_KEYS}
+    portable = dataclasses.replace(spec, sections={"docker": section}, base_dir=None, source="", registry=None)
+    return hashlib.sha256((portable.identity("docker") + "\0" + dockerfile).encode()).hexdigest()
 
 
 def _stable_id(text: str) -> str:
@@ -81,18 +95,54 @@ def image_exists(api, name: str) -> bool:
 def pull(api, name: str, progress) -> None:
     """Pull ``name``, streaming the engine's status lines; raise :class:`InstallError` on failure."""
     progress.step("pulling image %s" % name)
-    last = {}
+    api.reload_config()  # credentials of the Docker config as they are now (DOCKER_CONFIG, ~/.docker/config.json)
+    follow_status(lambda: api.pull(name, stream=True, decode=True), progress, "pulling image %s" % name, name)
+
+
+def follow_status(request, progress, what: str, image: str) -> dict:
+    """Run a streaming pull or push of ``image``, one progress line per layer and status; return its last ``aux``
+    record.  Raise :class:`InstallError` naming ``what`` and the reason (:func:`registry_failure`) on failure.
+    """
+    last, aux = {}, {}
     try:
-        for chunk in api.pull(name, stream=True, decode=True):
+        for chunk in request():
             if "error" in chunk:
-                raise InstallError("pulling image %s failed: %s" % (name, chunk["error"].strip()))
+                raise InstallError("%s failed: %s" % (what, registry_failure(chunk["error"], image)))
+            aux = chunk.get("aux") or aux
             status = chunk.get("status", "")
             layer = chunk.get("id", "")
             if status and last.get(layer) != status:
                 last[layer] = status
                 progress.line(("%s: %s" % (layer, status)) if layer else status)
     except docker.errors.APIError as exc:
-        raise InstallError("pulling image %s failed: %s" % (name, exc.explanation or exc)) from None
+        raise InstallError("%s failed: %s" % (what, registry_failure(exc.explanation or str(exc), image))) from None
+    return aux
+
+
+#: Registry failures, recognised in the daemon's error text, and what to do about them.
+_REGISTRY_FAILURES = (
+    ("no basic auth credentials", "the registry needs a login and the Docker config has none for it: run docker login "
+                                  "REGISTRY (nbcore reads DOCKER_CONFIG, else ~/.docker/config.json)"),
+    ("unauthorized", "the registry refused the credentials of the Docker config: run docker login REGISTRY again"),
+    ("denied", "the registry denied access: check the account of docker login REGISTRY has rights to it"),
+    ("connection refused", "cannot reach the registry (connection refused): is it running, is the address right?"),
+    ("no such host", "cannot reach the registry (unknown host): check the address"),
+    ("timeout", "cannot reach the registry (timed out)"),
+    ("timed out", "cannot reach the registry (timed out)"),
+    ("server gave HTTP response to HTTPS client", "the registry speaks plain http: add it to the daemon's "
+                                                  "insecure-registries (127.0.0.0/8 needs nothing)"),
+)
+
+
+def registry_failure(text: str, image: str) -> str:
+    """One line saying why a registry request about ``image`` failed, with a fix when the daemon's text is a
+    known failure."""
+    detail = " ".join(str(text).split())
+    registry = docker.auth.resolve_repository_name(image)[0]
+    for seen, said in _REGISTRY_FAILURES:
+        if seen in detail.lower():
+            return "%s [%s]" % (said.replace("REGISTRY", registry), detail[:300])
+    return detail[:500]
 
 
 def ensure_present(api, name: str, progress, why: str) -> None:
@@ -111,8 +161,8 @@ def build(api, env, plan: ImagePlan, settings: DockerSettings, progress) -> None
     """Build ``plan`` with live progress; raise :class:`InstallError` naming the failing step."""
     ensure_present(api, plan.recipe.base, progress, "base image")
     context = build_context(plan.recipe, plan.dockerfile)
-    labels = {LABEL_ENV: env.name, LABEL_SPEC_HASH: env.spec_hash, LABEL_VERSION: nbcore_version,
-              LABEL_PLUGIN: __version__, **owner_labels(env)}
+    labels = {LABEL_ENV: env.name, LABEL_SPEC_HASH: env.spec_hash, LABEL_IMAGE_HASH: plan.image_hash,
+              LABEL_VERSION: nbcore_version, LABEL_PLUGIN: __version__, **owner_labels(env)}
     progress.step("building image %s from %s" % (plan.tag, plan.recipe.base))
     step, recent = "sending the build context", collections.deque(maxlen=_LOG_LINES)
     try:
@@ -159,11 +209,15 @@ def remove_old_tags(api, env, keep: str, progress) -> None:
 
 
 def remove_labelled(api, env) -> None:
-    """Delete every image built for ``env`` (its name and spec hash); ready images belong to the user and stay."""
-    labels = ["%s=%s" % (LABEL_ENV, env.name), "%s=%s" % (LABEL_SPEC_HASH, env.spec_hash)]
-    for image in api.images(filters={"label": labels}):
-        for tag in image.get("RepoTags") or ():
-            try:
-                api.remove_image(tag)
-            except docker.errors.ImageNotFound:
-                pass
+    """Delete the images built for ``env`` (its name and spec hash) by this cache and project.
+
+    Ready images belong to the user, and images another ``NBCORE_HOME`` or project built (or a
+    pulled one, which carries its publisher's labels) may serve environments elsewhere: they stay.
+    """
+    labels = {LABEL_ENV: env.name, LABEL_SPEC_HASH: env.spec_hash, **owner_labels(env)}
+    images = api.images(filters={"label": ["%s=%s" % item for item in sorted(labels.items())]})
+    for tag in dict.fromkeys(tag for image in images for tag in image.get("RepoTags") or ()):
+        try:
+            api.remove_image(tag)
+        except docker.errors.ImageNotFound:
+            pass

@@ -80,4 +80,6 @@ def _start_failure(config, exc):
     hint = ""
     if "capabilities: [[gpu]]" in explanation:
         hint = "; GPUs need the NVIDIA container toolkit on the host (or set gpus: false in the docker section)"
+    elif "error setting rlimit" in explanation:
+        hint = "; the daemon may not raise that resource limit here: lower it in docker.ulimits (null drops it)"
     return WorkerError("could not start the worker container from %s: %s%s" % (config.image, explanation, hint))

@@ -34,8 +34,27 @@ CONFIG_SCHEMA = {
         "ca_bundle": {"type": ["string", "boolean"], "description": (
             "host CA bundle made available to builds and containers (default: the system bundle); false disables")},
         "pip_cache": {"type": "boolean", "description": "mount a pip cache into the worker container (default true)"},
+        "registry": {"type": "string", "pattern": r"^[^\s/]+(/[^\s/]+)*$", "description": (
+            "registry (HOST[:PORT][/PATH]) of this environment's published image; NBCORE_REGISTRY overrides it, "
+            "it overrides the config's top-level registry")},
+        "build_args": {"type": "object", "additionalProperties": {"type": "string"}, "description": (
+            "variables set while building the image only (e.g. TORCH_CUDA_ARCH_LIST for a build on a machine "
+            "without the target GPU); part of the image's hash")},
+        "ulimits": {"type": "object", "additionalProperties": {"type": ["integer", "null"]}, "description": (
+            "resource limits of the worker container, soft = hard, -1 = unlimited; null drops a default "
+            "(default: memlock -1, stack 67108864, each lowered to what a local daemon may grant)")},
+        "model_caches": {"type": "array", "items": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"},
+                         "description": (
+            "variables naming model caches, each pointed at a host folder under NBCORE_HOME so downloaded "
+            "weights persist between runs (default: TORCH_HOME, HF_HOME)")},
     },
 }
+
+#: Keys of the section that change what the image holds; the others only change how it runs.
+BUILD_KEYS = ("image", "build_script", "python_executable", "build_args")
+#: Resource limits of worker containers unless the spec says otherwise (what GPU training code needs).
+DEFAULT_ULIMITS = {"memlock": -1, "stack": 67108864}
+DEFAULT_MODEL_CACHES = ("TORCH_HOME", "HF_HOME")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +71,11 @@ class DockerSettings:
     forward_env: Tuple[str, ...]
     ca_bundle: Optional[str]
     pip_cache: bool
+    registry: Optional[str]
+    build_args: Dict[str, str]
+    #: The spec's ``ulimits`` (None drops a default); :func:`worker_ulimits` adds the defaults.
+    ulimits: Dict[str, Optional[int]]
+    model_caches: Tuple[str, ...]
 
     @classmethod
     def from_spec(cls, spec) -> "DockerSettings":
@@ -67,6 +91,10 @@ class DockerSettings:
             forward_env=tuple(section.get("forward_env", ())),
             ca_bundle=find_ca_bundle(section.get("ca_bundle", True)),
             pip_cache=section.get("pip_cache", True),
+            registry=section.get("registry"),
+            build_args=dict(section.get("build_args", {})),
+            ulimits=dict(section.get("ulimits", {})),
+            model_caches=tuple(section.get("model_caches", DEFAULT_MODEL_CACHES)),
         )
 
 
@@ -83,6 +111,17 @@ def resolve_user(value: str) -> str:
     if value == "root":
         return "0:0"
     return value if ":" in value else "%s:%s" % (value, value)
+
+
+def worker_ulimits(settings: DockerSettings, ceilings: Dict[str, int]) -> Dict[str, int]:
+    """The container's resource limits: the spec's, plus each default the spec does not name, lowered to its
+    ``ceilings`` entry (the most the daemon may grant; -1 = unlimited)."""
+    limits = {}
+    for name, value in DEFAULT_ULIMITS.items():
+        ceiling = ceilings.get(name, -1)
+        limits[name] = value if ceiling == -1 or 0 <= value <= ceiling else ceiling
+    limits.update(settings.ulimits)
+    return {name: value for name, value in limits.items() if value is not None}
 
 
 def wants_gpus(settings: DockerSettings) -> bool:

@@ -5,7 +5,7 @@ Installing the package is enough: with the default protocol list
 """
 import contextlib
 
-from .plugin import ShmPickle
+from .protocol import ShmPickle
 from .worker import ShmChannel
 
 __all__ = ["ShmChannel", "ShmPickle", "copying"]

@@ -20,7 +20,8 @@ import select
 import struct
 import time
 
-from nbcore.worker import Channel, ConnectionClosed, ProtocolError, pooled_buffer, write_all
+from nbcore.worker import (Channel, ConnectionClosed, DecodeError, EncodeError, ProtocolError, pooled_buffer,
+                           write_all)
 
 from .links import recv_fds, send_fds
 from .pickling import Pickling
@@ -72,10 +73,15 @@ class ShmChannel(Channel):
 
     # sending -------------------------------------------------------------
     def send(self, message):
-        if self.pickle_protocol >= 5:
-            data, buffers = self._pickling.dumps(message)
-        else:
-            data, buffers = pickle.dumps(message, self.pickle_protocol), ()
+        try:  # the whole message, flat buffers included, before anything is placed or written
+            if self.pickle_protocol >= 5:
+                data, buffers = self._pickling.dumps(message)
+                if buffers:
+                    buffers = [b.raw() for b in buffers]
+            else:
+                data, buffers = pickle.dumps(message, self.pickle_protocol), ()
+        except Exception as exc:
+            raise EncodeError(exc) from exc
         out = self._out
         notes = self._in.released
         if out.idle:
@@ -103,7 +109,7 @@ class ShmChannel(Channel):
         with out.lock:
             if out.dropped:
                 out.drain()
-            for chunk in [data] + [b.raw() for b in buffers] if buffers else (data,):
+            for chunk in [data] + buffers if buffers else (data,):
                 n = len(chunk)  # bytes, or a raw (flat, unsigned byte) memoryview
                 where = out.place(chunk, n) if n >= INLINE_MAX and not closed else None
                 if where is None:
@@ -224,7 +230,10 @@ class ShmChannel(Channel):
                     with out.lock:
                         out.release_all(NOTE.iter_unpack(body[:pos]))
                 pos += PAYLOAD.size
-                return pickle.loads(body[pos:pos + length])
+                try:
+                    return pickle.loads(body[pos:pos + length])
+                except Exception as exc:
+                    raise DecodeError(exc) from exc
         return self._decode(body, False, n_payloads, n_notes, n_new, n_retired)
 
     def _read_large(self, size):
@@ -274,10 +283,11 @@ class ShmChannel(Channel):
                     chunk = heap
             chunks.append(chunk)
         data = chunks[0]
-        if n_payloads == 1:
-            return pickle.loads(data)
         del chunks[0]
-        return pickle.loads(data, buffers=chunks)
+        try:
+            return pickle.loads(data, buffers=chunks)
+        except Exception as exc:
+            raise DecodeError(exc) from exc
 
     def _add_segments(self, body, count):
         _, fds = recv_fds(self._sock, 1, count)

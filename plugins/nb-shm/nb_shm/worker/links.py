@@ -10,8 +10,8 @@ import array
 import os
 import shutil
 import socket
+import struct
 import sys
-import tempfile
 
 from nbcore.worker import ConnectionClosed
 
@@ -28,7 +28,9 @@ def listen():
     try:
         if sys.platform.startswith("linux"):
             address = "\0nbcore-shm-" + os.urandom(16).hex()
-        else:
+        else:  # no abstract sockets: a private folder (tempfile only here, off the worker's start)
+            import tempfile
+
             folder = tempfile.mkdtemp(prefix="nbcore-shm-")
             address = os.path.join(folder, "s")
         sock.bind(address)
@@ -70,24 +72,40 @@ def send_fds(sock, data, fds):
     sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
 
 
+def recv_some_fds(sock, size, max_fds):
+    """One receive of at most ``size`` bytes; return ``(data, fds)`` (``data`` empty at end of stream)."""
+    flags = getattr(socket, "MSG_CMSG_CLOEXEC", 0)
+    data, ancdata, _, _ = sock.recvmsg(size, socket.CMSG_SPACE(max_fds * _FD_SIZE), flags)
+    fds = []
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            received = array.array("i")
+            received.frombytes(payload[:len(payload) - len(payload) % _FD_SIZE])
+            fds.extend(received)
+    if not flags:
+        for fd in fds:
+            os.set_inheritable(fd, False)
+    return data, fds
+
+
 def recv_fds(sock, size, max_fds):
     """Receive ``size`` bytes and the descriptors sent with them; return ``(data, fds)``."""
-    flags = getattr(socket, "MSG_CMSG_CLOEXEC", 0)
     data = b""
     fds = []
     while len(data) < size:
-        chunk, ancdata, _, _ = sock.recvmsg(size - len(data), socket.CMSG_SPACE(max_fds * _FD_SIZE), flags)
-        for level, kind, payload in ancdata:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                received = array.array("i")
-                received.frombytes(payload[:len(payload) - len(payload) % _FD_SIZE])
-                fds.extend(received)
+        chunk, received = recv_some_fds(sock, size - len(data), max_fds)
+        fds.extend(received)
         if not chunk:
             for fd in fds:
                 os.close(fd)
             raise ConnectionClosed("the peer closed the descriptor socket")
         data += chunk
-    if not flags:
-        for fd in fds:
-            os.set_inheritable(fd, False)
     return data, fds
+
+
+def peer_uid(sock):
+    """The user id of the process at the other end of a unix socket (``None`` where the system cannot tell)."""
+    if not hasattr(socket, "SO_PEERCRED"):
+        return None
+    _pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    return uid

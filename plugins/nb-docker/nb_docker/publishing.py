@@ -1,0 +1,140 @@
+"""Published images: an environment's built image in a registry, pulled instead of building it, and pushed there.
+
+The published name is ``REGISTRY/nbcore/<env>:<image hash>``: the hash of what the image
+holds (:func:`nb_docker.images.image_hash`), the same on every machine, so a team's
+published image is found by everyone whose spec describes the same image.
+"""
+import os
+from typing import Optional
+
+import docker.errors
+from docker.utils import parse_repository_tag
+
+from nbcore.plugin import InstallError, UserError
+
+from .images import LABEL_IMAGE_HASH, ImagePlan, follow_status, pull, registry_failure, repository_for
+from .settings import DockerSettings
+
+#: Registry of published images; overrides the spec's ``docker.registry`` and the config's ``registry:``.
+REGISTRY_VARIABLE = "NBCORE_REGISTRY"
+#: What install does with the registry (:data:`PULL_POLICIES`).
+PULL_VARIABLE = "NBCORE_REGISTRY_PULL"
+PULL_POLICIES = {
+    "auto": "pull the published image; build when the registry does not have it; any other failure is an error",
+    "fallback": "as auto, but build also when the registry cannot be asked (login, network)",
+    "required": "pull the published image; never build",
+    "never": "do not ask the registry; build",
+}
+
+
+def configured_registry(env, settings: DockerSettings) -> Optional[str]:
+    """``NBCORE_REGISTRY``, else the spec's ``docker.registry``, else the config's top-level ``registry``."""
+    return (os.environ.get(REGISTRY_VARIABLE) or settings.registry or env.spec.registry or "").rstrip("/") or None
+
+
+def pull_policy() -> str:
+    policy = os.environ.get(PULL_VARIABLE) or "auto"
+    if policy not in PULL_POLICIES:
+        raise UserError("%s=%s is not a pull policy (use one of: %s)" % (PULL_VARIABLE, policy, ", ".join(PULL_POLICIES)))
+    return policy
+
+
+def published_name(registry: str, env, plan: ImagePlan) -> str:
+    return "%s/%s:%s" % (registry.rstrip("/"), repository_for(env.name), plan.image_hash[:16])
+
+
+def lookup(api, name: str) -> Optional[str]:
+    """The digest of ``name`` in its registry, None when the registry does not have it.
+
+    Raise :class:`InstallError` when the registry cannot tell (login, network, down).
+    """
+    api.reload_config()
+    try:
+        return api.inspect_distribution(name)["Descriptor"]["digest"]
+    except docker.errors.APIError as exc:
+        text = str(exc.explanation or exc)
+        if exc.status_code == 404 or "manifest unknown" in text or "name unknown" in text:
+            return None
+        raise InstallError("looking up %s in its registry failed: %s" % (name, registry_failure(text, name))) from None
+
+
+def fetch(api, env, plan: ImagePlan, settings: DockerSettings, progress) -> bool:
+    """Pull ``env``'s published image and tag it ``plan.tag``; False when it is to be built instead.
+
+    It is built when no registry is configured, the policy is ``never``, the registry
+    does not have the image (said through ``progress``), or, with the ``fallback``
+    policy, the registry cannot be asked.  A pulled image whose image-hash label is
+    not ``plan.image_hash`` is removed again and rejected.
+    """
+    registry = configured_registry(env, settings)
+    policy = pull_policy()
+    if registry is None or policy == "never":
+        return False
+    name = published_name(registry, env, plan)
+    progress.step("looking for the published image %s" % name)
+    try:
+        digest = lookup(api, name)
+        if digest is not None:
+            pull(api, name, progress)
+    except InstallError as exc:
+        if policy != "fallback":
+            raise InstallError("%s (or set %s=fallback to build the image instead)" % (exc, PULL_VARIABLE)) from None
+        progress.step("%s; building the image instead (%s=fallback)" % (exc, PULL_VARIABLE))
+        return False
+    if digest is None:
+        if policy == "required":
+            raise InstallError("%s is not in the registry and %s=required forbids building it (publish it with "
+                               "nbcore push %s)" % (name, PULL_VARIABLE, env.name))
+        progress.step("%s is not in the registry: building the image here" % name)
+        return False
+    _check_labels(api, name, env, plan)
+    repository, tag = parse_repository_tag(plan.tag)
+    api.tag(name, repository, tag, force=True)
+    api.remove_image(name)  # only the registry name goes; plan.tag keeps the image
+    progress.step("pulled %s (%s) as %s" % (name, digest, plan.tag))
+    return True
+
+
+def _check_labels(api, name, env, plan):
+    labels = api.inspect_image(name)["Config"].get("Labels") or {}
+    found = labels.get(LABEL_IMAGE_HASH)
+    if found != plan.image_hash:
+        api.remove_image(name)
+        raise InstallError("the published image %s is not the image of environment %s: its label %s is %s, this spec's "
+                           "image hash is %s (publish it again with nbcore push %s)"
+                           % (name, env.name, LABEL_IMAGE_HASH, found or "missing", plan.image_hash, env.name))
+
+
+def publish(api, env, plan: ImagePlan, settings: DockerSettings, registry: Optional[str], progress,
+            skip_existing: bool) -> dict:
+    """Push the installed image of ``env`` to ``registry`` (None: :func:`configured_registry`) under its published
+    name; with ``skip_existing`` an image the registry already has is not pushed again."""
+    if not plan.built:
+        raise UserError("environment %s runs the ready image %s: it builds no image of its own to publish"
+                        % (env.name, plan.tag))
+    registry = (registry or "").rstrip("/") or configured_registry(env, settings)
+    if registry is None:
+        raise UserError("no registry to push %s to: pass --registry, set %s or add registry: to the config"
+                        % (env.name, REGISTRY_VARIABLE))
+    name = published_name(registry, env, plan)
+    labels = api.inspect_image(plan.tag)["Config"].get("Labels") or {}
+    if labels.get(LABEL_IMAGE_HASH) != plan.image_hash:
+        raise UserError("the image %s of environment %s has no %s label of this spec (an older nb-docker built it): "
+                        "rebuild it with NBCORE_REGISTRY_PULL=never nbcore install --force %s, then push"
+                        % (plan.tag, env.name, LABEL_IMAGE_HASH, env.name))
+    if skip_existing:
+        digest = lookup(api, name)
+        if digest is not None:
+            progress.step("%s is already in the registry (%s)" % (name, digest))
+            return {"name": env.name, "image": name, "digest": digest, "skipped": True}
+    repository, tag = parse_repository_tag(name)
+    api.tag(plan.tag, repository, tag, force=True)
+    progress.step("pushing %s" % name)
+    api.reload_config()
+    try:
+        aux = follow_status(lambda: api.push(repository, tag, stream=True, decode=True), progress,
+                            "pushing image %s" % name, name)
+    finally:
+        api.remove_image(name)  # only the registry name goes; plan.tag keeps the image
+    progress.step("pushed %s (%s)" % (name, aux.get("Digest")))
+    return {"name": env.name, "image": name, "digest": aux.get("Digest"), "skipped": False}

@@ -1,0 +1,164 @@
+"""Published environment images against a real registry (Debian's docker-registry on loopback, no mock):
+push, pull instead of building, build when absent, refusals and logins."""
+import json
+import socket
+
+import pytest
+
+from nbcore.host.launch import open_backend, prepare
+from nbcore.host.store import ensure_installed
+
+from nbtest import run_nbcore
+
+from registrytest import RecordingProgress, write_docker_credentials, write_project
+
+pytestmark = pytest.mark.registry
+
+
+def install(name, progress=None):
+    """Install ``name`` of ./nbcore.yaml with the docker backend; return ``(provider, env, progress)``."""
+    progress = progress or RecordingProgress()
+    _, provider, env = prepare(name, "nbcore.yaml", backend="docker", install=False)
+    ensure_installed(provider, env, progress)
+    return provider, env, progress
+
+
+def push(*args):
+    result = run_nbcore("push", *args, "--backend", "docker", "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def forget_locally(name):
+    """Remove the environment and its image from this machine (the registry keeps its copy)."""
+    _, provider, env = prepare(name, "nbcore.yaml", backend="docker", install=False)
+    provider.remove(env)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def one_line_error(result):
+    lines = [line for line in result.stderr.splitlines() if line.startswith("nbcore: error:")]
+    assert result.returncode == 2 and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+def test_a_pushed_image_is_pulled_instead_of_built_and_runs(tmp_path, registry_env, open_registry, docker_api):
+    from nb_docker.images import LABEL_IMAGE_HASH
+
+    write_project(tmp_path, registry_env, open_registry)
+    [pushed] = push(registry_env)
+    assert pushed["name"] == registry_env and not pushed["skipped"] and pushed["digest"].startswith("sha256:")
+    assert pushed["image"].startswith(open_registry + "/nbcore/%s:" % registry_env)
+    forget_locally(registry_env)
+
+    provider, env, progress = install(registry_env)
+    assert progress.pulled() and not progress.built(), progress.steps
+    assert any(pushed["digest"] in step for step in progress.steps), progress.steps
+    plan = provider._plan(env)[1]
+    labels = docker_api.inspect_image(plan.tag)["Config"]["Labels"]
+    assert labels[LABEL_IMAGE_HASH] == plan.image_hash and pushed["image"].endswith(":" + plan.image_hash[:16])
+    with open_backend(registry_env, "nbcore.yaml", backend="docker") as remote:
+        assert remote.call("regtestmod:info")["marker"] == "published"
+
+    [again] = push(registry_env, "--skip-existing")
+    assert again == dict(pushed, skipped=True)
+
+
+def test_an_image_the_registry_does_not_have_is_built_and_said_so(tmp_path, registry_env, open_registry):
+    write_project(tmp_path, registry_env, open_registry, marker="built-here")
+    _, _, progress = install(registry_env)
+    assert any("is not in the registry: building the image here" in step for step in progress.steps), progress.steps
+    assert progress.built() and not progress.pulled()
+
+
+def test_a_registry_that_refuses_is_a_one_line_error_not_a_build(tmp_path, registry_env):
+    write_project(tmp_path, registry_env, "127.0.0.1:%d" % free_port())  # nothing listens there: a stopped registry
+    result = run_nbcore("install", registry_env, "--backend", "docker")
+    line = one_line_error(result)
+    assert "connection refused" in line and "NBCORE_REGISTRY_PULL=fallback" in line
+    assert "building image" not in result.stderr
+
+    fallback = run_nbcore("install", registry_env, "--backend", "docker", env={"NBCORE_REGISTRY_PULL": "fallback"})
+    assert fallback.returncode == 0, fallback.stderr
+    assert "building the image instead" in fallback.stderr and "building image" in fallback.stderr
+
+
+def test_a_login_comes_from_the_docker_config(tmp_path, registry_env, auth_registry):
+    write_project(tmp_path, registry_env, auth_registry)
+    no_login = run_nbcore("install", registry_env, "--backend", "docker")
+    assert "needs a login" in one_line_error(no_login) and "docker login" in no_login.stderr
+
+    write_docker_credentials(tmp_path / "docker-config", auth_registry, password="wrong")
+    wrong = run_nbcore("push", registry_env, "--backend", "docker")
+    assert "refused the credentials" in one_line_error(wrong)
+
+    write_docker_credentials(tmp_path / "docker-config", auth_registry)
+    [pushed] = push(registry_env)
+    forget_locally(registry_env)
+    _, _, progress = install(registry_env)
+    assert progress.pulled() and not progress.built(), progress.steps
+
+
+def test_a_published_image_of_another_spec_is_rejected(tmp_path, registry_env, open_registry, docker_api):
+    from docker.utils import parse_repository_tag
+
+    from nb_docker.publishing import published_name
+
+    write_project(tmp_path, registry_env, open_registry)
+    _, provider, env = prepare(registry_env, "nbcore.yaml", backend="docker", install=False)
+    impostor = published_name(open_registry, env, provider._plan(env)[1])
+    repository, tag = parse_repository_tag(impostor)
+    docker_api.tag("nbcore-ci/python:3.11", repository, tag)  # an image without this spec's labels
+    for chunk in docker_api.push(repository, tag, stream=True, decode=True):
+        assert "error" not in chunk, chunk
+    docker_api.remove_image(impostor)
+
+    result = run_nbcore("install", registry_env, "--backend", "docker")
+    line = one_line_error(result)
+    assert "is not the image of environment %s" % registry_env in line and "org.nbcore.image-hash" in line
+    assert not docker_api.images(name=repository), "the rejected image was kept"
+
+
+def test_push_all_publishes_every_environment_and_a_ready_image_has_nothing_to_publish(tmp_path, registry_env,
+                                                                                       open_registry):
+    from nbtest import write
+
+    second = registry_env + "-b"
+    write(tmp_path / "nbcore.yaml", """
+        registry: %s
+        environments:
+          %s:
+            python: "3.11"
+            docker: {build_script: "echo a > /published-marker"}
+          %s:
+            python: "3.11"
+            docker: {build_script: "echo b > /published-marker"}
+        """ % (open_registry, registry_env, second))
+    pushed = push("--all")
+    assert [p["name"] for p in pushed] == [registry_env, second] and not any(p["skipped"] for p in pushed)
+    assert len({p["image"] for p in pushed}) == 2
+
+    write(tmp_path / "nbcore.yaml", """
+        environments:
+          %s:
+            docker: {image: "nbcore-ci/python:3.11"}
+        """ % registry_env)
+    ready = run_nbcore("push", registry_env, "--backend", "docker", "--registry", open_registry)
+    assert "builds no image of its own to publish" in one_line_error(ready)
+
+
+def test_an_image_without_this_specs_image_hash_is_not_pushed(tmp_path, registry_env, open_registry, docker_api):
+    from docker.utils import parse_repository_tag
+
+    write_project(tmp_path, registry_env, open_registry)
+    provider, env, _ = install(registry_env)
+    repository, tag = parse_repository_tag(provider._plan(env)[1].tag)
+    docker_api.tag("nbcore-ci/python:3.11", repository, tag, force=True)  # what an older nb-docker left: no label
+    result = run_nbcore("push", registry_env, "--backend", "docker")
+    assert "has no org.nbcore.image-hash label of this spec" in one_line_error(result)
+    assert "pushing" not in result.stderr
