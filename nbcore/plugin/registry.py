@@ -36,6 +36,7 @@ KNOWN_BACKENDS = {
     "conda": "nb-conda",
     "docker": "nb-docker",
     "apptainer": "nb-apptainer",
+    "ray": "nb-ray",
 }
 KNOWN_PROTOCOLS = {
     "shm-pickle": "nb-shm",

@@ -1,0 +1,22 @@
+"""Installing an environment from plugin code: for launchers that build environments on another machine."""
+from typing import Optional
+
+from ..home import nbcore_home
+from ..spec import EnvironmentSpec
+from .backend import BackendProvider, Environment
+
+
+def install_environment(provider: BackendProvider, name: str, spec: EnvironmentSpec, progress,
+                        install: bool = True) -> Environment:
+    """The environment ``provider`` builds of ``spec`` under this machine's ``NBCORE_HOME``, installed unless ready.
+
+    It is what opening an environment does before the worker starts: the same
+    folder, hash, install lock and ready marker, so concurrent calls build once.
+    ``install=False`` only names the environment.
+    """
+    from ..host.store import ensure_installed, make_environment
+
+    env = make_environment(nbcore_home(), provider, name, spec)
+    if install:
+        ensure_installed(provider, env, progress)
+    return env
