@@ -239,3 +239,31 @@ def test_an_open_environment_is_neither_replaced_nor_collected(tmp_path, monkeyp
     finally:
         holder.release()
     assert [r["path"] for r in collect_garbage([config])] == [str(old.path)]
+
+
+def test_a_waiting_install_returns_once_the_env_is_ready_and_open_elsewhere(tmp_path, monkeypatch):
+    """The first opener installs, then holds the lock shared while its environment is open: a second
+    opener that was waiting for the install must not wait for that close (NBCORE_INSTALL_TIMEOUT)."""
+    import threading
+
+    from nbcore.host.store import InUse, install_lock, write_record
+
+    monkeypatch.setenv("NBCORE_INSTALL_TIMEOUT", "60")
+    provider = CountingBackend()
+    env = make_environment(tmp_path, provider, "demo", EnvironmentSpec(packages=("x",)))
+    env.path.parent.mkdir(parents=True)
+    outcome = []
+    with install_lock(env.path) as held:  # the first opener's install
+        assert held
+        waiter = threading.Thread(target=lambda: outcome.append(ensure_installed(provider, env, QuietProgress())))
+        waiter.start()
+        time.sleep(0.3)
+        env.path.mkdir()
+        write_record(env)
+    in_use = InUse(env.path)  # the first opener's environment is now open
+    try:
+        waiter.join(20)
+        assert outcome == [False] and provider.builds == 0
+    finally:
+        in_use.release()
+        waiter.join(70)

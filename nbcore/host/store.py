@@ -97,16 +97,17 @@ def projects_of(record: dict) -> List[str]:
 
 
 @contextlib.contextmanager
-def install_lock(env_path: Path, wait: float = 0.0, on_wait=None):
+def install_lock(env_path: Path, wait: float = 0.0, on_wait=None, stop_waiting=None):
     """Hold the install lock of the environment at ``env_path``; yield False when another process keeps it.
 
-    Waits up to ``wait`` seconds, calling ``on_wait()`` once when the lock is busy.
-    The lock file stays when released (see the module docstring).
+    Waits up to ``wait`` seconds, calling ``on_wait()`` once when the lock is busy,
+    and gives up early once ``stop_waiting()`` is true (checked every
+    :data:`WAIT_SLICE` seconds).  The lock file stays when released (see the module docstring).
     """
     import filelock
 
     lock = filelock.FileLock(str(env_path) + ".lock")
-    if not _acquire(lock, wait, on_wait):
+    if not _acquire(lock, wait, on_wait, stop_waiting):
         yield False
         return
     try:
@@ -115,8 +116,13 @@ def install_lock(env_path: Path, wait: float = 0.0, on_wait=None):
         lock.release()
 
 
-def _acquire(lock, wait, on_wait) -> bool:
-    """Take ``lock`` now, or else (after ``on_wait()``) within ``wait`` seconds; False when it stays busy."""
+#: Seconds between checks of ``stop_waiting`` while waiting for the install lock.
+WAIT_SLICE = 0.5
+
+
+def _acquire(lock, wait, on_wait, stop_waiting=None) -> bool:
+    """Take ``lock`` now, or else (after ``on_wait()``) within ``wait`` seconds; False when it stays busy
+    or ``stop_waiting()`` turns true first."""
     import filelock
 
     folder = Path(lock.lock_file).parent
@@ -129,12 +135,16 @@ def _acquire(lock, wait, on_wait) -> bool:
                 return False
     if on_wait is not None:
         on_wait()
+    deadline = time.monotonic() + wait
     with writing_into(folder):
-        try:
-            lock.acquire(timeout=wait)
-            return True
-        except filelock.Timeout:
-            return False
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                lock.acquire(timeout=max(0.0, min(remaining, WAIT_SLICE)))
+                return True
+            except filelock.Timeout:
+                if remaining <= WAIT_SLICE or (stop_waiting is not None and stop_waiting()):
+                    return False
 
 
 class InUse:
@@ -180,7 +190,13 @@ def ensure_installed(provider, env: Environment, progress, force=False) -> bool:
     with writing_into(env.path.parent):
         env.path.parent.mkdir(parents=True, exist_ok=True)
     waiting = "another process is installing %s (%s); waiting for it" % (env.name, env.backend)
-    with install_lock(env.path, _lock_timeout(), lambda: progress.step(waiting)) as held:
+    # An environment opened right after its install holds the lock shared while open, so a waiter stops
+    # waiting once the install it waited for is done.
+    ready = lambda: is_ready(env, warn=False) and provider.is_installed(env)  # noqa: E731
+    with install_lock(env.path, _lock_timeout(), lambda: progress.step(waiting), ready) as held:
+        if not held and not force and ready():
+            mark_used(env)
+            return False
         if not held:
             raise InstallError("gave up waiting for the install of %s after %.0f s (NBCORE_INSTALL_TIMEOUT)"
                                % (env.name, _lock_timeout()))
