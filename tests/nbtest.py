@@ -116,3 +116,41 @@ def pid_alive(pid):
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
     return state != "Z"
+
+
+#: Functions the engine tests' workers import from the working directory (each suite adds its own ``info()``).
+ENGINE_TEST_MODULE = '''
+import os
+import sys
+import time
+
+import numpy as np
+
+
+def frames(n):
+    return [np.full((4, 5), i, dtype=np.float32) for i in range(n)], np.arange(n, dtype=np.int64)
+
+
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
+def write(name, text):
+    with open(name, "w") as f:
+        f.write(text)
+    return os.path.abspath(name)
+
+
+def sleep(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+class Scaler:
+    def __init__(self, factor):
+        self.factor = factor
+
+    def scale(self, array):
+        return array * self.factor, np.ones(3, dtype=np.uint8) * self.factor
+'''

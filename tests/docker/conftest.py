@@ -12,6 +12,8 @@ import pytest
 
 from nbcore.testing import engine_unavailable
 
+from nbtest import ENGINE_TEST_MODULE
+
 if importlib.util.find_spec("nb_docker") is None:
     engine_unavailable("docker", "nb-docker is not installed (pip install -e plugins/nb-docker)")
 
@@ -19,46 +21,12 @@ BASE_IMAGE_TEMPLATE = "nbcore-ci/python:{python}"
 HOST_PYTHON = "3.11"
 
 #: Code the workers import from the mounted working directory.
-TEST_MODULE = '''
-import os
-import sys
-import time
-
-import numpy as np
-
-
-def frames(n):
-    return [np.full((4, 5), i, dtype=np.float32) for i in range(n)], np.arange(n, dtype=np.int64)
-
+TEST_MODULE = ENGINE_TEST_MODULE + '''
 
 def info():
     return {"python": "%d.%d.%d" % sys.version_info[:3], "uid": os.getuid(), "gid": os.getgid(),
             "home": os.environ.get("HOME"), "cwd": os.getcwd(), "pip_cert": os.environ.get("PIP_CERT"),
             "ca_readable": os.access(os.environ.get("PIP_CERT") or "/nonexistent", os.R_OK)}
-
-
-def read(path):
-    with open(path) as f:
-        return f.read()
-
-
-def write(name, text):
-    with open(name, "w") as f:
-        f.write(text)
-    return os.path.abspath(name)
-
-
-def sleep(seconds):
-    time.sleep(seconds)
-    return seconds
-
-
-class Scaler:
-    def __init__(self, factor):
-        self.factor = factor
-
-    def scale(self, array):
-        return array * self.factor, np.ones(3, dtype=np.uint8) * self.factor
 '''
 
 

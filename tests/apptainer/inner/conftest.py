@@ -12,6 +12,8 @@ import pytest
 
 from nbcore.testing import engine_unavailable
 
+from nbtest import ENGINE_TEST_MODULE
+
 IMAGES = Path(os.environ.get("NBCORE_CI_CACHE", "/var/cache/nbcore-ci")) / "apptainer"
 SIF = IMAGES / "python-numpy-3.11.sif"
 SANDBOX = IMAGES / "python-numpy-3.11.sandbox"
@@ -34,47 +36,13 @@ def where():
 '''
 
 #: Code the workers import from the bound working directory.
-TEST_MODULE = '''
-import os
-import sys
-import time
-
-import numpy as np
-
-
-def frames(n):
-    return [np.full((4, 5), i, dtype=np.float32) for i in range(n)], np.arange(n, dtype=np.int64)
-
+TEST_MODULE = ENGINE_TEST_MODULE + '''
 
 def info():
     return {"python": "%d.%d.%d" % sys.version_info[:3], "uid": os.getuid(), "gid": os.getgid(),
             "home": os.environ.get("HOME"), "home_entries": sorted(os.listdir(os.environ["HOME"])),
             "cwd": os.getcwd(), "pid": os.getpid(), "environ": dict(os.environ),
             "ca_readable": os.access(os.environ.get("PIP_CERT") or "/nonexistent", os.R_OK)}
-
-
-def read(path):
-    with open(path) as f:
-        return f.read()
-
-
-def write(name, text):
-    with open(name, "w") as f:
-        f.write(text)
-    return os.path.abspath(name)
-
-
-def sleep(seconds):
-    time.sleep(seconds)
-    return seconds
-
-
-class Scaler:
-    def __init__(self, factor):
-        self.factor = factor
-
-    def scale(self, array):
-        return array * self.factor, np.ones(3, dtype=np.uint8) * self.factor
 '''
 
 CONFIG = '''
