@@ -23,8 +23,8 @@ def install(name, progress=None):
     return provider, env, progress
 
 
-def push(*args):
-    result = run_nbcore("push", *args, "--backend", "docker", "--json")
+def push(*args, env=None):
+    result = run_nbcore("push", *args, "--backend", "docker", "--json", env=env)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -67,6 +67,33 @@ def test_a_pushed_image_is_pulled_instead_of_built_and_runs(tmp_path, registry_e
 
     [again] = push(registry_env, "--skip-existing")
     assert again == dict(pushed, skipped=True)
+
+
+def test_a_pulled_image_carries_this_homes_labels_and_goes_with_its_environment(tmp_path, registry_env,
+                                                                                 open_registry, docker_api, monkeypatch):
+    """Published from another NBCORE_HOME (another user, say), the image is this home's once pulled."""
+    from nb_docker.images import LABEL_HOME, LABEL_PROJECT, LABEL_PULLED_FROM, LABEL_SPEC_HASH, owner_labels
+
+    write_project(tmp_path, registry_env, open_registry)
+    publisher = {"NBCORE_HOME": str(tmp_path / "publisher-home")}
+    [pushed] = push(registry_env, env=publisher)
+    with monkeypatch.context() as patch:
+        patch.setenv("NBCORE_HOME", publisher["NBCORE_HOME"])
+        forget_locally(registry_env)
+    provider, env, _ = install(registry_env)
+    plan = provider._plan(env)[1]
+    image = docker_api.inspect_image(plan.tag)
+    labels = image["Config"]["Labels"]
+    mine = owner_labels(env)
+    assert (labels[LABEL_HOME], labels[LABEL_PROJECT]) == (mine[LABEL_HOME], mine[LABEL_PROJECT])
+    assert labels[LABEL_SPEC_HASH] == env.spec_hash
+    assert labels[LABEL_PULLED_FROM] == "%s@%s" % (pushed["image"], pushed["digest"])
+    assert not docker_api.images(name=pushed["image"].rpartition(":")[0]), "the registry name was kept"
+
+    provider.remove(env)
+    assert not docker_api.images(name=plan.tag.rpartition(":")[0]), "the pulled image outlived its environment"
+    for layer_holder in (image["Id"], image["Parent"] or image["Id"]):
+        assert not [i for i in docker_api.images(all=True) if i["Id"] == layer_holder], "a pulled image was left"
 
 
 def test_an_image_the_registry_does_not_have_is_built_and_said_so(tmp_path, registry_env, open_registry):

@@ -2,6 +2,7 @@
 import collections
 import dataclasses
 import hashlib
+import io
 import re
 from typing import Optional
 
@@ -28,6 +29,8 @@ LABEL_IMAGE_HASH = "org.nbcore.image-hash"
 #: Which cache (``NBCORE_HOME``) and project (the config file's folder) built an image, as stable ids.
 LABEL_HOME = "org.nbcore.home"
 LABEL_PROJECT = "org.nbcore.project"
+#: ``NAME@DIGEST`` of the published image a pulled image was made from.
+LABEL_PULLED_FROM = "org.nbcore.pulled-from"
 _LOG_LINES = 15
 
 
@@ -82,6 +85,11 @@ def _stable_id(text: str) -> str:
 def owner_labels(env) -> dict:
     """The labels naming the cache and the project an image is built for; old tags are removed only within them."""
     return {LABEL_HOME: _stable_id(str(nbcore_home())), LABEL_PROJECT: _stable_id(env.spec.base_dir or "")}
+
+
+def environment_labels(env) -> dict:
+    """The labels saying which environment an image serves and who made it here (what removal selects by)."""
+    return {LABEL_ENV: env.name, LABEL_SPEC_HASH: env.spec_hash, **owner_labels(env)}
 
 
 def image_exists(api, name: str) -> bool:
@@ -161,8 +169,8 @@ def build(api, env, plan: ImagePlan, settings: DockerSettings, progress) -> None
     """Build ``plan`` with live progress; raise :class:`InstallError` naming the failing step."""
     ensure_present(api, plan.recipe.base, progress, "base image")
     context = build_context(plan.recipe, plan.dockerfile)
-    labels = {LABEL_ENV: env.name, LABEL_SPEC_HASH: env.spec_hash, LABEL_IMAGE_HASH: plan.image_hash,
-              LABEL_VERSION: nbcore_version, LABEL_PLUGIN: __version__, **owner_labels(env)}
+    labels = {LABEL_IMAGE_HASH: plan.image_hash, LABEL_VERSION: nbcore_version, LABEL_PLUGIN: __version__,
+              **environment_labels(env)}
     progress.step("building image %s from %s" % (plan.tag, plan.recipe.base))
     step, recent = "sending the build context", collections.deque(maxlen=_LOG_LINES)
     try:
@@ -181,6 +189,25 @@ def build(api, env, plan: ImagePlan, settings: DockerSettings, progress) -> None
                     progress.line(line)
     except docker.errors.APIError as exc:
         raise InstallError(_build_failure(plan.tag, step, exc.explanation or str(exc), recent)) from None
+
+
+def adopt(api, env, plan: ImagePlan, pulled: str, digest: str) -> None:
+    """Tag the pulled image ``pulled`` as ``plan.tag`` with this environment's labels (a child image adding
+    labels only, sharing every layer), so it is removed like a built one; the registry name goes.
+
+    The publisher's labels name another cache, project and spec: kept as they are, the image
+    would never be selected for removal here.
+    """
+    labels = dict(environment_labels(env), **{LABEL_PULLED_FROM: "%s@%s" % (pulled, digest)})
+    dockerfile = io.BytesIO(("FROM %s\n" % pulled).encode())
+    try:
+        for chunk in api.build(fileobj=dockerfile, tag=plan.tag, labels=labels, decode=True, pull=False, rm=True):
+            if "error" in chunk:
+                raise InstallError("labelling the pulled image %s failed: %s" % (pulled, chunk["error"]))
+    except docker.errors.APIError as exc:
+        raise InstallError("labelling the pulled image %s failed: %s" % (pulled, exc.explanation or exc)) from None
+    finally:
+        api.remove_image(pulled)  # only the registry name goes: the image stays as the labelled one's parent
 
 
 def _build_failure(tag, step, error, recent):
@@ -211,10 +238,10 @@ def remove_old_tags(api, env, keep: str, progress) -> None:
 def remove_labelled(api, env) -> None:
     """Delete the images built for ``env`` (its name and spec hash) by this cache and project.
 
-    Ready images belong to the user, and images another ``NBCORE_HOME`` or project built (or a
-    pulled one, which carries its publisher's labels) may serve environments elsewhere: they stay.
+    Ready images belong to the user, and images another ``NBCORE_HOME`` or project built or pulled
+    may serve environments elsewhere: they stay.
     """
-    labels = {LABEL_ENV: env.name, LABEL_SPEC_HASH: env.spec_hash, **owner_labels(env)}
+    labels = environment_labels(env)
     images = api.images(filters={"label": ["%s=%s" % item for item in sorted(labels.items())]})
     for tag in dict.fromkeys(tag for image in images for tag in image.get("RepoTags") or ()):
         try:

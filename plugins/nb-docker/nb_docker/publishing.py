@@ -12,7 +12,7 @@ from docker.utils import parse_repository_tag
 
 from nbcore.plugin import InstallError, UserError
 
-from .images import LABEL_IMAGE_HASH, ImagePlan, follow_status, pull, registry_failure, repository_for
+from .images import LABEL_IMAGE_HASH, ImagePlan, adopt, follow_status, pull, registry_failure, repository_for
 from .settings import DockerSettings
 
 #: Registry of published images; overrides the spec's ``docker.registry`` and the config's ``registry:``.
@@ -88,9 +88,7 @@ def fetch(api, env, plan: ImagePlan, settings: DockerSettings, progress) -> bool
         progress.step("%s is not in the registry: building the image here" % name)
         return False
     _check_labels(api, name, env, plan)
-    repository, tag = parse_repository_tag(plan.tag)
-    api.tag(name, repository, tag, force=True)
-    api.remove_image(name)  # only the registry name goes; plan.tag keeps the image
+    adopt(api, env, plan, name, digest)
     progress.step("pulled %s (%s) as %s" % (name, digest, plan.tag))
     return True
 
