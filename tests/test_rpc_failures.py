@@ -358,6 +358,17 @@ def test_argument_the_worker_cannot_rebuild_is_an_error_not_a_crash(venv_env):
     assert venv_env.call(f("add"), 1, 2) == 3
 
 
+def test_objects_released_with_a_request_the_worker_cannot_read_are_released_with_the_next(venv_env):
+    before = venv_env.call(f("live_objects"))
+    thing = venv_env.call(f("worker_only_module_thing"), 1)
+    assert venv_env.call(f("live_objects")) == before + 1
+    del thing
+    gc.collect()  # its id now rides on the next request, which the worker cannot unpickle
+    with pytest.raises(ModuleNotFoundError):
+        venv_env.call(f("read_value"), HostOnly(3))
+    assert venv_env.call(f("live_objects")) == before, "the worker kept the released object"
+
+
 # 2. results the host cannot rebuild -----------------------------------------------------------
 
 @pytest.mark.parametrize("function, type_name", [

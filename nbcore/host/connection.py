@@ -62,6 +62,8 @@ class Connection:
                 except (ConnectionClosed, OSError) as exc:
                     self._fail(exc)
                 reply = self._wait_reply(call_id)
+                if reply[0] is None:  # the worker could not read the request: it released nothing either
+                    self._released.extend(released)
             finally:
                 self.current_call = None
         return self._unpack(reply)
