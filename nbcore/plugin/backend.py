@@ -91,6 +91,11 @@ class BackendProvider(abc.ABC):
     #: Whether automatic selection tries this backend, and how early: higher first; None = only when asked
     #: for (``--backend``, ``NBCORE_BACKEND``, the config, the spec's ``backends:`` or its only section).
     auto_priority: ClassVar[Optional[int]] = None
+    #: Whether a spec that has this backend's section runs on this backend unless the user names another
+    #: (``--backend``, ``NBCORE_BACKEND``, the config's ``backend:``, the spec's ``backends:``): when it is
+    #: unavailable, opening the environment is an error instead of a quiet move to another backend.
+    #: For backends that decide where the code runs (a cluster), not only how it is isolated.
+    required_by_section: ClassVar[bool] = False
 
     @abc.abstractmethod
     def check_available(self) -> Optional[str]:

@@ -51,6 +51,8 @@ class RayBackend(BackendProvider):
         },
     }
     auto_priority = None
+    #: A spec with a ``ray:`` section runs on Ray unless the user names another backend.
+    required_by_section = True
 
     def __init__(self):
         self._actor_class = None
