@@ -92,7 +92,7 @@ def _print_table(rows, columns):
 
 def _emit(args, data, rows=None, columns=None):
     if args.json:
-        print(json.dumps(_json_ready(data), indent=2, allow_nan=False))
+        print(json.dumps(_json_ready(data), indent=2, allow_nan=False), file=args.document)
     elif rows is not None:
         _print_table(rows, columns)
 
@@ -330,11 +330,27 @@ def cmd_push(args):
 COMMANDS = {name[4:]: fn for name, fn in globals().items() if name.startswith("cmd_")}
 
 
-def _stdout_reader_gone():
-    """Whether standard output is a pipe whose reader has closed it (not some other broken pipe)."""
+def _document_stream(args):
+    """Where the command's JSON document goes: standard output.  With ``--json`` it carries the document alone:
+    from here to the end of the program fd 1 is moved to a new descriptor for the document, and whatever else
+    writes to standard output (``print``, an engine's log forwarding, a child process inheriting it) reaches stderr."""
+    if not getattr(args, "json", False):
+        return sys.stdout
+    sys.stdout.flush()
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a file (a capture): nothing below the stream to move
+        return sys.stdout
+    document = os.fdopen(os.dup(fd), "w", encoding=sys.stdout.encoding, errors=sys.stdout.errors)
+    os.dup2(sys.stderr.fileno(), fd)
+    return document
+
+
+def _reader_gone(stream):
+    """Whether ``stream`` is a pipe whose reader has closed it (not some other broken pipe)."""
     try:
         poller = select.poll()
-        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        poller.register(stream.fileno(), select.POLLOUT)
         return any(event & select.POLLERR for _, event in poller.poll(0))
     except (AttributeError, OSError, ValueError):
         return False
@@ -342,15 +358,17 @@ def _stdout_reader_gone():
 
 def _run_command(args):
     """Run the command; a reader that went away (``nbcore envs --json | head``) ends it quietly."""
+    args.document = _document_stream(args)
     try:
         code = COMMANDS[args.command](args) or 0
         sys.stdout.flush()
+        args.document.flush()
         return code
     except BrokenPipeError:
-        if not _stdout_reader_gone():
+        if not _reader_gone(args.document):
             raise
         devnull = os.open(os.devnull, os.O_WRONLY)  # the flush at exit must not fail again
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, args.document.fileno())
         os.close(devnull)
         return 128 + 13  # what a shell reports for a writer ended by SIGPIPE
 
