@@ -176,6 +176,22 @@ def test_install_envs_and_shell(project):
     assert result.returncode == 3
 
 
+def test_envs_backend_lists_only_that_backends_environments(tmp_path):
+    home = tmp_path / "home"
+    for backend, name in (("venv", "a"), ("docker", "b"), ("venv", "c")):
+        folder = home / "envs" / backend / ("%s-0123456789ab" % name)
+        folder.mkdir(parents=True)
+        write(folder / "nbcore-env.json", json.dumps({"name": name, "backend": backend, "hash": "0123456789ab"}))
+    env = {"NBCORE_HOME": str(home)}
+    assert [e["name"] for e in cli_json("envs", "--backend", "venv", "--json", env=env)] == ["a", "c"]
+    assert sorted(e["name"] for e in cli_json("envs", "--json", env=env)) == ["a", "b", "c"]
+    table = run_nbcore("envs", "--backend", "docker", env=env).stdout.splitlines()
+    assert table[0].split() == ["NAME", "BACKEND", "HASH", "READY", "SIZE", "PATH"] and len(table) == 2
+    result = run_nbcore("envs", "--backend", "nosuch", env=env)
+    assert result.returncode == 2 and result.stderr.strip() == \
+        "nbcore: error: unknown backend 'nosuch'; `nbcore backends` lists them", result.stderr
+
+
 def test_verbose_logs_backend_and_protocol(project):
     result = run_nbcore("call", "-v", "demo", "mod:f", "--args", "[1, 2]", "--backend", "venv", "--protocol", "tcp-pickle",
                         cwd=project)

@@ -170,12 +170,28 @@ def cmd_protocols(args):
 
 
 def cmd_envs(args):
+    records, columns = _listed_environments(args.backend)
+    data = [e for e in records if e["ready"] or args.all]
+    rows = [dict(e, size="%.1f MB" % (e["bytes"] / 1e6), hash=(e["hash"] or "")[:12]) for e in data]
+    _emit(args, data, rows, columns + ["name", "backend", "hash", "ready", "size", "path"])
+
+
+def _listed_environments(backend):
+    """``(records, leading columns)``: the local store's environments; with ``--backend NAME`` that backend's
+    own listing when it has one (the nodes of a cluster), else the local store's environments of it."""
     from ..home import nbcore_home
     from ..host.store import list_environments
+    from ..plugin.registry import get_registry, missing_hint
 
-    data = [e for e in list_environments(nbcore_home()) if e["ready"] or args.all]
-    rows = [dict(e, size="%.1f MB" % (e["bytes"] / 1e6), hash=(e["hash"] or "")[:12]) for e in data]
-    _emit(args, data, rows, ["name", "backend", "hash", "ready", "size", "path"])
+    if not backend:
+        return list_environments(nbcore_home()), []
+    provider = get_registry().backends.get(backend)
+    if provider is None:
+        raise UserError("unknown backend %r%s; `nbcore backends` lists them" % (backend, missing_hint(backend)))
+    listed = provider.list_environments()
+    if listed is None:
+        return [e for e in list_environments(nbcore_home()) if e["backend"] == backend], []
+    return listed, list(provider.environment_columns)
 
 
 def cmd_install(args):
