@@ -1,4 +1,8 @@
-"""The ``ray`` backend: each worker runs on a Ray node, in an environment the node's own backend builds there."""
+"""The ``ray`` backend: each worker runs on a Ray node, in an environment the node's own backend builds there.
+
+Ray, the project packer (pathspec) and the shell relay are imported only when used: every
+``nbcore`` command builds the registry.
+"""
 import importlib.util
 import ipaddress
 import os
@@ -10,8 +14,6 @@ from nbcore.plugin import (BackendProvider, BackendUnavailable, InstallError, Li
 from nbcore.worker import serve
 
 from . import cluster
-from .project import pack_project, size_limit
-from .shell_host import host_terminal, relay, window_size
 
 #: ``NBCORE_RAY_SHIP_PROJECT=1`` ships the project folder even when the node has the host's folder.
 SHIP_VARIABLE = "NBCORE_RAY_SHIP_PROJECT"
@@ -121,6 +123,8 @@ class RayBackend(BackendProvider):
     def shell(self, env, command, launch) -> int:
         """Run ``command`` (a shell when empty) inside the environment on a node placed as for a worker, this
         process's terminal or pipes relayed to it (:mod:`nb_ray.shell_host`, :mod:`nb_ray.shell_node`)."""
+        from .shell_host import host_terminal, relay, window_size
+
         fallback = get_registry().fallback_protocols()[0]
         listener = fallback.listen(ListenAddress.from_environment())
         secret = os.urandom(32)
@@ -210,6 +214,8 @@ class RayBackend(BackendProvider):
         else the shipped copy, with the spec's folder moved into it (installs and starts agree on it)."""
         if not _ship_forced() and placed.call("folder_exists", str(cwd)):
             return {"cwd": str(cwd)}
+        from .project import pack_project, size_limit
+
         data, digest = pack_project(cwd, size_limit())
         shipped = placed.stored("project", digest, lambda: data)
         return {"cwd": shipped, "base_dir": _moved(env.spec.base_dir, cwd, shipped)}
