@@ -176,6 +176,53 @@ def test_install_envs_and_shell(project):
     assert result.returncode == 3
 
 
+def test_envs_backend_lists_only_that_backends_environments(tmp_path):
+    home = tmp_path / "home"
+    for backend, name in (("venv", "a"), ("docker", "b"), ("venv", "c")):
+        folder = home / "envs" / backend / ("%s-0123456789ab" % name)
+        folder.mkdir(parents=True)
+        write(folder / "nbcore-env.json", json.dumps({"name": name, "backend": backend, "hash": "0123456789ab"}))
+    env = {"NBCORE_HOME": str(home)}
+    assert [e["name"] for e in cli_json("envs", "--backend", "venv", "--json", env=env)] == ["a", "c"]
+    assert sorted(e["name"] for e in cli_json("envs", "--json", env=env)) == ["a", "b", "c"]
+    table = run_nbcore("envs", "--backend", "docker", env=env).stdout.splitlines()
+    assert table[0].split() == ["NAME", "BACKEND", "HASH", "READY", "SIZE", "PATH"] and len(table) == 2
+    result = run_nbcore("envs", "--backend", "nosuch", env=env)
+    assert result.returncode == 2 and result.stderr.strip() == \
+        "nbcore: error: unknown backend 'nosuch'; `nbcore backends` lists them", result.stderr
+
+
+def test_envs_backend_shows_a_backends_own_listing_with_its_columns_first(monkeypatch, capsys):
+    import types
+
+    from nbcore.cli.main import main
+    from nbcore.plugin import BackendProvider, registry as plugins
+
+    class Listing(BackendProvider):
+        name = "listing"
+        environment_columns = ("node",)
+
+        def check_available(self):
+            return None
+
+        def install(self, env, progress):
+            pass
+
+        def list_environments(self):
+            record = {"name": "far", "backend": "venv", "hash": "0123456789abcdef", "path": "/far", "bytes": 2e6}
+            return [dict(record, node="n1", ready=True), dict(record, name="half", node="n2", ready=False)]
+
+    module = types.ModuleType("nbtest_listing_plugin")
+    module.nbcore_register = plugins.hookimpl(lambda register: register.backend(Listing()))
+    monkeypatch.setattr(plugins, "_registry", plugins.build_registry(plugins=[module], autoload=False))
+    assert main(["envs", "--backend", "listing"]) == 0
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.split() == ["NODE", "NAME", "BACKEND", "HASH", "READY", "SIZE", "PATH"]
+    assert row.split() == ["n1", "far", "venv", "0123456789ab", "True", "2.0", "MB", "/far"]
+    assert main(["envs", "--backend", "listing", "--all", "--json"]) == 0
+    assert [e["node"] for e in json.loads(capsys.readouterr().out)] == ["n1", "n2"]
+
+
 def test_verbose_logs_backend_and_protocol(project):
     result = run_nbcore("call", "-v", "demo", "mod:f", "--args", "[1, 2]", "--backend", "venv", "--protocol", "tcp-pickle",
                         cwd=project)

@@ -17,6 +17,14 @@ def odd_result():
 
 def echo(*args, **kwargs):
     return {"args": list(args), "kwargs": kwargs}
+
+
+def noisy():
+    import os, sys
+    print("printed by the function")
+    sys.stdout.flush()
+    os.system("echo written by a child process")
+    return 7
 '''
 
 
@@ -69,6 +77,15 @@ def test_json_has_string_keys_and_no_nan_or_infinity(project):
     assert result.returncode == 0, result.stderr
     data = strict_json(result.stdout)["result"]
     assert data == {"[1, 2]": None, "inf": None, "3": [None, 1.5], "null": "01", "true": {'["a"]': 1}}
+
+
+def test_json_stdout_holds_the_document_alone(project):
+    """Whatever else writes to standard output during the command (here an in-process function and its child)
+    reaches stderr."""
+    result = run_nbcore("call", "bare", "mod:noisy", "--backend", "python", "--json", cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert strict_json(result.stdout)["result"] == 7
+    assert "printed by the function" in result.stderr and "written by a child process" in result.stderr
 
 
 def test_json_ready_converts_numpy_values():

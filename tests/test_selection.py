@@ -123,6 +123,49 @@ def test_unavailable_choice_gives_the_reason(registry):
         choose(registry, requested="broken")
 
 
+class ClusterBackend(FakeBackend):
+    """A backend that decides where a spec runs: its section requires it."""
+
+    required_by_section = True
+
+
+@pytest.fixture
+def with_cluster():
+    def build(reason=None):
+        return make_registry(FakeBackend("alpha"), ClusterBackend("cluster", reason))
+    return build
+
+
+def test_a_required_section_picks_its_backend_beside_other_sections(with_cluster):
+    spec = EnvironmentSpec(sections={"alpha": {}, "cluster": {}})
+    assert choose(with_cluster(), spec) == ("cluster", "the spec's cluster: section")
+
+
+def test_an_unavailable_required_backend_is_an_error_not_a_move_elsewhere(with_cluster):
+    for sections in ({"cluster": {}}, {"alpha": {}, "cluster": {}}):
+        with pytest.raises(BackendUnavailable) as info:
+            choose(with_cluster("no cluster answers at 10.0.0.1:6379"), EnvironmentSpec(sections=sections))
+        message = str(info.value)
+        assert "\n" not in message and message.startswith("the spec's cluster: section runs it on the cluster backend")
+        assert "no cluster answers at 10.0.0.1:6379" in message and "--backend NAME" in message
+
+
+def test_the_user_naming_a_backend_overrides_a_required_section(with_cluster, monkeypatch):
+    registry = with_cluster("unreachable")
+    spec = EnvironmentSpec(sections={"alpha": {}, "cluster": {}})
+    assert choose(registry, spec, requested="alpha")[0] == "alpha"
+    assert choose(registry, spec, config_default="alpha")[0] == "alpha"
+    assert choose(registry, EnvironmentSpec(backends=("alpha",), sections={"cluster": {}}))[0] == "alpha"
+    monkeypatch.setenv("NBCORE_BACKEND", "alpha")
+    assert choose(registry, spec)[0] == "alpha"
+
+
+def test_two_required_sections_ask_the_user_to_pick():
+    registry = make_registry(ClusterBackend("east"), ClusterBackend("west"))
+    with pytest.raises(UserError, match="sections of east and west, each of which runs it on its own backend"):
+        choose(registry, EnvironmentSpec(sections={"east": {}, "west": {}}))
+
+
 @pytest.fixture
 def clear_interpreter_cache():
     venv_backend.find_interpreter.cache_clear()

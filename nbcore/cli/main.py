@@ -92,7 +92,7 @@ def _print_table(rows, columns):
 
 def _emit(args, data, rows=None, columns=None):
     if args.json:
-        print(json.dumps(_json_ready(data), indent=2, allow_nan=False))
+        print(json.dumps(_json_ready(data), indent=2, allow_nan=False), file=args.document)
     elif rows is not None:
         _print_table(rows, columns)
 
@@ -170,12 +170,28 @@ def cmd_protocols(args):
 
 
 def cmd_envs(args):
+    records, columns = _listed_environments(args.backend)
+    data = [e for e in records if e["ready"] or args.all]
+    rows = [dict(e, size="%.1f MB" % (e["bytes"] / 1e6), hash=(e["hash"] or "")[:12]) for e in data]
+    _emit(args, data, rows, columns + ["name", "backend", "hash", "ready", "size", "path"])
+
+
+def _listed_environments(backend):
+    """``(records, leading columns)``: the local store's environments; with ``--backend NAME`` that backend's
+    own listing when it has one (the nodes of a cluster), else the local store's environments of it."""
     from ..home import nbcore_home
     from ..host.store import list_environments
+    from ..plugin.registry import get_registry, missing_hint
 
-    data = [e for e in list_environments(nbcore_home()) if e["ready"] or args.all]
-    rows = [dict(e, size="%.1f MB" % (e["bytes"] / 1e6), hash=(e["hash"] or "")[:12]) for e in data]
-    _emit(args, data, rows, ["name", "backend", "hash", "ready", "size", "path"])
+    if not backend:
+        return list_environments(nbcore_home()), []
+    provider = get_registry().backends.get(backend)
+    if provider is None:
+        raise UserError("unknown backend %r%s; `nbcore backends` lists them" % (backend, missing_hint(backend)))
+    listed = provider.list_environments()
+    if listed is None:
+        return [e for e in list_environments(nbcore_home()) if e["backend"] == backend], []
+    return listed, list(provider.environment_columns)
 
 
 def cmd_install(args):
@@ -330,11 +346,27 @@ def cmd_push(args):
 COMMANDS = {name[4:]: fn for name, fn in globals().items() if name.startswith("cmd_")}
 
 
-def _stdout_reader_gone():
-    """Whether standard output is a pipe whose reader has closed it (not some other broken pipe)."""
+def _document_stream(args):
+    """Where the command's JSON document goes: standard output.  With ``--json`` it carries the document alone:
+    from here to the end of the program fd 1 is moved to a new descriptor for the document, and whatever else
+    writes to standard output (``print``, an engine's log forwarding, a child process inheriting it) reaches stderr."""
+    if not getattr(args, "json", False):
+        return sys.stdout
+    sys.stdout.flush()
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a file (a capture): nothing below the stream to move
+        return sys.stdout
+    document = os.fdopen(os.dup(fd), "w", encoding=sys.stdout.encoding, errors=sys.stdout.errors)
+    os.dup2(sys.stderr.fileno(), fd)
+    return document
+
+
+def _reader_gone(stream):
+    """Whether ``stream`` is a pipe whose reader has closed it (not some other broken pipe)."""
     try:
         poller = select.poll()
-        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        poller.register(stream.fileno(), select.POLLOUT)
         return any(event & select.POLLERR for _, event in poller.poll(0))
     except (AttributeError, OSError, ValueError):
         return False
@@ -342,15 +374,17 @@ def _stdout_reader_gone():
 
 def _run_command(args):
     """Run the command; a reader that went away (``nbcore envs --json | head``) ends it quietly."""
+    args.document = _document_stream(args)
     try:
         code = COMMANDS[args.command](args) or 0
         sys.stdout.flush()
+        args.document.flush()
         return code
     except BrokenPipeError:
-        if not _stdout_reader_gone():
+        if not _reader_gone(args.document):
             raise
         devnull = os.open(os.devnull, os.O_WRONLY)  # the flush at exit must not fail again
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, args.document.fileno())
         os.close(devnull)
         return 128 + 13  # what a shell reports for a writer ended by SIGPIPE
 

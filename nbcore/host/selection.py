@@ -2,9 +2,12 @@
 
 Backend: the explicit choice (CLI flag or ``open_backend(backend=...)``) wins,
 then ``NBCORE_BACKEND`` (alias ``NERFBASELINES_BACKEND``), then the config
-file's ``backend:``, then the first available backend in the environment's
-``backends:`` list (or, without one, the backend of the spec's only backend
-section), then every backend with an ``auto_priority``, highest first.
+file's ``backend:``; then, without a ``backends:`` list in the spec, a backend
+whose section the spec has and that :attr:`~nbcore.plugin.BackendProvider.required_by_section`
+(it must run the spec: unavailable is an error, not a reason to try another);
+then the first available backend in the environment's ``backends:`` list (or,
+without one, the backend of the spec's only backend section), then every backend
+with an ``auto_priority``, highest first.
 
 Protocols: ``NBCORE_PROTOCOL`` (alias ``NERFBASELINES_PROTOCOL``), else the
 config file's ``protocol:``, else :func:`default_protocols` (the preferred
@@ -51,6 +54,16 @@ def choose_backend(registry, env_for, spec, requested=None, config_default=None)
         choice, how = _env("BACKEND"), "from NBCORE_BACKEND"
     if not choice and config_default:
         choice, how = config_default, "from the config file"
+    if not choice:
+        choice = required_backend(spec, registry)
+        if choice:
+            provider = registry.backends[choice]
+            reason = _unavailable(provider, env_for)
+            if reason:
+                raise BackendUnavailable("the spec's %s: section runs it on the %s backend, which cannot run it: %s "
+                                         "(to use another backend: --backend NAME, NBCORE_BACKEND or the spec's "
+                                         "backends: [...])" % (choice, choice, reason))
+            return provider, "the spec's %s: section" % choice
     if choice:
         provider = registry.backends.get(choice)
         if provider is None:
@@ -72,6 +85,20 @@ def choose_backend(registry, env_for, spec, requested=None, config_default=None)
             return provider, "automatic"
         reasons.append("%s: %s" % (name, reason))
     raise BackendUnavailable("no backend can run this environment (%s)%s" % ("; ".join(reasons), _installable(registry)))
+
+
+def required_backend(spec, registry) -> Optional[str]:
+    """The backend ``spec`` must run on because it has that backend's section and the backend is
+    :attr:`~nbcore.plugin.BackendProvider.required_by_section`; None when the spec lists ``backends:``
+    (the user chose) or has no such section."""
+    if spec.backends:
+        return None
+    required = [name for name in spec.sections
+                if name in registry.backends and registry.backends[name].required_by_section]
+    if len(required) > 1:
+        raise UserError("the spec has sections of %s, each of which runs it on its own backend; pick one with "
+                        "backends: [...] or --backend NAME" % " and ".join(required))
+    return required[0] if required else None
 
 
 def preferred_backends(spec, registry) -> List[str]:

@@ -13,7 +13,7 @@ from ..home import nbcore_home
 from ..spec import EnvironmentSpec
 from .auth import ANSWER_BYTES, AuthenticationError, host_challenge, host_verify
 from .backend import BackendProvider, Command, Environment, WorkerLaunch, host_environment
-from .environments import install_environment
+from .environments import install_environment, list_environments
 from .process import OutputReader, OutputTail, SubprocessWorker, WorkerProcess
 from .progress import Progress
 from .protocol import FALLBACK, UPGRADE, ListenAddress, Listener, ProtocolProvider
@@ -24,7 +24,8 @@ __all__ = [
     "ConfigError", "Environment", "EnvironmentSpec", "FALLBACK", "InstallError", "ListenAddress", "Listener",
     "NbcoreError", "OutputReader", "OutputTail", "PluginError", "Progress", "ProtocolProvider", "Register",
     "SubprocessWorker", "UPGRADE", "UserError", "WorkerError", "WorkerLaunch", "WorkerProcess", "get_registry",
-    "hookimpl", "host_challenge", "host_environment", "host_verify", "install_environment", "nbcore_home", "nbcore_version",
+    "hookimpl", "host_challenge", "host_environment", "host_verify", "install_environment", "list_environments",
+    "nbcore_home", "nbcore_version",
 ]
 
 #: The modules a plugin may import from nbcore: this package and its container toolkit (host side),

@@ -91,6 +91,14 @@ class BackendProvider(abc.ABC):
     #: Whether automatic selection tries this backend, and how early: higher first; None = only when asked
     #: for (``--backend``, ``NBCORE_BACKEND``, the config, the spec's ``backends:`` or its only section).
     auto_priority: ClassVar[Optional[int]] = None
+    #: Whether a spec that has this backend's section runs on this backend unless the user names another
+    #: (``--backend``, ``NBCORE_BACKEND``, the config's ``backend:``, the spec's ``backends:``): when it is
+    #: unavailable, opening the environment is an error instead of a quiet move to another backend.
+    #: For backends that decide where the code runs (a cluster), not only how it is isolated.
+    required_by_section: ClassVar[bool] = False
+    #: The keys of its own that :meth:`list_environments` adds to each record, shown as the first columns of
+    #: ``nbcore envs --backend NAME`` (e.g. the node an environment is on).
+    environment_columns: ClassVar[Tuple[str, ...]] = ()
 
     @abc.abstractmethod
     def check_available(self) -> Optional[str]:
@@ -169,6 +177,13 @@ class BackendProvider(abc.ABC):
         """
         raise UserError("the %s backend cannot publish images (nbcore push needs one that can, e.g. --backend docker)"
                         % self.name)
+
+    def list_environments(self) -> Optional[List[dict]]:
+        """The environments ``nbcore envs --backend NAME`` lists, for backends that keep them elsewhere than in
+        the local store (the nodes of a cluster); None (the default): the local store's environments of this
+        backend.  Each record has the keys of ``nbcore envs --json`` (unfinished ones with ``ready`` False),
+        plus the keys of :attr:`environment_columns`."""
+        return None
 
     def remove(self, env: Environment) -> None:
         """Delete the environment and anything it owns outside ``env.path`` (images, caches)."""

@@ -1,5 +1,5 @@
-"""Installing an environment from plugin code: for launchers that build environments on another machine."""
-from typing import Optional
+"""The environment store from plugin code: for launchers that build and list environments on another machine."""
+from typing import List
 
 from ..home import nbcore_home
 from ..spec import EnvironmentSpec
@@ -20,3 +20,11 @@ def install_environment(provider: BackendProvider, name: str, spec: EnvironmentS
     if install:
         ensure_installed(provider, env, progress)
     return env
+
+
+def list_environments(sizes: bool = True) -> List[dict]:
+    """Every environment under this machine's ``NBCORE_HOME``, as ``nbcore envs --all --json`` lists them
+    (``ready`` False for unfinished ones; ``bytes`` None without ``sizes``)."""
+    from ..host.store import list_environments as list_store
+
+    return list_store(nbcore_home(), sizes)

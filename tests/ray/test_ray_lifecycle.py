@@ -121,15 +121,21 @@ def test_host_death_ends_worker_and_actor(ray_cluster, project, ray_config, wait
             host.wait()
 
 
-def test_unreachable_cluster_is_one_line_with_the_address(project, tmp_path):
+@pytest.mark.parametrize("sections, flags", [("ray: {backend: venv}", ["--backend", "ray"]),
+                                             ("ray: {backend: venv}, venv: {}", [])],
+                         ids=["backend-ray", "ray-section-beside-venv"])
+def test_unreachable_cluster_is_one_line_with_the_address(project, tmp_path, sections, flags):
+    """Named with --backend or placed by its ray: section alone, the environment never moves to a local backend."""
     config = tmp_path / "nbcore.yaml"
-    config.write_text("environments:\n  e:\n    ray: {backend: venv}\n")
-    env = dict(os.environ, RAY_ADDRESS="127.0.0.1:9")
-    out = subprocess.run([sys.executable, "-m", "nbcore", "call", "-c", str(config), "--backend", "ray", "e", "os:getpid"],
+    config.write_text("environments:\n  e: {%s}\n" % sections)
+    env = dict(os.environ, RAY_ADDRESS="127.0.0.1:9", NBCORE_HOME=str(tmp_path / "home"))
+    env.pop("NBCORE_BACKEND", None)
+    out = subprocess.run([sys.executable, "-m", "nbcore", "call", "-c", str(config), *flags, "e", "os:getpid"],
                          capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode != 0
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "127.0.0.1:9" in lines[0] and "RAY_ADDRESS" in lines[0], out.stderr
+    assert not (tmp_path / "home" / "envs").exists(), "nothing was built elsewhere"
 
 
 def test_resources_no_node_has_fail_at_once_naming_the_nodes(ray_cluster, project, ray_config):

@@ -34,6 +34,14 @@ def store_folder(kind: str, digest: str) -> Path:
     return nbcore_home() / "ray" / kind / digest
 
 
+def node_identity() -> dict:
+    """Which node this process runs on: its Ray node id, address, host name and ``NBCORE_HOME``."""
+    import ray
+
+    return {"node_id": ray.get_runtime_context().get_node_id(), "node_ip": ray.util.get_node_ip_address(),
+            "hostname": socket.gethostname(), "home": str(nbcore_home())}
+
+
 class NodeActor:
     """One worker's stand-in on a node: stores what the host ships, runs the agent, reports the worker's end."""
 
@@ -43,11 +51,8 @@ class NodeActor:
         self._changed = threading.Condition()
 
     def node(self) -> dict:
-        """Which node this is, for placement checks and messages."""
-        import ray
-
-        return {"node_id": ray.get_runtime_context().get_node_id(), "ip": ray.util.get_node_ip_address(),
-                "hostname": socket.gethostname(), "home": str(nbcore_home()), "pid": os.getpid()}
+        """Which node this is (:func:`node_identity`) and the actor's pid, for placement checks and messages."""
+        return dict(node_identity(), pid=os.getpid())
 
     def folder_exists(self, path: str) -> bool:
         return os.path.isdir(path)

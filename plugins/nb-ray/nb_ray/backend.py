@@ -3,13 +3,15 @@ import importlib.util
 import ipaddress
 import os
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
-from nbcore.plugin import BackendProvider, BackendUnavailable, InstallError, UserError, WorkerProcess
+from nbcore.plugin import (BackendProvider, BackendUnavailable, InstallError, ListenAddress, UserError, WorkerError,
+                           WorkerProcess, get_registry)
 from nbcore.worker import serve
 
 from . import cluster
 from .project import pack_project, size_limit
+from .shell_host import host_terminal, relay, window_size
 
 #: ``NBCORE_RAY_SHIP_PROJECT=1`` ships the project folder even when the node has the host's folder.
 SHIP_VARIABLE = "NBCORE_RAY_SHIP_PROJECT"
@@ -23,6 +25,16 @@ KILL_TIMEOUT = 15.0
 NOT_INNER = ("ray", "python")
 
 RESOURCE_SCHEMA = {"type": "number", "minimum": 0}
+
+
+def _keepalive():
+    """Seconds after which the shell's connection counts a silent peer as gone (the host's ``NBCORE_KEEPALIVE``)."""
+    return float(os.environ.get("NBCORE_KEEPALIVE") or serve.DEFAULT_KEEPALIVE)
+
+
+def _connect_timeout():
+    """Seconds the shell's command has to connect back (``NBCORE_CONNECT_TIMEOUT``, as for workers)."""
+    return float(os.environ.get("NBCORE_CONNECT_TIMEOUT") or 120)
 
 
 def _placement_timeout():
@@ -51,6 +63,9 @@ class RayBackend(BackendProvider):
         },
     }
     auto_priority = None
+    #: A spec with a ``ray:`` section runs on Ray unless the user names another backend.
+    required_by_section = True
+    environment_columns = ("node", "node_ip", "hostname", "home")
 
     def __init__(self):
         self._actor_class = None
@@ -59,6 +74,16 @@ class RayBackend(BackendProvider):
         if importlib.util.find_spec("ray") is None:
             return "ray is not installed on the host; pip install the cluster's Ray version (pip install 'ray==X.Y.Z')"
         return cluster.unreachable(cluster.cluster_address())
+
+    def list_environments(self) -> List[dict]:
+        """What every alive node has installed: a record per environment per node, the inner backend as
+        ``backend``, with the node's id (``node_id``, short in ``node``), ``node_ip``, ``hostname`` and ``home``."""
+        reason = self.check_available()
+        if reason:
+            raise BackendUnavailable(reason)
+        from .listing import cluster_environments
+
+        return cluster_environments(cluster.connect(), self.name)
 
     def inner_backend(self, spec) -> str:
         return spec.section(self.name).get("backend") or "venv"
@@ -75,7 +100,7 @@ class RayBackend(BackendProvider):
         placed = self._place(env)
         try:
             node = placed.node
-            progress.step("placed on Ray node %s (%s), NBCORE_HOME %s" % (node["node_id"][:12], node["ip"], node["home"]))
+            progress.step("placed on Ray node %s (%s), NBCORE_HOME %s" % (node["node_id"][:12], node["node_ip"], node["home"]))
             request = self._request(env)
             request.update(self._project_fields(placed, env, Path.cwd()), install_only=True)
             placed.run(request, InstallError)
@@ -92,6 +117,48 @@ class RayBackend(BackendProvider):
             placed.ray.kill(placed.actor)
             raise
         return RayWorker(placed)
+
+    def shell(self, env, command, launch) -> int:
+        """Run ``command`` (a shell when empty) inside the environment on a node placed as for a worker, this
+        process's terminal or pipes relayed to it (:mod:`nb_ray.shell_host`, :mod:`nb_ray.shell_node`)."""
+        fallback = get_registry().fallback_protocols()[0]
+        listener = fallback.listen(ListenAddress.from_environment())
+        secret = os.urandom(32)
+        terminal = host_terminal()
+        try:
+            placed = self._place(env)
+        except BaseException:
+            listener.close()
+            raise
+        handle = None
+        try:
+            try:
+                placed.check_reachable(listener.address)
+                request = self._request(env)
+                if launch.cwd is not None:
+                    request.update(self._project_fields(placed, env, Path(launch.cwd)))
+                request["shell"] = {"argv": list(command), "address": listener.address, "secret": secret.hex(),
+                                    "protocol": fallback.worker_module, "keepalive": _keepalive(),
+                                    "tty": terminal is not None, "term": os.environ.get("TERM"),
+                                    "winsize": window_size(terminal) if terminal is not None else None}
+                placed.run(request, UserError)
+                handle = RayWorker(placed)
+                try:
+                    main, control = listener.accept(secret, _connect_timeout(), handle.poll)
+                except WorkerError:
+                    handle.wait(1.0)
+                    raise WorkerError("the command on %s could not connect back to the host at %s: %s"
+                                      % (placed.describe(), listener.address,
+                                         handle.output_tail().splitlines()[-1])) from None
+            finally:
+                listener.close()
+            main.keepalive(_keepalive())
+            return relay(main, control, terminal, placed.describe())
+        finally:
+            if handle is None:
+                placed.ray.kill(placed.actor)
+            else:
+                handle.kill()
 
     def _place(self, env) -> "Placement":
         ray = cluster.connect()
@@ -200,25 +267,29 @@ class Placement:
             return variables
         fallback = variables[serve.PROTOCOLS_VARIABLE].split(",")[0]
         variables[serve.PROTOCOLS_VARIABLE] = fallback
-        host = variables[serve.ADDRESS_VARIABLE].rpartition(":")[0].strip("[]")
-        if _loopback(host) and self.node["ip"] != _host_ip(self.ray):
+        self.check_reachable(variables[serve.ADDRESS_VARIABLE])
+        return variables
+
+    def check_reachable(self, address):
+        """A one-line error when the host listens at a loopback ``address`` and this node is another machine."""
+        host = address.rpartition(":")[0].strip("[]")
+        if _loopback(host) and not self.same_node_as_host() and self.node["node_ip"] != _host_ip(self.ray):
             raise BackendUnavailable("the host listens on %s, which Ray node %s (%s) cannot reach; set NBCORE_BIND=0.0.0.0 "
                                      "(and NBCORE_ADVERTISE=NAME if the nodes know the host by another name)"
-                                     % (host, self.node["node_id"][:12], self.node["ip"]))
-        return variables
+                                     % (host, self.node["node_id"][:12], self.node["node_ip"]))
 
     def run(self, request, error):
         """Run the node agent with ``request``; its failure becomes ``error`` naming the node."""
         try:
             event = self.call("run", request)
         except self.ray.exceptions.RayError as exc:
-            event = {"event": "error", "message": _cause(exc)}
+            event = {"event": "error", "message": cluster.error_cause(exc)}
         if event["event"] == "error":
             raise error("on %s: %s" % (self.describe(), event["message"]))
         return event
 
     def describe(self) -> str:
-        return "Ray node %s (%s)" % (self.node["node_id"][:12], self.node["ip"])
+        return "Ray node %s (%s)" % (self.node["node_id"][:12], self.node["node_ip"])
 
 
 def _loopback(host):
@@ -230,12 +301,6 @@ def _loopback(host):
 
 def _host_ip(ray):
     return ray.util.get_node_ip_address()
-
-
-def _cause(exc) -> str:
-    """The last line of a Ray error that says what went wrong (a task error ends with the raised exception)."""
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[-1] if lines else type(exc).__name__
 
 
 class RayWorker(WorkerProcess):
@@ -256,7 +321,7 @@ class RayWorker(WorkerProcess):
                     result = ray.get(self._exit)
                     self._end = (result["code"], result["tail"])
                 except ray.exceptions.RayError as exc:
-                    self._end = (KILLED_WITH_ACTOR, "the Ray actor running the worker died: %s" % _cause(exc))
+                    self._end = (KILLED_WITH_ACTOR, "the Ray actor running the worker died: %s" % cluster.error_cause(exc))
         return None if self._end is None else self._end[0]
 
     def poll(self) -> Optional[int]:

@@ -66,3 +66,9 @@ def connect():
     except Exception as exc:
         raise BackendUnavailable("cannot connect to the Ray cluster at %s: %s" % (_where(address), exc)) from None
     return ray
+
+
+def error_cause(exc) -> str:
+    """The last line of a Ray error that says what went wrong (a task error ends with the raised exception)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__

@@ -4,7 +4,8 @@ Started by :class:`nb_ray.actor.NodeActor` in a session of its own, and with
 ``--detach`` no child of the actor's (Ray kills an actor's children with it).  It reads one
 JSON request from stdin, installs the environment with the node's inner backend
 (under the node's ``NBCORE_HOME``; progress goes to stderr, which Ray forwards to
-the host), starts the worker with that backend's ``start_worker`` and reports JSON
+the host), starts the worker with that backend's ``start_worker`` (or, for
+``nbcore shell``, the command: :mod:`nb_ray.shell_node`) and reports JSON
 events on stdout: ``installed``, ``started``, ``exit`` (code and output tail) or
 ``error``.  A ``kill`` line on stdin, or stdin closing (the actor died), ends the worker.
 """
@@ -15,6 +16,8 @@ import threading
 from pathlib import Path
 
 from nbcore.plugin import EnvironmentSpec, NbcoreError, Progress, WorkerLaunch, get_registry, install_environment
+
+from .shell_node import ShellSession
 
 #: Seconds between checks of the worker while waiting for its end.
 POLL_SECONDS = 0.5
@@ -49,6 +52,25 @@ def prepare(request):
     return provider, install_environment(provider, request["name"], spec, Progress())
 
 
+def start_worker(provider, env, request):
+    """Start the environment's worker as the host asked; return its handle."""
+    launch = WorkerLaunch(worker_path=Path(request["worker_path"]), cwd=_cwd(request),
+                          variables=request["variables"], python_args=request["python_args"])
+    return provider.start_worker(env, launch)
+
+
+def start_shell(provider, env, request):
+    """Start ``nbcore shell``'s command inside the environment (:mod:`nb_ray.shell_node`); return its session."""
+    shell = request["shell"]
+    argv = shell["argv"] or [os.environ.get("SHELL") or "/bin/sh"]
+    variables = {"TERM": shell["term"]} if shell["tty"] and shell.get("term") else {}
+    return ShellSession(provider.command(env, argv, variables, _cwd(request)), shell, env.name)
+
+
+def _cwd(request):
+    return Path(request["cwd"]) if request.get("cwd") else None
+
+
 def _watch_stdin(handle, stop):
     for line in sys.stdin:
         if line.strip() == "kill":
@@ -67,10 +89,7 @@ def main():
         _say("installed", path=str(env.path))
         if request.get("install_only"):
             return 0
-        launch = WorkerLaunch(worker_path=Path(request["worker_path"]),
-                              cwd=Path(request["cwd"]) if request.get("cwd") else None,
-                              variables=request["variables"], python_args=request["python_args"])
-        handle = provider.start_worker(env, launch)
+        handle = start_shell(provider, env, request) if "shell" in request else start_worker(provider, env, request)
     except Exception as exc:
         _say("error", message=str(exc) if isinstance(exc, NbcoreError) else "%s: %s" % (type(exc).__name__, exc))
         return 1
