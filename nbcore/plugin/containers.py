@@ -1,15 +1,19 @@
 """What every container backend needs, whatever its engine (Docker, Apptainer, ...).
 
 Bind mounts and their ``SRC[:DST][:ro]`` notation, the host variables a
-container gets, the host CA bundle, NVIDIA GPU detection, and a neutral
+container gets, the host CA bundle, NVIDIA GPU detection, a neutral
 :class:`BuildRecipe` of an image that holds a spec's Python environment, which
-each engine renders in its own format (a Dockerfile, a definition file).
+each engine renders in its own format (a Dockerfile, a definition file), and the
+settings of the registry of published environment images, which every engine
+that runs those images applies alike.
 """
 import dataclasses
 import os
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
+
+from ..errors import UserError
 
 #: Host variables a container gets when they are set: GPU selection, threads, proxies, pip, terminal.
 FORWARDED_VARIABLES = (
@@ -169,3 +173,29 @@ def python_environment_recipe(spec, base: str, python_executable: str, ca_bundle
         recipe.steps.append(Run(script=BUILD_DIR + "/install_script.sh"))
     return recipe
 
+
+
+#: Registry of published environment images; wins over a backend section's ``registry`` and the config's.
+REGISTRY_VARIABLE = "NBCORE_REGISTRY"
+#: What installs do with the registry (:data:`PULL_POLICIES`): a per-user choice, so no spec key (no hash change).
+PULL_VARIABLE = "NBCORE_REGISTRY_PULL"
+PULL_POLICIES = {
+    "auto": "pull the published image; build when the registry does not have it; any other failure is an error",
+    "fallback": "as auto, but build also when the registry cannot be asked (login, network)",
+    "required": "pull the published image; never build",
+    "never": "do not ask the registry; build",
+}
+
+
+def configured_registry(spec, section_registry: Optional[str] = None) -> Optional[str]:
+    """The registry of ``spec``'s published image: ``NBCORE_REGISTRY``, else ``section_registry`` (a backend
+    section's own ``registry``), else the config's top-level ``registry:``; None when none is set."""
+    return (os.environ.get(REGISTRY_VARIABLE) or section_registry or spec.registry or "").rstrip("/") or None
+
+
+def pull_policy() -> str:
+    """``NBCORE_REGISTRY_PULL`` (default ``auto``); a value not in :data:`PULL_POLICIES` is a :class:`UserError`."""
+    policy = os.environ.get(PULL_VARIABLE) or "auto"
+    if policy not in PULL_POLICIES:
+        raise UserError("%s=%s is not a pull policy (use one of: %s)" % (PULL_VARIABLE, policy, ", ".join(PULL_POLICIES)))
+    return policy

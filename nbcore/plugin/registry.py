@@ -43,6 +43,7 @@ KNOWN_PROTOCOLS = {
 }
 KNOWN_CAPABILITIES = {
     "conda-prefix": "nb-conda",
+    "docker-image": "nb-docker",
 }
 KNOWN_PROVIDERS = dict(KNOWN_BACKENDS, **KNOWN_PROTOCOLS)
 

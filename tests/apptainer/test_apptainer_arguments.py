@@ -12,7 +12,7 @@ from nbcore.plugin.containers import CA_TARGET, ENV_PYTHON, Mount, python_enviro
 
 pytest.importorskip("nb_apptainer", reason="nb-apptainer is not installed (pip install -e plugins/nb-apptainer)")
 
-from nb_apptainer import conda_fallback, engine as engine_module  # noqa: E402
+from nb_apptainer import conda_fallback, docker_image, engine as engine_module  # noqa: E402
 from nb_apptainer.backend import ApptainerBackend  # noqa: E402
 from nb_apptainer.definition import BUILD_VARIABLES_SCRIPT, render_definition, write_build_folder  # noqa: E402
 from nb_apptainer.engine import Engine  # noqa: E402
@@ -42,6 +42,8 @@ def isolated_home(tmp_path, monkeypatch):
     monkeypatch.setenv("NBCORE_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("NBCORE_APPTAINER_CACHE", raising=False)
     monkeypatch.delenv("NBCORE_APPTAINER_BASE_IMAGE", raising=False)
+    monkeypatch.delenv("NBCORE_REGISTRY", raising=False)
+    monkeypatch.delenv("NBCORE_REGISTRY_PULL", raising=False)
 
 
 @pytest.mark.parametrize("text, uri, scheme, path", [
@@ -284,6 +286,51 @@ def test_conda_fallback_without_nb_conda_is_a_user_error_naming_it(monkeypatch, 
     fresh_registry()
     with pytest.raises(CapabilityMissing, match="nb-conda"):
         conda_fallback.builder()
+
+
+def test_the_registry_and_nb_docker_s_image_hash_are_part_of_the_hash_of_specs_without_an_image(monkeypatch):
+    pytest.importorskip("nb_docker", reason="nb-docker is not installed (pip install -e plugins/nb-docker)")
+    spec = {"python": "3.11", "packages": ["numpy"]}
+    plain = environment({}, **spec).spec_hash
+    monkeypatch.setenv("NBCORE_REGISTRY", "registry.example/team")
+    published = environment({}, **spec).spec_hash
+    assert published != plain, "installs pull from the registry now: another environment"
+    assert environment({}, **dict(spec, docker={"build_script": "true"})).spec_hash != published
+    assert environment({"image": "/srv/own.sif"}, **spec).spec_hash == \
+        environment({"image": "/srv/own.sif"}, **spec).spec_hash
+    monkeypatch.setenv("NBCORE_REGISTRY", "other.example/team")
+    assert environment({}, **spec).spec_hash not in (plain, published)
+    monkeypatch.setenv("NBCORE_REGISTRY_PULL", "never")
+    assert environment({}, **spec).spec_hash == plain, "never asks no registry: the environment made without one"
+    named = environment({"image": "/srv/own.sif"}, **spec).spec_hash
+    monkeypatch.delenv("NBCORE_REGISTRY_PULL")
+    assert environment({"image": "/srv/own.sif"}, **spec).spec_hash == named, "a named image is never looked up"
+
+
+def test_a_recorded_docker_image_is_what_the_environment_runs_even_with_a_conda_section(tmp_path):
+    env = environment({}, path=tmp_path, conda={"dependencies": ["numpy"]}, packages=["scipy"])
+    assert plan(env).conda_prefix is not None
+    env.path.mkdir()
+    docker_image.record(env, "docker://registry.example/nbcore/demo:0123", "/opt/nbcore-env/bin/python")
+    chosen = plan(env)
+    assert chosen.conda_prefix is None and not chosen.built and chosen.python == "/opt/nbcore-env/bin/python"
+    assert chosen.image == str(converted_path(parse_source("docker://registry.example/nbcore/demo:0123", None)))
+
+
+@pytest.mark.parametrize("reason, absent, hint", [
+    ("conveyor failed to get: GET http://127.0.0.1:5055/v2/t/x/manifests/1: MANIFEST_UNKNOWN: manifest unknown; "
+     "map[Tag:1]", True, None),
+    ("reading manifest 1 in r.example/t/x: name unknown: repository name not known to registry", True, None),
+    ("conveyor failed to get: GET http://127.0.0.1:5056/v2/x/manifests/3.11: UNAUTHORIZED: authentication required",
+     False, "the registry needs a login: apptainer registry login --username USER docker://127.0.0.1:5056,"),
+    ('conveyor failed to get: Get "http://127.0.0.1:5999/v2/": dial tcp 127.0.0.1:5999: connect: connection refused',
+     False, "cannot reach the registry (connection refused)"),
+])
+def test_the_engine_s_words_tell_an_image_the_registry_lacks_from_a_refusal(reason, absent, hint):
+    """The engine's words as Apptainer 1.4.5 says them (a real run against the loopback registries)."""
+    assert docker_image.is_absent(reason) is absent
+    explained = docker_image.explain(reason, "127.0.0.1:5056/team/nbcore/demo:0123")
+    assert explained.startswith(hint or reason) and reason in explained
 
 
 def test_an_image_cache_on_a_nearly_full_home_gets_a_warning_naming_the_variables(tmp_path, monkeypatch):

@@ -5,8 +5,10 @@ container, as a non-root user, with ``/dev/fuse`` passed in.  This test starts t
 the checkout bind-mounted at its own path and the Docker socket (for ``docker-daemon://``), runs
 ``inner/enter.sh`` (pytest of ``inner/`` with ``NBCORE_REQUIRE_ENGINES=apptainer``), streams its
 output and fails when the inner run fails or collects nothing.  ``NBCORE_APPTAINER_PYTEST_ARGS``
-adds arguments to the inner pytest (e.g. ``-k sandbox -x``).
+adds arguments to the inner pytest (e.g. ``-k sandbox -x``).  Before that it publishes the image
+of :mod:`publishedtest`'s environment with ``nbcore push`` (Docker, on this side).
 """
+import json
 import os
 import shlex
 import shutil
@@ -20,7 +22,9 @@ import pytest
 from nbcore.plugin.process import LocalProcess, OutputTail
 from nbcore.testing import engine_unavailable
 
-from nbtest import REPO_ROOT
+from nbtest import REPO_ROOT, run_nbcore
+from publishedtest import (ENV_NAME, IMAGE_VARIABLE, REGISTRY, REGISTRY_VARIABLE, config_text,
+                           registry_unavailable_reason)
 
 pytestmark = pytest.mark.apptainer
 
@@ -38,7 +42,7 @@ HOST_CA = "/etc/ssl/certs/ca-certificates.crt"
 NO_TESTS_COLLECTED = 5
 
 
-def container_argv(docker, name):
+def container_argv(docker, name, variables=None):
     argv = [docker, "run", "--rm", "--name", name, "--network", "host", "--shm-size", "1g",
             "--cap-add", "SYS_ADMIN", "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
             "--security-opt", "systempaths=unconfined", "--device", "/dev/fuse",
@@ -54,6 +58,8 @@ def container_argv(docker, name):
                   "NBCORE_CI_REGISTRY_PORT"):
         if name_ in os.environ:
             argv += ["-e", name_]
+    for item in sorted((variables or {}).items()):
+        argv += ["-e", "%s=%s" % item]
     return argv + [IMAGE, "bash", str(REPO_ROOT / "tests" / "apptainer" / "inner" / "enter.sh"), str(VENVS)]
 
 
@@ -69,18 +75,34 @@ def unavailable_reason(docker):
         return "the test images %s are missing in %s: run scripts/provision-apptainer" % (", ".join(missing), CACHE)
     if not os.access("/dev/fuse", os.F_OK):
         return "this machine has no /dev/fuse to pass into the container"
-    return None
+    return registry_unavailable_reason()
+
+
+def publish_test_image(folder):
+    """Push the image of :mod:`publishedtest`'s environment with ``nbcore push`` to a registry namespace of this
+    run; return the variables that tell the inner tests where it is.  The local image is removed again."""
+    from nbcore.host.launch import prepare
+
+    (folder / "nbcore.yaml").write_text(config_text())
+    registry = "%s/nbcore-tests/%s" % (REGISTRY, uuid.uuid4().hex[:10])
+    pushed = run_nbcore("push", ENV_NAME, "--backend", "docker", "--registry", registry, "--json", cwd=folder)
+    assert pushed.returncode == 0, "publishing the test image failed:\n" + pushed.stderr
+    [result] = json.loads(pushed.stdout)
+    _, provider, env = prepare(ENV_NAME, str(folder / "nbcore.yaml"), backend="docker", install=False)
+    provider.remove(env)
+    return {REGISTRY_VARIABLE: registry, IMAGE_VARIABLE: result["image"]}
 
 
 @pytest.mark.timeout(TIMEOUT + 60)
-def test_apptainer_suite_passes_inside_the_provisioned_container(request):
+def test_apptainer_suite_passes_inside_the_provisioned_container(request, nbcore_home, tmp_path):
     docker = shutil.which("docker")
     reason = unavailable_reason(docker)
     if reason:
         engine_unavailable("apptainer", reason)
+    published = publish_test_image(tmp_path)
     VENVS.mkdir(parents=True, exist_ok=True)
     name = "nbcore-apptainer-tests-%s" % uuid.uuid4().hex[:12]
-    argv = container_argv(docker, name) + shlex.split(os.environ.get("NBCORE_APPTAINER_PYTEST_ARGS", ""))
+    argv = container_argv(docker, name, published) + shlex.split(os.environ.get("NBCORE_APPTAINER_PYTEST_ARGS", ""))
     tail = OutputTail(max_lines=60)
     with request.config.pluginmanager.getplugin("capturemanager").global_and_fixture_disabled():
         sys.stderr.write("\n")

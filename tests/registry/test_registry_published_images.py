@@ -189,3 +189,14 @@ def test_an_image_without_this_specs_image_hash_is_not_pushed(tmp_path, registry
     result = run_nbcore("push", registry_env, "--backend", "docker")
     assert "has no org.nbcore.image-hash label of this spec" in one_line_error(result)
     assert "pushing" not in result.stderr
+
+
+def test_the_docker_image_capability_names_the_image_push_published(tmp_path, registry_env, open_registry):
+    """What other engines fetch (nb-apptainer through ``docker://``) is what ``nbcore push`` pushed."""
+    from nbcore.plugin import get_registry
+
+    write_project(tmp_path, registry_env, open_registry)
+    [pushed] = push(registry_env)
+    spec = prepare(registry_env, "nbcore.yaml", backend="docker", install=False)[2].spec
+    image = get_registry().capability("docker-image").image_for(registry_env, spec)
+    assert (image.name, image.python, image.published) == (pushed["image"], "/opt/nbcore-env/bin/python", True)

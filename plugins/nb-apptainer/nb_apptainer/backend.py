@@ -3,9 +3,9 @@ import os
 import subprocess
 
 from nbcore.plugin import BackendProvider, InstallError, SubprocessWorker
-from nbcore.plugin.containers import Mount
+from nbcore.plugin.containers import PULL_VARIABLE, Mount, pull_policy
 
-from . import conda_fallback, images
+from . import conda_fallback, docker_image, images
 from .engine import require_engine, unavailable_reason
 from .execution import exec_command
 from .settings import CONFIG_SCHEMA, ApptainerSettings, image_cache, layer_cache
@@ -34,9 +34,13 @@ class ApptainerBackend(BackendProvider):
 
     def identity(self, spec):
         """The image's URI, and the size and modification time of a local file or folder it names; for a spec
-        with a conda section, that section and the same of the fallback image."""
+        that names no image, what names nb-docker's image for it (registry and image hash, or its ready image);
+        for a spec with a conda section, that section and the same of the fallback image."""
         settings = ApptainerSettings.from_spec(spec)
         material = {"image": images.image_source(settings, spec).fingerprint()}
+        docker = docker_image.fingerprint(spec) if settings.image is None else None
+        if docker is not None:
+            material["docker_image"] = docker
         if conda_fallback.wanted(spec):
             material["conda"] = spec.section("conda")
             material["fallback"] = images.parse_source(settings.fallback_image, spec.base_dir).fingerprint()
@@ -53,6 +57,8 @@ class ApptainerBackend(BackendProvider):
     def install(self, env, progress):
         engine = require_engine()
         settings, plan = self._plan(env)
+        if settings.image is None and self._run_docker_image(engine, env, plan, progress):
+            return
         if plan.conda_prefix is None:
             try:
                 images.ensure_local(engine, plan, progress)
@@ -67,6 +73,35 @@ class ApptainerBackend(BackendProvider):
             conda_fallback.build(env, progress, self._step_runner(env, engine, settings, plan, progress))
         elif plan.built:
             images.build(engine, plan, progress)
+
+    def _run_docker_image(self, engine, env, plan, progress):
+        """Convert the Docker image nb-docker names for ``env`` and record that ``env`` runs it; False when the
+        environment is to be made without it (``plan``: how), which a registry that lacks the image means, and,
+        with ``NBCORE_REGISTRY_PULL=fallback``, any other failure to convert it."""
+        image = docker_image.wanted(env.name, env.spec)
+        if image is None:
+            return False
+        uri = docker_image.SCHEME + image.name
+        what = "the published image" if image.published else "docker.image"
+        policy = pull_policy()
+        try:
+            images.ensure_local(engine, images.ready_plan(images.parse_source(uri, None), image.python), progress)
+        except images.ConversionError as exc:
+            if docker_image.is_absent(exc.reason):
+                if image.published and policy == "required":
+                    raise InstallError("%s is not in the registry and %s=required forbids building the environment "
+                                       "(publish it with nbcore push %s)" % (uri, PULL_VARIABLE, env.name)) from None
+                progress.step("%s %s is not in the registry: %s" % (what, uri, _next_step(plan)))
+                return False
+            reason = docker_image.explain(exc.reason, image.name)
+            failure = "converting %s %s to a SIF file failed: %s" % (what, uri, reason)
+            if policy != "fallback":
+                raise InstallError("%s (or set %s=fallback to go on without it)" % (failure, PULL_VARIABLE)) from None
+            progress.step("%s; %s (%s=fallback)" % (failure, _next_step(plan), PULL_VARIABLE))
+            return False
+        docker_image.record(env, uri, image.python)
+        progress.step("running %s %s (nothing to build)" % (what, uri))
+        return True
 
     def _step_runner(self, env, engine, settings, plan, progress):
         """Runs the conda builder's steps inside the fallback image, the prefix bound read-write."""
@@ -102,3 +137,12 @@ class ApptainerBackend(BackendProvider):
     def shell(self, env, command, launch):
         run = self._exec(env, command or DEFAULT_SHELL, {}, launch.cwd, launch.worker_path)
         return subprocess.call(run.argv, env=run.env, cwd=run.cwd)
+
+
+def _next_step(plan):
+    """What making an environment without its Docker image does (for the progress log)."""
+    if plan.conda_prefix is not None:
+        return "building the environment with conda on %s instead" % plan.source.uri
+    if plan.built:
+        return "building the image here"
+    return "running %s instead" % plan.source.uri

@@ -21,7 +21,7 @@ from typing import Optional
 from nbcore.plugin import InstallError, Progress
 from nbcore.plugin.containers import ENV_PYTHON, BuildRecipe, proxy_variables, python_environment_recipe
 
-from . import conda_fallback
+from . import conda_fallback, docker_image
 from .definition import render_definition, write_build_folder
 from .settings import BASE_IMAGE_VARIABLE, CACHE_VARIABLE, ApptainerSettings, base_image, image_cache
 
@@ -127,8 +127,12 @@ def _local_of(source: Source) -> str:
 
 def plan_image(env, settings: ApptainerSettings) -> ImagePlan:
     """A ready image when the spec builds nothing, else a SIF built from the rendered recipe, named by content;
-    the generic image with a conda prefix when the spec runs on conda (:mod:`nb_apptainer.conda_fallback`)."""
+    the generic image with a conda prefix when the spec runs on conda (:mod:`nb_apptainer.conda_fallback`); the
+    converted Docker image its install chose (:mod:`nb_apptainer.docker_image`) before all."""
     spec = env.spec
+    chosen = docker_image.recorded(env)
+    if chosen is not None:
+        return ready_plan(parse_source(chosen.uri, None), chosen.python)
     if conda_fallback.in_use(env, settings.image is not None):
         source = parse_source(settings.fallback_image, spec.base_dir)
         prefix = conda_fallback.prefix_of(env)
@@ -137,7 +141,7 @@ def plan_image(env, settings: ApptainerSettings) -> ImagePlan:
     source = image_source(settings, spec)
     local = _local_of(source)
     if not (settings.build_script or spec.packages or spec.install_script):
-        return ImagePlan(source=source, local=local, image=local, python=settings.python_executable)
+        return ready_plan(source, settings.python_executable)
     recipe = python_environment_recipe(spec, source.uri, settings.python_executable, settings.ca_bundle,
                                        settings.build_script,
                                        base_hint=" (apptainer.image, or %s)" % BASE_IMAGE_VARIABLE)
@@ -150,8 +154,22 @@ def plan_image(env, settings: ApptainerSettings) -> ImagePlan:
                      definition=definition)
 
 
+def ready_plan(source: Source, python: str) -> ImagePlan:
+    """The plan of running ``source`` as it is (converted to a cached SIF unless it is local) with ``python``."""
+    return ImagePlan(source=source, local=_local_of(source), image=_local_of(source), python=python)
+
+
+class ConversionError(InstallError):
+    """An image could not be converted to a SIF file; :attr:`reason` is the engine's."""
+
+    def __init__(self, message: str, uri: str, reason: str):
+        super().__init__(message)
+        self.uri, self.reason = uri, reason
+
+
 def ensure_local(engine, plan: ImagePlan, progress) -> None:
-    """Make sure the local base exists: check a local source, convert any other one to a cached SIF."""
+    """Make sure the local base exists: check a local source, convert any other one to a cached SIF (raise
+    :class:`ConversionError` when that fails)."""
     source = plan.source
     if source.path is not None and not os.path.exists(source.path):
         raise InstallError("image %s not found: give apptainer.image an existing .sif file, sandbox folder or "
@@ -171,7 +189,8 @@ def ensure_local(engine, plan: ImagePlan, progress) -> None:
         hint = "check that it exists, or name another in apptainer.image"
         if "no space left" in reason.lower():
             hint = "make room, or " + MOVE_CACHES
-        raise InstallError("image %s could not be converted to a SIF file (%s); %s" % (source.uri, reason, hint)) from None
+        raise ConversionError("image %s could not be converted to a SIF file (%s); %s" % (source.uri, reason, hint),
+                              source.uri, reason) from None
 
 
 def _small_home_cache(folder: Path) -> Optional[str]:

@@ -34,7 +34,7 @@ class DockerBackend(BackendProvider):
 
     @staticmethod
     def _plan(env):
-        from .images import plan_image
+        from .plan import plan_image
 
         settings = DockerSettings.from_spec(env.spec)
         return settings, plan_image(env, settings)

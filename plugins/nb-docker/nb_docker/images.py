@@ -1,6 +1,5 @@
-"""Images: which one an environment runs, and pulling, building and removing it through docker-py."""
+"""Images: pulling, building and removing them through docker-py (which one an environment runs: :mod:`.plan`)."""
 import collections
-import dataclasses
 import hashlib
 import io
 import re
@@ -11,15 +10,14 @@ import docker.errors
 from docker.utils import parse_repository_tag
 
 from nbcore.plugin import InstallError, nbcore_home, nbcore_version
-from nbcore.plugin.containers import ENV_PYTHON, BuildRecipe, proxy_variables, python_environment_recipe
+from nbcore.plugin.containers import proxy_variables
 
 from . import __version__
 
-from .dockerfile import build_context, render_dockerfile
-from .settings import BASE_IMAGE_VARIABLE, BUILD_KEYS, DockerSettings, base_image
+from .dockerfile import build_context
+from .plan import ImagePlan, plan_image, repository_for  # noqa: F401 (plan_image was defined here)
+from .settings import DockerSettings
 
-#: Repository of built images: ``nbcore/<env name>:<content hash>``.
-REPOSITORY = "nbcore"
 LABEL_ENV = "org.nbcore.env"
 LABEL_SPEC_HASH = "org.nbcore.spec-hash"
 LABEL_VERSION = "org.nbcore.version"
@@ -32,50 +30,6 @@ LABEL_PROJECT = "org.nbcore.project"
 #: ``NAME@DIGEST`` of the published image a pulled image was made from.
 LABEL_PULLED_FROM = "org.nbcore.pulled-from"
 _LOG_LINES = 15
-
-
-@dataclasses.dataclass(frozen=True)
-class ImagePlan:
-    """The image an environment runs and, when it is built, how."""
-
-    tag: str
-    python: str
-    recipe: Optional[BuildRecipe] = None
-    dockerfile: Optional[str] = None
-    #: :func:`image_hash` of a built image.
-    image_hash: Optional[str] = None
-
-    @property
-    def built(self) -> bool:
-        return self.recipe is not None
-
-
-def repository_for(env_name: str) -> str:
-    """A valid repository name for an environment name (lower case, runs of other characters as ``-``)."""
-    return "%s/%s" % (REPOSITORY, re.sub(r"[^a-z0-9]+", "-", env_name.lower()).strip("-") or "env")
-
-
-def plan_image(env, settings: DockerSettings) -> ImagePlan:
-    """A ready ``image`` when the spec builds nothing, else a generated build tagged by content hash."""
-    spec = env.spec
-    if settings.image and not (settings.build_script or spec.packages or spec.install_script):
-        return ImagePlan(tag=settings.image, python=settings.python_executable)
-    recipe = python_environment_recipe(spec, settings.image or base_image(spec.python), settings.python_executable,
-                                       settings.ca_bundle, settings.build_script,
-                                       base_hint=" (docker.image, or %s)" % BASE_IMAGE_VARIABLE)
-    recipe.build_variables.update(settings.build_args)
-    dockerfile = render_dockerfile(recipe)
-    digest = hashlib.sha256((env.spec_hash + "\0" + dockerfile).encode()).hexdigest()[:16]
-    return ImagePlan(tag="%s:%s" % (repository_for(env.name), digest), python=ENV_PYTHON, recipe=recipe,
-                     dockerfile=dockerfile, image_hash=image_hash(spec, dockerfile))
-
-
-def image_hash(spec, dockerfile: str) -> str:
-    """The hash of what a built image holds: the spec without its project folder and run-only settings, and the
-    Dockerfile.  Unlike the environment's hash it is the same on every machine, so it names published images."""
-    section = {key: value for key, value in spec.section("docker").items() if key in BUILD_KEYS}
-    portable = dataclasses.replace(spec, sections={"docker": section}, base_dir=None, source="", registry=None)
-    return hashlib.sha256((portable.identity("docker") + "\0" + dockerfile).encode()).hexdigest()
 
 
 def _stable_id(text: str) -> str:

@@ -2,8 +2,10 @@
 from nbcore.plugin import hookimpl
 
 from .backend import DockerBackend
+from .docker_image import DockerImages
 
 
 @hookimpl
 def nbcore_register(register):
     register.backend(DockerBackend())
+    register.capability("docker-image", DockerImages())

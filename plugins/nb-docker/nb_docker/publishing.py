@@ -1,46 +1,20 @@
 """Published images: an environment's built image in a registry, pulled instead of building it, and pushed there.
 
 The published name is ``REGISTRY/nbcore/<env>:<image hash>``: the hash of what the image
-holds (:func:`nb_docker.images.image_hash`), the same on every machine, so a team's
+holds (:func:`nb_docker.plan.image_hash`), the same on every machine, so a team's
 published image is found by everyone whose spec describes the same image.
 """
-import os
 from typing import Optional
 
 import docker.errors
 from docker.utils import parse_repository_tag
 
 from nbcore.plugin import InstallError, UserError
+from nbcore.plugin.containers import PULL_VARIABLE, REGISTRY_VARIABLE, pull_policy
 
-from .images import LABEL_IMAGE_HASH, ImagePlan, adopt, follow_status, pull, registry_failure, repository_for
+from .images import LABEL_IMAGE_HASH, ImagePlan, adopt, follow_status, pull, registry_failure
+from .plan import configured_registry, published_name
 from .settings import DockerSettings
-
-#: Registry of published images; overrides the spec's ``docker.registry`` and the config's ``registry:``.
-REGISTRY_VARIABLE = "NBCORE_REGISTRY"
-#: What install does with the registry (:data:`PULL_POLICIES`).
-PULL_VARIABLE = "NBCORE_REGISTRY_PULL"
-PULL_POLICIES = {
-    "auto": "pull the published image; build when the registry does not have it; any other failure is an error",
-    "fallback": "as auto, but build also when the registry cannot be asked (login, network)",
-    "required": "pull the published image; never build",
-    "never": "do not ask the registry; build",
-}
-
-
-def configured_registry(env, settings: DockerSettings) -> Optional[str]:
-    """``NBCORE_REGISTRY``, else the spec's ``docker.registry``, else the config's top-level ``registry``."""
-    return (os.environ.get(REGISTRY_VARIABLE) or settings.registry or env.spec.registry or "").rstrip("/") or None
-
-
-def pull_policy() -> str:
-    policy = os.environ.get(PULL_VARIABLE) or "auto"
-    if policy not in PULL_POLICIES:
-        raise UserError("%s=%s is not a pull policy (use one of: %s)" % (PULL_VARIABLE, policy, ", ".join(PULL_POLICIES)))
-    return policy
-
-
-def published_name(registry: str, env, plan: ImagePlan) -> str:
-    return "%s/%s:%s" % (registry.rstrip("/"), repository_for(env.name), plan.image_hash[:16])
 
 
 def lookup(api, name: str) -> Optional[str]:

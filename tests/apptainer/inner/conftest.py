@@ -13,6 +13,8 @@ import pytest
 from nbcore.testing import engine_unavailable
 
 from nbtest import ENGINE_TEST_MODULE
+from publishedtest import IMAGE_VARIABLE, REGISTRY_VARIABLE
+from publishedtest import SPEC as PUBLISHED_SPEC
 
 IMAGES = Path(os.environ.get("NBCORE_CI_CACHE", "/var/cache/nbcore-ci")) / "apptainer"
 SIF = IMAGES / "python-numpy-3.11.sif"
@@ -81,7 +83,7 @@ environments:
     apptainer: {image: "/nonexistent/image.sif"}
   ap-missing-daemon:
     apptainer: {image: "docker-daemon://nbcore-ci/no-such-image:1"}
-'''
+''' + PUBLISHED_SPEC
 
 
 @pytest.fixture(scope="session")
@@ -124,3 +126,13 @@ def conda_channel(monkeypatch):
     monkeypatch.setenv("NBCORE_CONDA_CHANNEL_ALIAS", CONDA_CHANNELS.as_uri())
     monkeypatch.setenv("NBCORE_CONDA_ENGINE", "embedded")
     return CONDA_CHANNELS
+
+
+@pytest.fixture(scope="session")
+def published():
+    """``(registry, image)``: where the host published the image of ``ap-published`` (test_in_container.py)."""
+    registry, image = os.environ.get(REGISTRY_VARIABLE), os.environ.get(IMAGE_VARIABLE)
+    if not (registry and image):
+        engine_unavailable("apptainer", "no image was published for these tests (%s and %s unset): run them through "
+                                        "tests/apptainer/test_in_container.py" % (REGISTRY_VARIABLE, IMAGE_VARIABLE))
+    return registry, image

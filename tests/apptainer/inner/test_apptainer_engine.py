@@ -12,40 +12,16 @@ import numpy as np
 import pytest
 
 import nbcore
-from nbcore.host.launch import prepare, start
+from nbcore.host.launch import prepare
 from nbcore.host.store import ensure_installed
-from nbcore.plugin.progress import Progress
 
+from innertest import CountingProgress, one_error_line, open_env
 from nbtest import pid_alive, run_nbcore
 
 #: The first test installs every source (conversions and builds take minutes on a busy machine).
 pytestmark = [pytest.mark.apptainer, pytest.mark.timeout(900)]
 
 SOURCES = ("ap-sandbox", "ap-sif", "ap-daemon", "ap-archive", "ap-remote", "ap-built")
-
-
-class CountingProgress(Progress):
-    """A quiet progress that keeps the steps the backend announces (conversions, builds, removals)."""
-
-    def __init__(self):
-        super().__init__(quiet=True)
-        self.steps = []
-
-    def step(self, message):
-        if not message.startswith(("installing environment ", "environment ")):
-            self.steps.append(message)
-
-
-def one_error_line(stderr):
-    """The CLI's error: one line, the last of its output, no traceback."""
-    errors = [line for line in stderr.splitlines() if line.startswith("nbcore: error") or "Traceback" in line]
-    assert len(errors) == 1 and stderr.strip().splitlines()[-1] == errors[0], stderr
-    return errors[0]
-
-
-def open_env(name, **kwargs):
-    config, provider, env = prepare(name, "nbcore.yaml", backend="apptainer", progress=Progress(quiet=True))
-    return start(config, provider, env, **kwargs)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,65 @@
+"""The ``docker-image`` capability: the Docker image nb-docker runs for an environment, for other engines.
+
+nb-apptainer asks it which image to convert (``docker://NAME``) before building
+one of its own.  The answer is a ready ``docker.image`` when the spec builds
+nothing, else the published name ``nbcore push`` pushes to
+(:func:`nb_docker.plan.published_name`), or nothing when no registry is
+configured or ``NBCORE_REGISTRY_PULL=never``.  No docker-py and no daemon: names only.
+"""
+import dataclasses
+import os
+from pathlib import Path
+from typing import Optional
+
+from nbcore.plugin import Environment
+from nbcore.plugin.containers import pull_policy
+
+from .plan import configured_registry, plan_image, published_name
+from .settings import DockerSettings
+
+
+@dataclasses.dataclass(frozen=True)
+class DockerImage:
+    """A Docker image another engine can fetch to run an environment."""
+
+    #: ``REGISTRY/nbcore/<env>:<image hash>``, or the spec's ready ``docker.image``.
+    name: str
+    #: The interpreter inside the image that runs the worker.
+    python: str
+    #: True for the published image of a build (in the configured registry), False for a ready image.
+    published: bool
+
+
+class DockerImages:
+    """Answers which Docker image nb-docker would run for an environment that another engine can fetch."""
+
+    def image_for(self, name: str, spec) -> Optional[DockerImage]:
+        """The image for environment ``name`` of ``spec``, or None (a build with no registry, or the pull policy
+        ``never``).  Raise :class:`nbcore.plugin.UserError` when ``NBCORE_REGISTRY_PULL`` is not a policy."""
+        env, settings, plan = _plan(name, spec)
+        if not plan.built:
+            return DockerImage(plan.tag, plan.python, published=False)
+        registry = _registry(env, settings)
+        return None if registry is None else DockerImage(published_name(registry, env, plan), plan.python, True)
+
+    def fingerprint(self, spec) -> Optional[dict]:
+        """What decides :meth:`image_for`'s answer for ``spec`` besides the environment's name (JSON-serialisable;
+        None when it answers None): for another engine's environment hash."""
+        env, settings, plan = _plan("", spec)
+        if not plan.built:
+            return {"image": plan.tag, "python": plan.python}
+        registry = _registry(env, settings)
+        if registry is None:
+            return None
+        return {"registry": registry, "image_hash": plan.image_hash, "python": plan.python}
+
+
+def _plan(name, spec):
+    """nb-docker's view of environment ``name`` of ``spec``: its settings and :class:`~nb_docker.plan.ImagePlan`."""
+    env = Environment(name, spec, "docker", spec.identity("docker"), Path(os.devnull))
+    settings = DockerSettings.from_spec(spec)
+    return env, settings, plan_image(env, settings)
+
+
+def _registry(env, settings) -> Optional[str]:
+    return None if pull_policy() == "never" else configured_registry(env, settings)

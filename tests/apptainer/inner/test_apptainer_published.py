@@ -1,0 +1,99 @@
+"""An environment's published Docker image run by apptainer through ``docker://`` (no build), and what happens
+when the registry lacks it or refuses: against the real Apptainer and the loopback registry, no mock.
+
+The host published the image of ``ap-published`` with ``nbcore push`` before this run (see
+``publishedtest``); the registry comes from ``NBCORE_REGISTRY`` as a user would set it.
+"""
+import socket
+
+import pytest
+
+from nbcore.host.launch import prepare
+from nbcore.host.store import ensure_installed
+
+from innertest import CountingProgress, one_error_line, open_env
+from nbtest import run_nbcore
+from publishedtest import ENV_NAME
+
+pytestmark = [pytest.mark.apptainer, pytest.mark.timeout(900)]
+
+
+def install(progress=None):
+    """Install ``ap-published`` with the apptainer backend; return ``(provider, env, steps)``."""
+    progress = progress or CountingProgress()
+    _, provider, env = prepare(ENV_NAME, "nbcore.yaml", backend="apptainer", install=False)
+    ensure_installed(provider, env, progress)
+    return provider, env, progress.steps
+
+
+def built_here(steps):
+    return [s for s in steps if s.startswith("building ") or "building the environment with conda" in s]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_published_image_is_converted_through_docker_and_runs_without_a_build(project, published, monkeypatch):
+    from nb_apptainer.images import converted_path, parse_source
+
+    registry, image = published
+    monkeypatch.setenv("NBCORE_REGISTRY", registry)
+    provider, env, steps = install()
+    uri = "docker://" + image
+    assert any(s.startswith("converting %s to " % uri) for s in steps), steps
+    assert "running the published image %s (nothing to build)" % uri in steps
+    assert built_here(steps) == [], steps
+    plan = provider._plan(env)[1]
+    assert plan.image == str(converted_path(parse_source(uri, None))) and not plan.built and plan.conda_prefix is None
+    assert plan.python == "/opt/nbcore-env/bin/python" and not (env.path / "conda-prefix").exists()
+    with open_env(ENV_NAME) as remote:
+        assert remote.backend == "apptainer" and remote.worker_python.startswith("3.11.")
+        assert remote.call("nbapptainer_testmod:read", "/published-marker") == "published\n"
+        assert remote.call("nbapptainer_testmod:info")["environ"]["VIRTUAL_ENV"] == "/opt/nbcore-env"
+    assert ensure_installed(provider, env, CountingProgress()) is False, "the recorded choice is kept"
+
+
+def test_image_absent_from_the_registry_takes_the_conda_fallback_and_says_so(project, published, conda_channel,
+                                                                             monkeypatch):
+    registry = published[0] + "/absent"
+    monkeypatch.setenv("NBCORE_REGISTRY", registry)
+    provider, env, steps = install()
+    absent = [s for s in steps if " is not in the registry: " in s]
+    assert len(absent) == 1
+    assert absent[0].startswith("the published image docker://%s/nbcore/%s:" % (registry, ENV_NAME)), absent
+    assert absent[0].endswith("building the environment with conda on %s instead"
+                              % env.spec.section("apptainer")["fallback_image"]), absent
+    assert not any(s.startswith("building ") for s in steps), "conda, not a SIF build: %s" % steps
+    with open_env(ENV_NAME) as remote:
+        where = remote.call("nbapptainer_condamod:where")
+    assert where["prefix"] == str(env.path / "conda-prefix") and where["activated"] == "yes:%s" % where["prefix"]
+
+
+def test_a_refusing_registry_is_a_one_line_error_and_fallback_goes_on_without_it(project, conda_channel):
+    stopped = {"NBCORE_REGISTRY": "127.0.0.1:%d/team" % free_port()}  # nothing listens there: a stopped registry
+    result = run_nbcore("install", ENV_NAME, "--backend", "apptainer", cwd=project, env=stopped)
+    assert result.returncode == 2
+    line = one_error_line(result.stderr)
+    assert line.startswith("nbcore: error: converting the published image docker://%s/nbcore/%s:"
+                           % (stopped["NBCORE_REGISTRY"], ENV_NAME)), line
+    assert "connection refused" in line and "NBCORE_REGISTRY_PULL=fallback" in line
+
+    fallback = run_nbcore("install", ENV_NAME, "--backend", "apptainer", cwd=project,
+                          env=dict(stopped, NBCORE_REGISTRY_PULL="fallback"))
+    assert fallback.returncode == 0, fallback.stderr
+    assert "connection refused" in fallback.stderr and "building the environment with conda on" in fallback.stderr
+
+
+def test_required_fails_when_the_registry_lacks_the_image_and_never_does_not_ask(project, published, conda_channel):
+    absent = {"NBCORE_REGISTRY": published[0] + "/absent-required", "NBCORE_REGISTRY_PULL": "required"}
+    result = run_nbcore("install", ENV_NAME, "--backend", "apptainer", cwd=project, env=absent)
+    line = one_error_line(result.stderr)
+    assert result.returncode == 2 and "is not in the registry and NBCORE_REGISTRY_PULL=required forbids" in line
+
+    never = run_nbcore("install", ENV_NAME, "--backend", "apptainer", cwd=project,
+                       env={"NBCORE_REGISTRY": published[0], "NBCORE_REGISTRY_PULL": "never"})
+    assert never.returncode == 0, never.stderr
+    assert "nbcore/%s:" % ENV_NAME not in never.stderr, "the registry was asked: %s" % never.stderr
