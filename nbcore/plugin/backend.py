@@ -4,6 +4,7 @@ import dataclasses
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Callable, ClassVar, Dict, List, Optional, Tuple
 
@@ -147,12 +148,22 @@ class BackendProvider(abc.ABC):
                                launch.cwd)
         return SubprocessWorker(command.argv, env=command.env, cwd=command.cwd)
 
+    def shell_command(self, env: Environment, argv: List[str], cwd: Optional[Path] = None, terminal: bool = False,
+                      variables: Optional[Dict[str, str]] = None) -> Command:
+        """The process ``nbcore shell`` runs: ``argv`` (the backend's interactive shell when empty) inside ``env``,
+        its standard input passed on, and a terminal inside when ``terminal`` (the caller's input is one).
+
+        Launchers that run the shell on another machine ask the backend there for it.  The default is
+        :meth:`command` of ``argv``, else of ``$SHELL`` (``/bin/sh``).
+        """
+        return self.command(env, argv or [os.environ.get("SHELL") or "/bin/sh"], variables or {}, cwd)
+
     def shell(self, env: Environment, command: List[str], launch: WorkerLaunch) -> int:
         """Run ``command`` (an interactive shell when empty) inside the environment; return its exit code.
 
-        The default runs :meth:`command` with the host's terminal attached.
+        The default runs :meth:`shell_command` with this process's terminal (or pipes) attached.
         """
-        run = self.command(env, command or [os.environ.get("SHELL") or "/bin/sh"], {}, launch.cwd)
+        run = self.shell_command(env, command, launch.cwd, terminal=sys.stdin.isatty())
         return subprocess.call(run.argv, env=run.env, cwd=run.cwd)
 
     def install_script_command(self, env: Environment) -> Command:

@@ -12,7 +12,7 @@ from nb_docker.backend import DockerBackend
 from nbcore.plugin.containers import CA_TARGET, ENV_PYTHON, parse_mount, proxy_variables, python_environment_recipe
 from nb_docker.container import PIP_CACHE_TARGET, container_config
 from nb_docker.dockerfile import build_context, render_dockerfile
-from nb_docker.images import plan_image, repository_for
+from nb_docker.plan import plan_image, repository_for
 from nb_docker.settings import DockerSettings, base_image
 
 
@@ -191,3 +191,17 @@ def test_proxies_become_build_arguments(monkeypatch):
     monkeypatch.setenv("https_proxy", "http://proxy:3128")
     monkeypatch.setenv("NO_PROXY", "localhost")
     assert proxy_variables() == {"https_proxy": "http://proxy:3128", "NO_PROXY": "localhost"}
+
+
+def test_shell_command_has_a_terminal_only_when_asked_and_defaults_to_bash(tmp_path, monkeypatch):
+    from nb_docker import backend
+
+    monkeypatch.setattr(backend.shutil, "which", lambda name: "/usr/bin/docker")
+    env = environment({"image": "img:tag", "gpus": False})
+    provider = backend.DockerBackend()
+    with_terminal = provider.shell_command(env, [], tmp_path, terminal=True, variables={"TERM": "xterm-256color"})
+    assert "-t" in with_terminal.argv and "-i" in with_terminal.argv
+    assert with_terminal.argv[-len(backend.DEFAULT_SHELL):] == backend.DEFAULT_SHELL
+    assert with_terminal.env["TERM"] == "xterm-256color" and "TERM" in with_terminal.argv
+    piped = provider.shell_command(env, ["cat"], tmp_path)
+    assert "-t" not in piped.argv and "-i" in piped.argv and piped.argv[-1] == "cat"

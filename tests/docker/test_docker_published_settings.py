@@ -10,7 +10,8 @@ from nbcore.host.config import config_from_dict
 
 from nb_docker.backend import DockerBackend
 from nb_docker.container import MODEL_CACHE_TARGET, container_config
-from nb_docker.images import plan_image, registry_failure
+from nb_docker.images import registry_failure
+from nb_docker.plan import plan_image
 from nb_docker.publishing import configured_registry, pull_policy, published_name
 from nb_docker.settings import DockerSettings, worker_ulimits
 

@@ -158,3 +158,44 @@ def test_shell_on_ray_with_a_terminal_gets_a_pty_of_the_hosts_size_and_ctrl_c(ra
     text = seen.decode(errors="replace")
     assert "33 101" in text, "the node's pty has the host terminal's size: %r" % text
     assert "not-interrupted" not in text and re.search(r"restored 130\b", text), text
+
+
+#: Runs ``nbcore shell CONFIG ENV -- CMD...`` on the terminal it is given.
+SHELL_ON_TERMINAL = '''
+import subprocess, sys
+sys.exit(subprocess.call([sys.executable, "-m", "nbcore", "shell", "-c", sys.argv[1], sys.argv[2], "--"] + sys.argv[3:]))
+'''
+
+
+def test_shell_on_ray_in_a_docker_env_gets_a_terminal_inside_the_container(ray_cluster, project):
+    from nbcore.testing import engine_unavailable
+
+    docker = nbcore.get_registry().backends.get("docker")
+    reason = "nb-docker is not installed" if docker is None else docker.check_available()
+    if reason:
+        engine_unavailable("docker", reason)
+    image = "nbcore-ci/python:3.11"
+    if subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode != 0:
+        engine_unavailable("docker", "the image %s is missing: run scripts/provision-docker" % image)
+    config = project / "docker-on-ray.yaml"
+    config.write_text(yaml.safe_dump({"environments": {"d": {
+        "docker": {"image": image},
+        "ray": {"backend": "docker", "num_cpus": 0, "resources": {"nodeB": 0.01}}}}}))
+    master, slave = pty.openpty()
+    host = subprocess.Popen([sys.executable, "-c", SHELL_ON_TERMINAL, str(config), "d", "sh", "-c",
+                             "if test -t 0; then echo inside:terminal; else echo inside:pipe; fi; "
+                             "test -f /.dockerenv && echo in:container"],
+                            stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    try:
+        seen = _read_until(master, None, time.monotonic() + 120, b"")
+        code = host.wait(30)
+    finally:
+        if host.poll() is None:
+            os.killpg(host.pid, signal.SIGKILL)
+            host.wait()
+        os.close(master)
+    text = seen.decode(errors="replace")
+    assert code == 0, text
+    assert "inside:terminal" in text, "docker run got no -t: %r" % text
+    assert "in:container" in text, "runs in the container: %r" % text

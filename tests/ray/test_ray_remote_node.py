@@ -1,5 +1,4 @@
 """An environment placed on a Ray node by resource behaves as a local one; the node builds it in its own home."""
-import os
 import threading
 import time
 

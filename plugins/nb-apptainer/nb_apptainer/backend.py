@@ -1,6 +1,5 @@
 """The ``apptainer`` backend provider."""
 import os
-import subprocess
 
 from nbcore.plugin import BackendProvider, InstallError, SubprocessWorker
 from nbcore.plugin.containers import PULL_VARIABLE, Mount, pull_policy
@@ -134,9 +133,9 @@ class ApptainerBackend(BackendProvider):
                              launch.cwd, launch.worker_path)
         return SubprocessWorker(command.argv, env=command.env, cwd=command.cwd)
 
-    def shell(self, env, command, launch):
-        run = self._exec(env, command or DEFAULT_SHELL, {}, launch.cwd, launch.worker_path)
-        return subprocess.call(run.argv, env=run.env, cwd=run.cwd)
+    def shell_command(self, env, argv, cwd=None, terminal=False, variables=None):
+        """``apptainer exec`` of ``argv``, else of bash (sh when the image has none); the terminal passes through."""
+        return self._exec(env, argv or DEFAULT_SHELL, variables, cwd)
 
 
 def _next_step(plan):

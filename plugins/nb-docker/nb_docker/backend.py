@@ -6,8 +6,6 @@ builds the registry, and importing docker-py costs about 0.2 s.
 import logging
 import os
 import shutil
-import subprocess
-import sys
 
 from nbcore.plugin import BackendProvider, BackendUnavailable, Command, nbcore_home
 
@@ -100,9 +98,9 @@ class DockerBackend(BackendProvider):
         config = self._container(env, argv, variables, cwd, role)
         return Command(config.cli_argv(docker_cli, interactive), dict(os.environ, **config.environment))
 
-    def shell(self, env, command, launch):
-        run = self._cli_command(env, command or DEFAULT_SHELL, {}, launch.cwd, "shell", sys.stdin.isatty())
-        return subprocess.call(run.argv, env=run.env)
+    def shell_command(self, env, argv, cwd=None, terminal=False, variables=None):
+        """``docker run -i`` (with ``-t`` for a terminal) of ``argv``, else of bash (sh when the image has none)."""
+        return self._cli_command(env, argv or DEFAULT_SHELL, variables, cwd, "shell", interactive=terminal)
 
     def remove(self, env):
         """Delete the images this cache and project built for the environment (its name and spec hash), then its

@@ -3,7 +3,6 @@ import collections
 import hashlib
 import io
 import re
-from typing import Optional
 
 import docker.auth
 import docker.errors
@@ -15,7 +14,7 @@ from nbcore.plugin.containers import proxy_variables
 from . import __version__
 
 from .dockerfile import build_context
-from .plan import ImagePlan, plan_image, repository_for  # noqa: F401 (plan_image was defined here)
+from .plan import ImagePlan, repository_for
 from .settings import DockerSettings
 
 LABEL_ENV = "org.nbcore.env"

@@ -62,9 +62,9 @@ def start_worker(provider, env, request):
 def start_shell(provider, env, request):
     """Start ``nbcore shell``'s command inside the environment (:mod:`nb_ray.shell_node`); return its session."""
     shell = request["shell"]
-    argv = shell["argv"] or [os.environ.get("SHELL") or "/bin/sh"]
     variables = {"TERM": shell["term"]} if shell["tty"] and shell.get("term") else {}
-    return ShellSession(provider.command(env, argv, variables, _cwd(request)), shell, env.name)
+    command = provider.shell_command(env, shell["argv"], _cwd(request), terminal=shell["tty"], variables=variables)
+    return ShellSession(command, shell, env.name)
 
 
 def _cwd(request):
