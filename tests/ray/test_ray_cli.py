@@ -63,6 +63,13 @@ def test_envs_backend_ray_lists_each_nodes_store_as_one_json_document(ray_cluste
         found[resource] = {(r["name"], r["backend"], r["ready"]) for r in on_node}
     assert ("e", "venv", True) in found["nodeB"] and ("bare_a", "venv", True) in found["nodeA"]
 
+    table = nbcore_cli("envs", "--backend", "ray", config=config_file)
+    assert table.returncode == 0, table.stderr
+    header, *rows = table.stdout.splitlines()
+    assert header.split()[:4] == ["NODE", "NODE_IP", "HOSTNAME", "HOME"], header
+    node_b = ray_cluster.node_ids["nodeB"][:12]
+    assert any(row.split()[0] == node_b and " e " in row for row in rows), table.stdout
+
 
 def test_call_json_on_ray_prints_one_json_document(ray_cluster, config_file, project):
     (project / "noisy.py").write_text(NOISY_MODULE)
@@ -114,7 +121,8 @@ TERMINAL_HOST = '''
 import subprocess, sys, termios
 before = termios.tcgetattr(0)
 code = subprocess.call([sys.executable, "-m", "nbcore", "shell", "-c", sys.argv[1], "e", "--", "sh", "-c",
-                        "stty size; echo ready; read line; echo got:$line; sleep 30; echo not-interrupted"])
+                        "stty size; echo ready; read line; echo got:$line; "
+                        "for i in $(seq 150); do stty size; sleep 0.2; done; echo not-interrupted"])
 print("restored" if termios.tcgetattr(0) == before else "changed", code)
 '''
 
@@ -134,7 +142,7 @@ def _read_until(fd, needle, deadline, seen):
     return seen
 
 
-def test_shell_on_ray_with_a_terminal_gets_a_pty_of_the_hosts_size_and_ctrl_c(ray_cluster, config_file):
+def test_shell_on_ray_with_a_terminal_gets_a_pty_of_the_hosts_size_its_changes_and_ctrl_c(ray_cluster, config_file):
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
     host = subprocess.Popen([sys.executable, "-c", TERMINAL_HOST, str(config_file)], stdin=slave, stdout=slave,
@@ -147,6 +155,10 @@ def test_shell_on_ray_with_a_terminal_gets_a_pty_of_the_hosts_size_and_ctrl_c(ra
         os.write(master, b"hello\r")
         seen = _read_until(master, b"got:hello", deadline, seen)
         assert b"got:hello" in seen, seen
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+        os.killpg(host.pid, signal.SIGWINCH)  # what the terminal sends its foreground processes on a resize
+        seen = _read_until(master, b"40 120", deadline, seen)
+        assert b"40 120" in seen, "the new size reached the node's pty: %r" % seen
         os.write(master, b"\x03")  # Ctrl-C: raw mode hands it to the node's pty, which interrupts the command
         seen = _read_until(master, None, deadline, seen)  # to the end: the host's last line
         host.wait(max(1, deadline - time.monotonic()))
