@@ -118,9 +118,13 @@ def test_unknown_backend_without_known_package(registry):
     assert "unknown backend 'nosuch'; installed backends: alpha" in str(info.value)
 
 
-def test_unavailable_choice_gives_the_reason(registry):
-    with pytest.raises(BackendUnavailable, match=r"backend 'broken' cannot run this environment: the engine is not running; installed backends"):
+def test_unavailable_choice_gives_its_reason_once_and_names_the_others(registry):
+    with pytest.raises(BackendUnavailable) as info:
         choose(registry, requested="broken")
+    message = str(info.value)
+    assert message.startswith("backend 'broken' cannot run this environment: the engine is not running; "
+                              "other installed backends: alpha, beta, python, venv")
+    assert message.count("the engine is not running") == 1
 
 
 class ClusterBackend(FakeBackend):

@@ -42,6 +42,14 @@ def _summary(registry, env_for) -> str:
     return "installed backends: " + ", ".join(parts) + _installable(registry)
 
 
+def _others(registry, env_for, chosen) -> str:
+    """The installed backends other than ``chosen``, those that cannot run the environment marked (no reasons:
+    the message is about ``chosen``)."""
+    parts = [name if _unavailable(provider, env_for) is None else name + " (unavailable)"
+             for name, provider in sorted(registry.backends.items()) if name != chosen]
+    return "other installed backends: %s (`nbcore backends` says why)" % (", ".join(parts) or "none")
+
+
 def _installable(registry) -> str:
     missing = [n for n in KNOWN_BACKENDS if n not in registry.backends]
     return "; installable: " + ", ".join("%s (pip install %s)" % (n, KNOWN_BACKENDS[n]) for n in missing) if missing else ""
@@ -71,7 +79,7 @@ def choose_backend(registry, env_for, spec, requested=None, config_default=None)
         reason = _unavailable(provider, env_for)
         if reason:
             raise BackendUnavailable("backend %r cannot run this environment: %s; %s"
-                                     % (choice, reason, _summary(registry, env_for)))
+                                     % (choice, reason, _others(registry, env_for, choice)))
         return provider, how
     order = list(dict.fromkeys(preferred_backends(spec, registry) + [b.name for b in registry.auto_backends()]))
     reasons = []
