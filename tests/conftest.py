@@ -1,9 +1,18 @@
 """Shared pytest setup for nbcore's own suite (and the plugin suites under tests/)."""
+import signal
 import threading
 
 import pytest
 
 pytest_plugins = ["nbcore.testing"]
+
+
+def pytest_configure(config):
+    """A run started in the background of a non-interactive shell (``nohup``, ``cmd &``) inherits SIGINT
+    ignored, and so would every process the tests start: the Ctrl-C tests then test nothing.  Handled
+    here, the children start with the default disposition again."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 _SELECTION_VARIABLES = (
     "NBCORE_BACKEND", "NERFBASELINES_BACKEND", "NBCORE_PROTOCOL", "NERFBASELINES_PROTOCOL",

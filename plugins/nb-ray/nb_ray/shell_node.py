@@ -30,9 +30,12 @@ CANNOT_RUN = 255
 #: Seconds to read what the command wrote before it exited, once it has (its children may keep the pty open).
 DRAIN_SECONDS = 2.0
 #: Runs the command as the leader of the pty's session, with the pty as its controlling terminal
-#: (so that Ctrl-C typed on the host interrupts it and job control works), then executes it.
-TERMINAL_LEADER = ("import fcntl, os, sys, termios\n"
+#: (so that Ctrl-C typed on the host interrupts it and job control works) and the terminal's signals
+#: at their defaults (a node started from ``nohup`` or ``cmd &`` passes SIGINT on ignored), then executes it.
+TERMINAL_LEADER = ("import fcntl, os, signal, sys, termios\n"
                    "fcntl.ioctl(0, termios.TIOCSCTTY, 0)\n"
+                   "for name in ('SIGINT', 'SIGQUIT', 'SIGTSTP', 'SIGTTIN', 'SIGTTOU'):\n"
+                   "    signal.signal(getattr(signal, name), signal.SIG_DFL)\n"
                    "try:\n"
                    "    os.execvp(sys.argv[1], sys.argv[1:])\n"
                    "except OSError as exc:\n"
