@@ -110,6 +110,25 @@ def test_shell_on_ray_command_ends_when_the_host_dies(ray_cluster, config_file, 
             host.wait()
 
 
+def test_shell_on_ray_ctrl_c_without_a_terminal_ends_the_command(ray_cluster, config_file, wait_until, pid_alive):
+    host = subprocess.Popen([sys.executable, "-m", "nbcore", "shell", "-c", str(config_file), "e", "--", "sh", "-c",
+                             "echo pid:$$; sleep 60"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        line = host.stdout.readline()
+        assert line.startswith("pid:"), "the command printed no pid (host exit code %s)" % host.poll()
+        pid = int(line.split(":")[1])
+        host.send_signal(signal.SIGINT)
+        code = host.wait(30)
+        wait_until(lambda: not pid_alive(pid), 30, "the command to end after Ctrl-C on the host")
+    finally:
+        if host.poll() is None:
+            os.killpg(host.pid, signal.SIGKILL)
+            host.wait()
+    stderr = host.stderr.read()
+    assert code == 130 and "Traceback" not in stderr, (code, stderr)
+
+
 def test_shell_on_ray_command_not_found_is_127_in_one_line(ray_cluster, config_file):
     result = nbcore_cli("shell", "e", "--", "no-such-command", config=config_file)
     assert result.returncode == 127, result.stderr
