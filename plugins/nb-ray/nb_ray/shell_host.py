@@ -8,6 +8,7 @@ included, which interrupts the command there) and restores the terminal however
 the command ends.
 """
 import contextlib
+import functools
 import os
 import select
 import signal
@@ -18,6 +19,7 @@ import tty
 from typing import Optional, Tuple
 
 from nbcore.plugin import WorkerError
+from nbcore.worker import write_all
 
 #: Bytes read from the host's standard input at a time.
 CHUNK_BYTES = 65536
@@ -49,11 +51,6 @@ def raw_terminal(fd: Optional[int]):
         yield
     finally:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
-
-
-def _write_all(fd, data):
-    while data:
-        data = data[os.write(fd, data):]
 
 
 class _InputSender:
@@ -121,7 +118,7 @@ def relay(main, control, terminal: Optional[int], where: str) -> int:
                     raise WorkerError("the connection to the command on %s broke off before it exited" % where) from None
                 if message[0] == "exit":
                     return message[1]
-                _write_all(2 if message[0] == "stderr" else 1, message[1])
+                write_all(functools.partial(os.writev, 2 if message[0] == "stderr" else 1), [message[1]])
     finally:
         if terminal is not None:
             signal.signal(signal.SIGWINCH, previous)

@@ -13,6 +13,7 @@ Messages are tuples: host to node ``("stdin", bytes)``, ``("stdin-eof",)``,
 ``("stderr", bytes)``, ``("exit", code)``.
 """
 import fcntl
+import functools
 import importlib
 import os
 import pty
@@ -24,6 +25,7 @@ import termios
 import threading
 
 from nbcore.plugin import OutputTail
+from nbcore.worker import write_all
 
 #: The exit code when the command could not be started or the host could not be reached.
 CANNOT_RUN = 255
@@ -195,8 +197,7 @@ class ShellSession:
 
     def _write_input(self, data):
         if self._terminal is not None:
-            while data:
-                data = data[os.write(self._terminal, data):]
+            write_all(functools.partial(os.writev, self._terminal), [data])
         elif self._process.stdin is not None:
             self._process.stdin.write(data)
             self._process.stdin.flush()
