@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+import nbcore
 from nbcore.testing import engine_unavailable
 
 pytest.importorskip("nb_ray", reason="nb-ray is not installed (pip install -e 'plugins/nb-ray[test]')")
@@ -34,6 +35,10 @@ CLONE_NEWNET = 0x40000000
 PORT = 6379
 #: Seconds any start or stop of a node may take.
 NODE_TIMEOUT = 90
+
+#: The local conda channels of scripts/provision-conda (as tests/conda uses them).
+CONDA_CHANNELS = Path(os.environ.get("NBCORE_CONDA_TEST_CHANNELS")
+                      or os.path.join(os.environ.get("NBCORE_CI_CACHE", "/var/cache/nbcore-ci"), "conda", "channels"))
 
 TEST_MODULE = '''
 import os
@@ -162,6 +167,8 @@ class Cluster:
                              # a stopped node is marked dead within about 2 s, not 15
                              RAY_health_check_period_ms="500", RAY_health_check_failure_threshold="4")
         self.node_env.pop("RAY_ADDRESS")
+        if (CONDA_CHANNELS / "conda-forge").is_dir():  # the nodes' conda backend solves from the local channel
+            self.node_env.update(NBCORE_CONDA_CHANNEL_ALIAS=CONDA_CHANNELS.as_uri(), NBCORE_CONDA_ENGINE="embedded")
 
     def _ray(self, *args):
         return [sys.executable, "-c", "import sys; from ray.scripts.scripts import main; sys.exit(main())", *args]
@@ -354,6 +361,18 @@ def wait_until_fixture():
 def pid_alive_fixture():
     """:func:`pid_alive`: whether a process still runs (zombies count as ended)."""
     return pid_alive
+
+
+@pytest.fixture
+def conda_on_nodes():
+    """Skip, as a missing conda engine, unless the nodes can build conda environments (nb-conda and the local
+    channel their ``NBCORE_CONDA_CHANNEL_ALIAS`` names)."""
+    conda = nbcore.get_registry().backends.get("conda")
+    reason = "nb-conda is not installed" if conda is None else conda.check_available()
+    if not reason and not (CONDA_CHANNELS / "conda-forge").is_dir():
+        reason = "no local test channel in %s: run scripts/provision-conda" % CONDA_CHANNELS
+    if reason:
+        engine_unavailable("conda", reason)
 
 
 @pytest.fixture

@@ -103,3 +103,24 @@ def test_opening_one_env_twice_at_once_builds_it_once_on_the_node(ray_cluster, p
     finally:
         for env in opened:
             env.close()
+
+
+CONDA_MODULE = '''
+import os
+import sys
+
+
+def where():
+    return {"prefix": sys.prefix, "conda_prefix": os.environ.get("CONDA_PREFIX")}
+'''
+
+
+def test_a_conda_env_is_built_on_the_node_by_its_conda_backend(ray_cluster, project, conda_on_nodes):
+    (project / "condamod.py").write_text(CONDA_MODULE)
+    config = {"environments": {"c": {"python": "3.11", "conda": {},
+                                     "ray": {"backend": "conda", "num_cpus": 0, "resources": {"nodeB": 0.01}}}}}
+    with nbcore.open_backend("c", config=config) as env:
+        where = env.call("condamod:where")
+    prefix = where["prefix"]
+    assert prefix.startswith(str(ray_cluster.homes["nodeB"] / "envs" / "conda")), where
+    assert where["conda_prefix"] == prefix, "the worker runs activated"
