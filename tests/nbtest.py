@@ -1,4 +1,5 @@
 """Helpers shared by nbcore's own test modules (``from nbtest import ...``)."""
+import base64
 import importlib.util
 import json
 import os
@@ -154,3 +155,15 @@ class Scaler:
     def scale(self, array):
         return array * self.factor, np.ones(3, dtype=np.uint8) * self.factor
 '''
+
+
+#: The login of the loopback registry behind htpasswd (scripts/provision-registry; a throw-away account).
+AUTH_USER, AUTH_PASSWORD = "nbcore-ci", "nbcore-ci-password"
+
+
+def write_docker_credentials(folder, registry, user=AUTH_USER, password=AUTH_PASSWORD):
+    """A Docker config file in ``folder`` (what ``docker login`` writes) with a login for ``registry``'s host."""
+    host = registry.split("/", 1)[0]
+    token = base64.b64encode(("%s:%s" % (user, password)).encode()).decode()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({"auths": {host: {"auth": token}}}))

@@ -12,7 +12,7 @@ from nbcore.plugin.containers import CA_TARGET, ENV_PYTHON, Mount, python_enviro
 
 pytest.importorskip("nb_apptainer", reason="nb-apptainer is not installed (pip install -e plugins/nb-apptainer)")
 
-from nb_apptainer import conda_fallback, docker_image, engine as engine_module  # noqa: E402
+from nb_apptainer import conda_fallback, docker_image, engine as engine_module, images, registry_login  # noqa: E402
 from nb_apptainer.backend import ApptainerBackend  # noqa: E402
 from nb_apptainer.definition import BUILD_VARIABLES_SCRIPT, render_definition, write_build_folder  # noqa: E402
 from nb_apptainer.engine import Engine  # noqa: E402
@@ -322,7 +322,8 @@ def test_a_recorded_docker_image_is_what_the_environment_runs_even_with_a_conda_
      "map[Tag:1]", True, None),
     ("reading manifest 1 in r.example/t/x: name unknown: repository name not known to registry", True, None),
     ("conveyor failed to get: GET http://127.0.0.1:5056/v2/x/manifests/3.11: UNAUTHORIZED: authentication required",
-     False, "the registry needs a login: apptainer registry login --username USER docker://127.0.0.1:5056,"),
+     False, "the registry needs a login and none is set for 127.0.0.1:5056: run docker login 127.0.0.1:5056, or "
+            "apptainer registry login --username USER docker://127.0.0.1:5056"),
     ('conveyor failed to get: Get "http://127.0.0.1:5999/v2/": dial tcp 127.0.0.1:5999: connect: connection refused',
      False, "cannot reach the registry (connection refused)"),
 ])
@@ -331,6 +332,81 @@ def test_the_engine_s_words_tell_an_image_the_registry_lacks_from_a_refusal(reas
     assert docker_image.is_absent(reason) is absent
     explained = docker_image.explain(reason, "127.0.0.1:5056/team/nbcore/demo:0123")
     assert explained.startswith(hint or reason) and reason in explained
+
+
+LOGIN_REFUSAL = "conveyor failed to get: GET http://127.0.0.1:5056/v2/x/manifests/1: UNAUTHORIZED: authentication required"
+
+
+@pytest.mark.parametrize("login, hint", [
+    (None, "the registry needs a login and none is set for 127.0.0.1:5056"),
+    (registry_login.Login(None, None), "the registry needs a login and none is set for 127.0.0.1:5056"),
+    (registry_login.Login("/home/u/.docker/config.json", None),
+     "the registry refused the credentials for 127.0.0.1:5056 from /home/u/.docker/config.json: log in again"),
+    (registry_login.Login("APPTAINER_DOCKER_USERNAME", None),
+     "the registry refused the credentials for 127.0.0.1:5056 from APPTAINER_DOCKER_USERNAME: check "
+     "APPTAINER_DOCKER_USERNAME and APPTAINER_DOCKER_PASSWORD"),
+])
+def test_a_missing_login_and_a_refused_one_are_told_apart_by_the_login_the_engine_offered(login, hint):
+    """The registry says UNAUTHORIZED for both; which one it is comes from the login the conversion offered."""
+    explained = docker_image.explain(LOGIN_REFUSAL, "127.0.0.1:5056/team/nbcore/demo:0123", login)
+    assert explained.startswith(hint) and explained.endswith("[%s]" % LOGIN_REFUSAL)
+
+
+@pytest.mark.parametrize("name, host", [
+    ("127.0.0.1:5056/team/nbcore/demo:1", "127.0.0.1:5056"), ("docker://ghcr.io/o/x:1", "ghcr.io"),
+    ("localhost/x", "localhost"), ("docker://python:3.11-slim", "docker.io"), ("team/x:1", "docker.io"),
+    ("index.docker.io/team/x", "docker.io"),
+])
+def test_the_registry_of_an_image_name(name, host):
+    assert registry_login.registry_host(name) == host
+
+
+def write_login(path, host):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text('{"auths": {"%s": {"auth": "dTpw"}}}' % host)
+
+
+def test_the_docker_config_s_login_is_passed_as_authfile_only_when_the_engine_would_not_find_one(tmp_path,
+                                                                                                   monkeypatch):
+    """Apptainer reads ~/.apptainer/docker-config.json when it exists, else ~/.docker/config.json, never
+    DOCKER_CONFIG; the APPTAINER_DOCKER_* variables come before any file."""
+    uri = "docker://127.0.0.1:5056/team/nbcore/demo:1"
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for name in ("DOCKER_CONFIG",) + registry_login.USERNAME_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert registry_login.login_for("apptainer", uri) == registry_login.Login(None, None)
+
+    home_docker = tmp_path / "home" / ".docker" / "config.json"
+    write_login(home_docker, "http://127.0.0.1:5056")
+    assert registry_login.login_for("apptainer", uri) == registry_login.Login(str(home_docker), None)
+
+    own = tmp_path / "home" / ".apptainer" / "docker-config.json"
+    write_login(own, "other.example")  # the engine now reads this file alone, which has no login for the registry
+    assert registry_login.login_for("apptainer", uri) == registry_login.Login(str(home_docker), str(home_docker))
+    assert registry_login.login_for("singularity", uri) == registry_login.Login(str(home_docker), None)
+
+    folder = tmp_path / "ci-docker"
+    write_login(folder / "config.json", "127.0.0.1:5056")
+    monkeypatch.setenv("DOCKER_CONFIG", str(folder))
+    assert registry_login.login_for("apptainer", uri).authfile == str(folder / "config.json")
+    write_login(own, "127.0.0.1:5056")
+    assert registry_login.login_for("apptainer", uri) == registry_login.Login(str(own), None)
+    monkeypatch.setenv("APPTAINER_DOCKER_USERNAME", "u")
+    assert registry_login.login_for("apptainer", uri) == registry_login.Login("APPTAINER_DOCKER_USERNAME", None)
+
+
+def test_a_docker_conversion_gets_the_authfile_before_its_target_and_other_sources_none(tmp_path, monkeypatch):
+    monkeypatch.setenv("NBCORE_APPTAINER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "ci-docker"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for name in registry_login.USERNAME_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    write_login(tmp_path / "ci-docker" / "config.json", "127.0.0.1:5056")
+    calls = []
+    monkeypatch.setattr(images, "_build_into", lambda *args, **kwargs: calls.append(kwargs["options"]))
+    for text in ("docker://127.0.0.1:5056/team/x:1", "docker://127.0.0.1:5055/team/x:1", "oras://127.0.0.1:5056/x:1"):
+        images.ensure_local(APPTAINER, images.ready_plan(parse_source(text, None), "python3"), None)
+    assert calls == [["--authfile", str(tmp_path / "ci-docker" / "config.json")], [], []]
 
 
 def test_an_image_cache_on_a_nearly_full_home_gets_a_warning_naming_the_variables(tmp_path, monkeypatch):

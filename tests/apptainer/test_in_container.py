@@ -22,9 +22,9 @@ import pytest
 from nbcore.plugin.process import LocalProcess, OutputTail
 from nbcore.testing import engine_unavailable
 
-from nbtest import REPO_ROOT, run_nbcore
-from publishedtest import (ENV_NAME, IMAGE_VARIABLE, REGISTRY, REGISTRY_VARIABLE, config_text,
-                           registry_unavailable_reason)
+from nbtest import REPO_ROOT, run_nbcore, write_docker_credentials
+from publishedtest import (ENV_NAME, IMAGE_VARIABLE, LOGIN_IMAGE_VARIABLE, LOGIN_REGISTRY, LOGIN_REGISTRY_VARIABLE,
+                           REGISTRY, REGISTRY_VARIABLE, config_text, registry_unavailable_reason)
 
 pytestmark = pytest.mark.apptainer
 
@@ -55,7 +55,7 @@ def container_argv(docker, name, variables=None):
         argv += ["-v", "%s:/etc/ssl/certs/ca-certificates.crt:ro" % os.path.realpath(HOST_CA),
                  "-e", "PIP_CERT=/etc/ssl/certs/ca-certificates.crt"]
     for name_ in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
-                  "NBCORE_CI_REGISTRY_PORT"):
+                  "NBCORE_CI_REGISTRY_PORT", "NBCORE_CI_AUTH_REGISTRY_PORT"):
         if name_ in os.environ:
             argv += ["-e", name_]
     for item in sorted((variables or {}).items()):
@@ -79,18 +79,27 @@ def unavailable_reason(docker):
 
 
 def publish_test_image(folder):
-    """Push the image of :mod:`publishedtest`'s environment with ``nbcore push`` to a registry namespace of this
-    run; return the variables that tell the inner tests where it is.  The local image is removed again."""
+    """Push the image of :mod:`publishedtest`'s environment with ``nbcore push`` to a namespace of this run in the
+    open registry and in the one behind a login (with a Docker config file written here); return the variables that
+    tell the inner tests where they are.  The local image is removed again."""
     from nbcore.host.launch import prepare
 
     (folder / "nbcore.yaml").write_text(config_text())
-    registry = "%s/nbcore-tests/%s" % (REGISTRY, uuid.uuid4().hex[:10])
-    pushed = run_nbcore("push", ENV_NAME, "--backend", "docker", "--registry", registry, "--json", cwd=folder)
-    assert pushed.returncode == 0, "publishing the test image failed:\n" + pushed.stderr
-    [result] = json.loads(pushed.stdout)
+    namespace = "nbcore-tests/%s" % uuid.uuid4().hex[:10]
+    docker_config = folder / "docker-config"
+    write_docker_credentials(docker_config, LOGIN_REGISTRY)
+    variables = {}
+    for address, registry_variable, image_variable in ((REGISTRY, REGISTRY_VARIABLE, IMAGE_VARIABLE),
+                                                      (LOGIN_REGISTRY, LOGIN_REGISTRY_VARIABLE, LOGIN_IMAGE_VARIABLE)):
+        registry = "%s/%s" % (address, namespace)
+        pushed = run_nbcore("push", ENV_NAME, "--backend", "docker", "--registry", registry, "--json", cwd=folder,
+                            env={"DOCKER_CONFIG": str(docker_config)})
+        assert pushed.returncode == 0, "publishing the test image to %s failed:\n%s" % (registry, pushed.stderr)
+        [result] = json.loads(pushed.stdout)
+        variables.update({registry_variable: registry, image_variable: result["image"]})
     _, provider, env = prepare(ENV_NAME, str(folder / "nbcore.yaml"), backend="docker", install=False)
     provider.remove(env)
-    return {REGISTRY_VARIABLE: registry, IMAGE_VARIABLE: result["image"]}
+    return variables
 
 
 @pytest.mark.timeout(TIMEOUT + 60)

@@ -1,14 +1,10 @@
 """Helpers of the published-image tests (``from registrytest import ...``)."""
-import base64
-import json
-
 from nbcore.plugin.progress import Progress
 
 from nbtest import write
 
 BASE_IMAGE_TEMPLATE = "nbcore-ci/python:{python}"
 HOST_PYTHON = "3.11"
-AUTH_USER, AUTH_PASSWORD = "nbcore-ci", "nbcore-ci-password"
 
 TEST_MODULE = '''
 import os
@@ -31,13 +27,6 @@ def write_project(folder, name, registry, marker="published"):
             docker:
               build_script: "echo %s > /published-marker"
         """ % (registry, name, HOST_PYTHON, marker))
-
-
-def write_docker_credentials(folder, registry, user=AUTH_USER, password=AUTH_PASSWORD):
-    """A Docker config file in ``folder`` (what ``docker login`` writes) with a login for ``registry``'s host."""
-    host = registry.split("/", 1)[0]
-    token = base64.b64encode(("%s:%s" % (user, password)).encode()).decode()
-    (folder / "config.json").write_text(json.dumps({"auths": {host: {"auth": token}}}))
 
 
 class RecordingProgress(Progress):

@@ -8,9 +8,9 @@ import pytest
 from nbcore.host.launch import open_backend, prepare
 from nbcore.host.store import ensure_installed
 
-from nbtest import run_nbcore
+from nbtest import run_nbcore, write_docker_credentials
 
-from registrytest import RecordingProgress, write_docker_credentials, write_project
+from registrytest import RecordingProgress, write_project
 
 pytestmark = pytest.mark.registry
 

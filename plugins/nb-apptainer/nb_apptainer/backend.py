@@ -92,7 +92,7 @@ class ApptainerBackend(BackendProvider):
                                        "(publish it with nbcore push %s)" % (uri, PULL_VARIABLE, env.name)) from None
                 progress.step("%s %s is not in the registry: %s" % (what, uri, _next_step(plan)))
                 return False
-            reason = docker_image.explain(exc.reason, image.name)
+            reason = docker_image.explain(exc.reason, image.name, exc.login)
             failure = "converting %s %s to a SIF file failed: %s" % (what, uri, reason)
             if policy != "fallback":
                 raise InstallError("%s (or set %s=fallback to go on without it)" % (failure, PULL_VARIABLE)) from None

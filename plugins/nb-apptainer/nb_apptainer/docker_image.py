@@ -13,16 +13,27 @@ from typing import NamedTuple, Optional
 
 from nbcore.plugin import CapabilityMissing, get_registry
 
+from .registry_login import USERNAME_VARIABLES, registry_host
+
 #: The file in an environment's folder naming the Docker image it runs (JSON: ``uri``, ``python``).
 MARKER = "docker-image"
 SCHEME = "docker://"
 #: The registry's error codes for an image it does not have (distribution spec), as the engine quotes them.
 ABSENT_CODES = ("MANIFEST_UNKNOWN", "NAME_UNKNOWN")
+#: The registry's error code for a request without a valid login, as the engine quotes it; the distribution registry
+#: gives the same words (``UNAUTHORIZED: authentication required``) for a missing login and a wrong one, so which of
+#: the two it is comes from whether the engine offered one (:mod:`nb_apptainer.registry_login`).
+LOGIN_CODE = "UNAUTHORIZED"
+LOG_IN = "docker login HOST, or apptainer registry login --username USER docker://HOST"
+NO_LOGIN_HINT = ("the registry needs a login and none is set for HOST: run %s (both write ~/.docker/config.json; a "
+                 "DOCKER_CONFIG folder's config.json is passed on too), or set APPTAINER_DOCKER_USERNAME and "
+                 "APPTAINER_DOCKER_PASSWORD" % LOG_IN)
+REFUSED_HINT = "the registry refused the credentials for HOST from SOURCE: log in again (%s)" % LOG_IN
+REFUSED_VARIABLE_HINT = ("the registry refused the credentials for HOST from SOURCE: check APPTAINER_DOCKER_USERNAME "
+                         "and APPTAINER_DOCKER_PASSWORD (they are used before any config file)")
 #: Other registry failures, recognised in the engine's words (error codes and Go's error texts, as they are
 #: cased), and what to do about them.
 FAILURE_HINTS = (
-    ("UNAUTHORIZED", "the registry needs a login: apptainer registry login --username USER docker://HOST, or set "
-                     "APPTAINER_DOCKER_USERNAME and APPTAINER_DOCKER_PASSWORD"),
     ("DENIED", "the registry denied access: check the account's rights to the image"),
     ("connection refused", "cannot reach the registry (connection refused): is it running, is the address right?"),
     ("no such host", "cannot reach the registry (unknown host): check the address"),
@@ -77,10 +88,16 @@ def is_absent(reason: str) -> bool:
     return any(code in said for code in ABSENT_CODES)
 
 
-def explain(reason: str, name: str) -> str:
+def explain(reason: str, name: str, login=None) -> str:
     """The engine's ``reason`` for failing to fetch image ``name``, after what to do about it when it is a known
-    registry failure."""
+    registry failure; ``login`` (a :class:`~nb_apptainer.registry_login.Login`) tells a refused login from none."""
+    host = registry_host(name)
+    if LOGIN_CODE in reason:
+        source = login.source if login is not None else None
+        said = NO_LOGIN_HINT if source is None else (
+            REFUSED_VARIABLE_HINT if source in USERNAME_VARIABLES else REFUSED_HINT).replace("SOURCE", source)
+        return "%s [%s]" % (said.replace("HOST", host), reason)
     for seen, said in FAILURE_HINTS:
         if seen in reason:
-            return "%s [%s]" % (said.replace("HOST", name.split("/", 1)[0]), reason)
+            return "%s [%s]" % (said, reason)
     return reason

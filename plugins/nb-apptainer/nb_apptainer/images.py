@@ -21,7 +21,7 @@ from typing import Optional
 from nbcore.plugin import InstallError, Progress
 from nbcore.plugin.containers import ENV_PYTHON, BuildRecipe, proxy_variables, python_environment_recipe
 
-from . import conda_fallback, docker_image
+from . import conda_fallback, docker_image, registry_login
 from .definition import render_definition, write_build_folder
 from .settings import BASE_IMAGE_VARIABLE, CACHE_VARIABLE, ApptainerSettings, base_image, image_cache
 
@@ -160,16 +160,18 @@ def ready_plan(source: Source, python: str) -> ImagePlan:
 
 
 class ConversionError(InstallError):
-    """An image could not be converted to a SIF file; :attr:`reason` is the engine's."""
+    """An image could not be converted to a SIF file; :attr:`reason` is the engine's, :attr:`login` the registry
+    login it offered (a :class:`~nb_apptainer.registry_login.Login`, None for a source from no registry)."""
 
-    def __init__(self, message: str, uri: str, reason: str):
+    def __init__(self, message: str, uri: str, reason: str, login=None):
         super().__init__(message)
-        self.uri, self.reason = uri, reason
+        self.uri, self.reason, self.login = uri, reason, login
 
 
 def ensure_local(engine, plan: ImagePlan, progress) -> None:
     """Make sure the local base exists: check a local source, convert any other one to a cached SIF (raise
-    :class:`ConversionError` when that fails)."""
+    :class:`ConversionError` when that fails).  A ``docker://`` conversion gets the Docker config's login for its
+    registry when the engine would not find one itself (:mod:`nb_apptainer.registry_login`)."""
     source = plan.source
     if source.path is not None and not os.path.exists(source.path):
         raise InstallError("image %s not found: give apptainer.image an existing .sif file, sandbox folder or "
@@ -181,16 +183,18 @@ def ensure_local(engine, plan: ImagePlan, progress) -> None:
     small = _small_home_cache(target.parent)
     if small:
         progress.step("warning: " + small)
+    login = registry_login.login_for(engine.flavour, source.uri) if source.scheme == "docker" else None
+    options = ["--authfile", login.authfile] if login is not None and login.authfile else []
     try:
         _build_into(engine, target, [source.uri], progress, "converting %s to %s" % (source.uri, target),
-                    fakeroot=False)
+                    fakeroot=False, options=options)
     except InstallError as exc:
         reason = _engine_message(str(exc))
         hint = "check that it exists, or name another in apptainer.image"
         if "no space left" in reason.lower():
             hint = "make room, or " + MOVE_CACHES
         raise ConversionError("image %s could not be converted to a SIF file (%s); %s" % (source.uri, reason, hint),
-                              source.uri, reason) from None
+                              source.uri, reason, login) from None
 
 
 def _small_home_cache(folder: Path) -> Optional[str]:
@@ -224,13 +228,14 @@ def _engine_message(failure: str) -> str:
     return " ".join(re.sub(r"^(FATAL|ERROR):\s*(While performing build:\s*)?", "", words).split())
 
 
-def _build_into(engine, target: Path, arguments, progress, step, fakeroot, cwd=None):
-    """``apptainer build`` to a temporary name beside ``target``, renamed once complete; a failure's message ends
-    with the last lines of the build's log."""
+def _build_into(engine, target: Path, arguments, progress, step, fakeroot, cwd=None, options=()):
+    """``apptainer build [options]`` to a temporary name beside ``target``, renamed once complete; a failure's
+    message ends with the last lines of the build's log."""
     fd, temporary = tempfile.mkstemp(dir=target.parent, prefix="." + target.stem + "-", suffix=".sif.partial")
     os.close(fd)
     os.unlink(temporary)  # apptainer refuses to overwrite a file
-    argv = [engine.executable, "build"] + (["--fakeroot"] if fakeroot else []) + [temporary] + list(arguments)
+    argv = ([engine.executable, "build"] + (["--fakeroot"] if fakeroot else []) + list(options) + [temporary]
+            + list(arguments))
     progress.step(step)
     log = Progress(stream=progress.stream, quiet=progress.quiet)  # a tail of this build's lines alone
     try:

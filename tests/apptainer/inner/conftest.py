@@ -13,7 +13,7 @@ import pytest
 from nbcore.testing import engine_unavailable
 
 from nbtest import ENGINE_TEST_MODULE
-from publishedtest import IMAGE_VARIABLE, REGISTRY_VARIABLE
+from publishedtest import IMAGE_VARIABLE, LOGIN_IMAGE_VARIABLE, LOGIN_REGISTRY_VARIABLE, REGISTRY_VARIABLE
 from publishedtest import SPEC as PUBLISHED_SPEC
 
 IMAGES = Path(os.environ.get("NBCORE_CI_CACHE", "/var/cache/nbcore-ci")) / "apptainer"
@@ -128,11 +128,21 @@ def conda_channel(monkeypatch):
     return CONDA_CHANNELS
 
 
+def _published_by_the_host(registry_variable, image_variable):
+    registry, image = os.environ.get(registry_variable), os.environ.get(image_variable)
+    if not (registry and image):
+        engine_unavailable("apptainer", "no image was published for these tests (%s and %s unset): run them through "
+                                        "tests/apptainer/test_in_container.py" % (registry_variable, image_variable))
+    return registry, image
+
+
 @pytest.fixture(scope="session")
 def published():
     """``(registry, image)``: where the host published the image of ``ap-published`` (test_in_container.py)."""
-    registry, image = os.environ.get(REGISTRY_VARIABLE), os.environ.get(IMAGE_VARIABLE)
-    if not (registry and image):
-        engine_unavailable("apptainer", "no image was published for these tests (%s and %s unset): run them through "
-                                        "tests/apptainer/test_in_container.py" % (REGISTRY_VARIABLE, IMAGE_VARIABLE))
-    return registry, image
+    return _published_by_the_host(REGISTRY_VARIABLE, IMAGE_VARIABLE)
+
+
+@pytest.fixture(scope="session")
+def login_published():
+    """``(registry, image)``: the same in the registry behind a login."""
+    return _published_by_the_host(LOGIN_REGISTRY_VARIABLE, LOGIN_IMAGE_VARIABLE)
