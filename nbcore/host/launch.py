@@ -17,16 +17,12 @@ from .selection import choose_backend, plan_protocols, protocol_list
 from .staging import stage_worker, worker_archive
 from .store import InUse, ensure_installed, make_environment
 from ..plugin.backend import WorkerLaunch
-from ..plugin.protocol import ListenAddress
+from ..plugin.protocol import ListenAddress, connect_timeout, keepalive_seconds
 from ..worker.framing import ConnectionClosed, ProtocolError
 from .negotiation import host_negotiate
 
 log = logging.getLogger("nbcore")
 _open = weakref.WeakSet()
-
-
-def _connect_timeout():
-    return float(os.environ.get("NBCORE_CONNECT_TIMEOUT", "120"))
 
 
 class RemoteEnv:
@@ -130,15 +126,10 @@ def worker_launch(address, secret, fallback, candidates):
         serve.ADDRESS_VARIABLE: address,
         serve.SECRET_VARIABLE: secret.hex(),
         serve.PROTOCOLS_VARIABLE: ",".join("%s=%s" % (p.name, p.worker_module) for p in protocols),
-        serve.KEEPALIVE_VARIABLE: str(_keepalive()),
+        serve.KEEPALIVE_VARIABLE: str(keepalive_seconds()),
     }
     return WorkerLaunch(worker_path=staged_worker_path(), cwd=Path.cwd(), variables=variables,
                         worker_archive=lambda: worker_archive(_worker_modules()))
-
-
-def _keepalive():
-    """Seconds after which either side counts a silent peer on the control connection as gone."""
-    return float(os.environ.get("NBCORE_KEEPALIVE") or serve.DEFAULT_KEEPALIVE)
 
 
 def start(config, provider, env, protocol: Optional[str] = None) -> RemoteEnv:
@@ -170,7 +161,7 @@ def _start_and_connect(config, provider, env, protocol):
         raise
     try:
         try:
-            main, control = listener.accept(secret, _connect_timeout(), process.poll)
+            main, control = listener.accept(secret, connect_timeout(), process.poll)
         finally:
             listener.close()
         try:
@@ -193,7 +184,7 @@ def _start_and_connect(config, provider, env, protocol):
     except BaseException:
         process.kill()
         raise
-    control.keepalive(_keepalive())
+    control.keepalive(keepalive_seconds())
     connection = Connection(channel, control, process)
     log.info("connected to the worker (Python %s) via %s", hello["python"], connection.protocol)
     remote_env = RemoteEnv(env.name, env, provider, connection, hello["python"])

@@ -16,7 +16,8 @@ from .backend import BackendProvider, Command, Environment, WorkerLaunch, host_e
 from .environments import install_environment, list_environments
 from .process import OutputReader, OutputTail, SubprocessWorker, WorkerProcess
 from .progress import Progress
-from .protocol import FALLBACK, UPGRADE, ListenAddress, Listener, ProtocolProvider
+from .protocol import (FALLBACK, UPGRADE, ListenAddress, Listener, ProtocolProvider, connect_timeout,
+                       keepalive_seconds)
 from .registry import CapabilityMissing, Register, get_registry, hookimpl
 
 __all__ = [
@@ -24,8 +25,8 @@ __all__ = [
     "ConfigError", "Environment", "EnvironmentSpec", "FALLBACK", "InstallError", "ListenAddress", "Listener",
     "NbcoreError", "OutputReader", "OutputTail", "PluginError", "Progress", "ProtocolProvider", "Register",
     "SubprocessWorker", "UPGRADE", "UserError", "WorkerError", "WorkerLaunch", "WorkerProcess", "get_registry",
-    "hookimpl", "host_challenge", "host_environment", "host_verify", "install_environment", "list_environments",
-    "nbcore_home", "nbcore_version",
+    "connect_timeout", "hookimpl", "host_challenge", "host_environment", "host_verify", "install_environment",
+    "keepalive_seconds", "list_environments", "nbcore_home", "nbcore_version",
 ]
 
 #: The modules a plugin may import from nbcore: this package and its container toolkit (host side),

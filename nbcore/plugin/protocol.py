@@ -19,6 +19,19 @@ UPGRADE = "upgrade"
 WILDCARDS = ("0.0.0.0", "::", "")
 
 
+def connect_timeout() -> float:
+    """Seconds a started worker has to connect back to the host (``NBCORE_CONNECT_TIMEOUT``, default 120)."""
+    return float(os.environ.get("NBCORE_CONNECT_TIMEOUT") or 120)
+
+
+def keepalive_seconds() -> float:
+    """Seconds after which either side counts a silent peer on the control connection as gone
+    (``NBCORE_KEEPALIVE``, default :data:`nbcore.worker.serve.DEFAULT_KEEPALIVE`)."""
+    from ..worker.serve import DEFAULT_KEEPALIVE
+
+    return float(os.environ.get("NBCORE_KEEPALIVE") or DEFAULT_KEEPALIVE)
+
+
 @dataclasses.dataclass(frozen=True)
 class ListenAddress:
     """Where a fallback protocol listens for workers, and the address it tells them.

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from nbcore.plugin import (BackendProvider, BackendUnavailable, InstallError, ListenAddress, UserError, WorkerError,
-                           WorkerProcess, get_registry)
+                           WorkerProcess, connect_timeout, get_registry, keepalive_seconds)
 from nbcore.worker import serve
 
 from . import cluster
@@ -27,16 +27,6 @@ KILL_TIMEOUT = 15.0
 NOT_INNER = ("ray", "python")
 
 RESOURCE_SCHEMA = {"type": "number", "minimum": 0}
-
-
-def _keepalive():
-    """Seconds after which the shell's connection counts a silent peer as gone (the host's ``NBCORE_KEEPALIVE``)."""
-    return float(os.environ.get("NBCORE_KEEPALIVE") or serve.DEFAULT_KEEPALIVE)
-
-
-def _connect_timeout():
-    """Seconds the shell's command has to connect back (``NBCORE_CONNECT_TIMEOUT``, as for workers)."""
-    return float(os.environ.get("NBCORE_CONNECT_TIMEOUT") or 120)
 
 
 def _placement_timeout():
@@ -142,13 +132,13 @@ class RayBackend(BackendProvider):
                 if launch.cwd is not None:
                     request.update(self._project_fields(placed, env, Path(launch.cwd)))
                 request["shell"] = {"argv": list(command), "address": listener.address, "secret": secret.hex(),
-                                    "protocol": fallback.worker_module, "keepalive": _keepalive(),
+                                    "protocol": fallback.worker_module, "keepalive": keepalive_seconds(),
                                     "tty": terminal is not None, "term": os.environ.get("TERM"),
                                     "winsize": window_size(terminal) if terminal is not None else None}
                 placed.run(request, UserError)
                 handle = RayWorker(placed)
                 try:
-                    main, control = listener.accept(secret, _connect_timeout(), handle.poll)
+                    main, control = listener.accept(secret, connect_timeout(), handle.poll)
                 except WorkerError:
                     handle.wait(1.0)
                     raise WorkerError("the command on %s could not connect back to the host at %s: %s"
@@ -156,7 +146,7 @@ class RayBackend(BackendProvider):
                                          handle.output_tail().splitlines()[-1])) from None
             finally:
                 listener.close()
-            main.keepalive(_keepalive())
+            main.keepalive(keepalive_seconds())
             return relay(main, control, terminal, placed.describe())
         finally:
             if handle is None:
