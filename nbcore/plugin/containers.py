@@ -199,3 +199,13 @@ def pull_policy() -> str:
     if policy not in PULL_POLICIES:
         raise UserError("%s=%s is not a pull policy (use one of: %s)" % (PULL_VARIABLE, policy, ", ".join(PULL_POLICIES)))
     return policy
+
+
+#: Registry failures any engine reports in the same words (lower case, as Go's network errors read), and what to
+#: do about them; engines add their own (logins, plain http) in front.
+UNREACHABLE_REGISTRY = (
+    ("connection refused", "cannot reach the registry (connection refused): is it running, is the address right?"),
+    ("no such host", "cannot reach the registry (unknown host): check the address"),
+    ("timeout", "cannot reach the registry (timed out)"),
+    ("timed out", "cannot reach the registry (timed out)"),
+)

@@ -108,6 +108,8 @@ def test_registry_failures_say_what_to_do():
         'Head "http://r.example:5000/v2/x/manifests/y": no basic auth credentials', "r.example:5000/x:y")
     assert "refused the credentials" in registry_failure("unauthorized: authentication required", "r.example/x:y")
     assert "connection refused" in registry_failure("dial tcp 127.0.0.1:1: connect: connection refused", "x")
+    assert "insecure-registries" in registry_failure(
+        'Get "https://r.example/v2/": http: server gave HTTP response to HTTPS client', "r.example/x:y")
 
 
 def test_push_needs_one_environment_or_all_and_a_backend_with_images(tmp_path):

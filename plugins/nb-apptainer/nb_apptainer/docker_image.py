@@ -12,6 +12,7 @@ import json
 from typing import NamedTuple, Optional
 
 from nbcore.plugin import CapabilityMissing, get_registry
+from nbcore.plugin.containers import UNREACHABLE_REGISTRY
 
 from .registry_login import USERNAME_VARIABLES, registry_host
 
@@ -32,11 +33,9 @@ REFUSED_HINT = "the registry refused the credentials for HOST from SOURCE: log i
 REFUSED_VARIABLE_HINT = ("the registry refused the credentials for HOST from SOURCE: check APPTAINER_DOCKER_USERNAME "
                          "and APPTAINER_DOCKER_PASSWORD (they are used before any config file)")
 #: Other registry failures, recognised in the engine's words (error codes and Go's error texts, as they are
-#: cased), and what to do about them.
+#: cased), and what to do about them; then those of every engine (:data:`UNREACHABLE_REGISTRY`).
 FAILURE_HINTS = (
     ("DENIED", "the registry denied access: check the account's rights to the image"),
-    ("connection refused", "cannot reach the registry (connection refused): is it running, is the address right?"),
-    ("no such host", "cannot reach the registry (unknown host): check the address"),
     ("server gave HTTP response to HTTPS client", "the registry speaks plain http: set APPTAINER_NOHTTPS=1"),
 )
 
@@ -97,7 +96,6 @@ def explain(reason: str, name: str, login=None) -> str:
         said = NO_LOGIN_HINT if source is None else (
             REFUSED_VARIABLE_HINT if source in USERNAME_VARIABLES else REFUSED_HINT).replace("SOURCE", source)
         return "%s [%s]" % (said.replace("HOST", host), reason)
-    for seen, said in FAILURE_HINTS:
-        if seen in reason:
-            return "%s [%s]" % (said, reason)
-    return reason
+    found = [said for seen, said in FAILURE_HINTS if seen in reason]
+    found += [said for seen, said in UNREACHABLE_REGISTRY if seen in reason.lower()]
+    return "%s [%s]" % (found[0], reason) if found else reason

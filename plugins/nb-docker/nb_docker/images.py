@@ -9,7 +9,7 @@ import docker.errors
 from docker.utils import parse_repository_tag
 
 from nbcore.plugin import InstallError, nbcore_home, nbcore_version
-from nbcore.plugin.containers import proxy_variables
+from nbcore.plugin.containers import UNREACHABLE_REGISTRY, proxy_variables
 
 from . import __version__
 
@@ -86,13 +86,9 @@ _REGISTRY_FAILURES = (
                                   "REGISTRY (nbcore reads DOCKER_CONFIG, else ~/.docker/config.json)"),
     ("unauthorized", "the registry refused the credentials of the Docker config: run docker login REGISTRY again"),
     ("denied", "the registry denied access: check the account of docker login REGISTRY has rights to it"),
-    ("connection refused", "cannot reach the registry (connection refused): is it running, is the address right?"),
-    ("no such host", "cannot reach the registry (unknown host): check the address"),
-    ("timeout", "cannot reach the registry (timed out)"),
-    ("timed out", "cannot reach the registry (timed out)"),
-    ("server gave HTTP response to HTTPS client", "the registry speaks plain http: add it to the daemon's "
+    ("server gave http response to https client", "the registry speaks plain http: add it to the daemon's "
                                                   "insecure-registries (127.0.0.0/8 needs nothing)"),
-)
+) + UNREACHABLE_REGISTRY
 
 
 def registry_failure(text: str, image: str) -> str:
