@@ -105,16 +105,16 @@ def make_plugin():
     module = types.ModuleType("nbtest_fake_protocols")
 
     @plugins.hookimpl
-    def nbcore_register_protocols(register):
-        register(FakeUpgrade("fake-up", "nbt_fakeproto.up"))
-        register(FakeUpgrade("fake-up2", "nbt_fakeproto.up2"))
-        register(FakeUpgrade("fake-decline", "nbt_fakeproto.decline"))
-        register(FakeUpgrade("fake-hostless", "nbt_fakeproto.up", host_reason="needs /dev/nbt"))
-        register(FakeUpgrade("fake-offerfail", "nbt_fakeproto.up", fail="offer"))
-        register(FakeUpgrade("fake-completefail", "nbt_fakeproto.up", fail="complete"))
-        register(FakeUpgrade("fake-importfail", "nbt_fakeproto.importfail"))
+    def nbcore_register(register):
+        register.protocol(FakeUpgrade("fake-up", "nbt_fakeproto.up"))
+        register.protocol(FakeUpgrade("fake-up2", "nbt_fakeproto.up2"))
+        register.protocol(FakeUpgrade("fake-decline", "nbt_fakeproto.decline"))
+        register.protocol(FakeUpgrade("fake-hostless", "nbt_fakeproto.up", host_reason="needs /dev/nbt"))
+        register.protocol(FakeUpgrade("fake-offerfail", "nbt_fakeproto.up", fail="offer"))
+        register.protocol(FakeUpgrade("fake-completefail", "nbt_fakeproto.up", fail="complete"))
+        register.protocol(FakeUpgrade("fake-importfail", "nbt_fakeproto.importfail"))
 
-    module.nbcore_register_protocols = nbcore_register_protocols
+    module.nbcore_register = nbcore_register
     return module
 
 

@@ -52,18 +52,14 @@ class Protocol(ProtocolProvider):
 
 def plugin_module(name, backends=(), protocols=(), **extra):
     module = types.ModuleType(name)
-    if backends:
+    if backends or protocols:
         @plugins.hookimpl
-        def nbcore_register_backends(register):
+        def nbcore_register(register):
             for b in backends:
-                register(Backend(b))
-        module.nbcore_register_backends = nbcore_register_backends
-    if protocols:
-        @plugins.hookimpl
-        def nbcore_register_protocols(register):
+                register.backend(Backend(b))
             for p in protocols:
-                register(Protocol(p))
-        module.nbcore_register_protocols = nbcore_register_protocols
+                register.protocol(Protocol(p))
+        module.nbcore_register = nbcore_register
     for key, value in extra.items():
         setattr(module, key, value)
     return module
@@ -84,12 +80,32 @@ def test_every_hookspec_is_documented():
         assert "firstresult" in doc, "%s does not say whether it is firstresult" % name
 
 
-def test_builtins_use_the_register_hook_and_the_01_hooks_still_work():
+def legacy_plugin_module(name, backends, protocols):
+    """A plugin written against 0.1: one hook per kind, each given a plain ``register(provider)``."""
+    module = types.ModuleType(name)
+
+    @plugins.hookimpl
+    def nbcore_register_backends(register):
+        for b in backends:
+            register(Backend(b))
+
+    @plugins.hookimpl
+    def nbcore_register_protocols(register):
+        for p in protocols:
+            register(Protocol(p))
+
+    module.nbcore_register_backends = nbcore_register_backends
+    module.nbcore_register_protocols = nbcore_register_protocols
+    return module
+
+
+def test_builtins_use_the_register_hook_and_the_01_hooks_still_work_with_a_deprecation():
     registry = plugins.build_registry(autoload=False)
     used = {hook for info in registry.plugins.values() if info.builtin for hook in info.hooks}
     assert used == {"nbcore_register"}
-    legacy = plugin_module("nbtest_legacy", backends=["old-b"], protocols=["old-p"])
-    registry = plugins.build_registry(plugins=[legacy], autoload=False)
+    legacy = legacy_plugin_module("nbtest_legacy", backends=["old-b"], protocols=["old-p"])
+    with pytest.warns(DeprecationWarning, match=r"nbcore_register_(backends|protocols) is deprecated since nbcore 0.2"):
+        registry = plugins.build_registry(plugins=[legacy], autoload=False)
     assert registry.plugins["nbtest_legacy"].hooks == ["nbcore_register_backends", "nbcore_register_protocols"]
     assert "old-b" in registry.backends and "old-p" in registry.protocols
     assert used | set(registry.plugins["nbtest_legacy"].hooks) == {name for name, _ in specs()}
@@ -112,7 +128,7 @@ def test_in_process_plugin_is_attributed():
     assert {"b1", "b2"} <= set(registry.backends) and "p1" in registry.protocols
     info = registry.plugins["nbtest_extra"]
     assert (info.backends, info.protocols, info.builtin) == (["b1", "b2"], ["p1"], False)
-    assert sorted(info.hooks) == ["nbcore_register_backends", "nbcore_register_protocols"]
+    assert info.hooks == ["nbcore_register"]
     assert registry.plugin_of("backend", "b2") is info
 
 
@@ -140,29 +156,29 @@ def test_hook_without_spec_is_rejected():
 
 def test_hook_with_a_wrong_signature_is_rejected():
     @plugins.hookimpl
-    def nbcore_register_backends(register, extra):
+    def nbcore_register(register, extra):
         pass
 
-    module = plugin_module("nbtest_badsig", nbcore_register_backends=nbcore_register_backends)
+    module = plugin_module("nbtest_badsig", nbcore_register=nbcore_register)
     with pytest.raises(PluginError, match="extra"):
         plugins.build_registry(plugins=[module], autoload=False)
 
 
 def test_provider_without_name_and_failing_hook():
     @plugins.hookimpl
-    def nbcore_register_backends(register):
-        register(Backend(""))
+    def nbcore_register(register):
+        register.backend(Backend(""))
 
     with pytest.raises(PluginError, match="plugin 'nbtest_noname' registered a backend provider without a name"):
-        plugins.build_registry(plugins=[plugin_module("nbtest_noname", nbcore_register_backends=nbcore_register_backends)],
+        plugins.build_registry(plugins=[plugin_module("nbtest_noname", nbcore_register=nbcore_register)],
                                autoload=False)
 
     @plugins.hookimpl
-    def nbcore_register_protocols(register):
+    def nbcore_register(register):  # noqa: F811 (a second plugin's hook)
         raise RuntimeError("boom")
 
-    with pytest.raises(PluginError, match=r"plugin 'nbtest_fails' failed in nbcore_register_protocols: boom"):
-        plugins.build_registry(plugins=[plugin_module("nbtest_fails", nbcore_register_protocols=nbcore_register_protocols)],
+    with pytest.raises(PluginError, match=r"plugin 'nbtest_fails' failed in nbcore_register: boom"):
+        plugins.build_registry(plugins=[plugin_module("nbtest_fails", nbcore_register=nbcore_register)],
                                autoload=False)
 
 
@@ -383,3 +399,15 @@ def test_the_documented_example_plugin_works_as_written(plugin_venv, tmp_path):
     result = venv_nbcore(python, "shell", "old", "--", "python3", "-c", "import os; print(os.getcwd())",
                          cwd=tmp_path, NBCORE_HOME=str(tmp_path / "home"))
     assert result.returncode == 0 and result.stdout.strip() == str(tmp_path), result.stderr
+
+
+def test_worker_environment_still_works_with_a_deprecation(tmp_path, monkeypatch):
+    from nbcore.plugin import WorkerLaunch
+
+    monkeypatch.setenv("PYTHONPATH", "/host/only")
+    launch = WorkerLaunch(worker_path=tmp_path, cwd=None, variables={"NBCORE_X": "1"})
+    with pytest.warns(DeprecationWarning, match=r"worker_environment\(\) is deprecated since nbcore 0.2"):
+        env = launch.worker_environment()
+    assert env["NBCORE_X"] == "1" and env["PYTHONPATH"] == str(tmp_path)
+    with pytest.warns(DeprecationWarning):
+        assert launch.worker_environment({"A": "b", "PYTHONHOME": "/x"}) == dict(launch.worker_variables(), A="b")

@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Callable, ClassVar, Dict, List, Optional, Tuple
 
@@ -69,6 +70,19 @@ class WorkerLaunch:
     def worker_variables(self) -> Dict[str, str]:
         """The variables nbcore sets for the worker: :attr:`variables`, ``PYTHONPATH`` and unbuffered output."""
         return dict(self.variables, PYTHONPATH=str(self.worker_path), PYTHONUNBUFFERED="1")
+
+    def worker_environment(self, base: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+        """Deprecated since 0.2 (removed in 0.3): use ``host_environment(launch.worker_variables())``.
+
+        ``base`` (default ``os.environ``) without :data:`HOST_PYTHON_VARIABLES`, plus
+        :meth:`worker_variables`.
+        """
+        warnings.warn("WorkerLaunch.worker_environment() is deprecated since nbcore 0.2 and goes in 0.3; "
+                      "use nbcore.plugin.host_environment(launch.worker_variables())",
+                      DeprecationWarning, stacklevel=2)
+        env = {k: v for k, v in (os.environ if base is None else base).items() if k not in HOST_PYTHON_VARIABLES}
+        env.update(self.worker_variables())
+        return env
 
 
 class BackendProvider(abc.ABC):
