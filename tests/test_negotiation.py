@@ -21,7 +21,7 @@ from nbcore.host.negotiation import host_negotiate
 from nbcore.worker.negotiation import worker_negotiate
 from nbcore.worker import tcp_pickle as tcp_worker
 
-from nbtest import write
+from nbtest import REPO_ROOT, write
 
 EMPTY = {"environments": {"demo": {}}}
 NUMPY = {"environments": {"demo": {"packages": ["numpy"]}}}
@@ -152,7 +152,7 @@ MATRIX = [
      ["protocol fake-up: unavailable in the worker"]),
     ("tcp-pickle,nbt-unknown", "", "tcp-pickle5-buffers", ["protocol nbt-unknown skipped: unknown protocol"]),
     ("tcp-pickle,shm-pickle", "", "tcp-pickle5-buffers",
-     ["protocol shm-pickle skipped: unknown protocol (pip install nb-shm provides it)"]),
+     ["protocol shm-pickle skipped: unknown protocol (pip install %s provides it)" % (REPO_ROOT / "plugins" / "nb-shm")]),
     ("nbt-unknown,fake-up", "", "fake-up5-buffers",
      ["protocol nbt-unknown cannot be the fallback: unknown protocol; using tcp-pickle"]),
     ("fake-up", "", "tcp-pickle5-buffers",

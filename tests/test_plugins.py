@@ -189,10 +189,41 @@ def test_fresh_registry_fixture(fresh_registry, monkeypatch):
     assert fresh_registry() is not first
 
 
-def test_missing_hint():
-    assert plugins.missing_hint("docker") == " (pip install nb-docker provides it)"
-    assert plugins.missing_hint("shm-pickle") == " (pip install nb-shm provides it)"
-    assert plugins.missing_hint("nosuch") == ""
+def test_missing_hint_from_the_checkout(monkeypatch, tmp_path):
+    registry = plugins.build_registry(autoload=False)
+    assert plugins.missing_hint("docker", registry) == " (pip install ./plugins/nb-docker provides it)"
+    assert plugins.missing_hint("shm-pickle", registry) == " (pip install ./plugins/nb-shm provides it)"
+    assert plugins.missing_hint("nosuch", registry) == ""
+    monkeypatch.chdir(tmp_path)  # outside the checkout: its absolute path
+    assert registry.hint("conda-prefix") == "pip install %s" % (REPO_ROOT / "plugins" / "nb-conda")
+
+
+def test_hint_from_an_installed_distribution_names_the_package(monkeypatch, tmp_path):
+    """nbcore installed from a wheel has no plugins/ folder beside it: the hint is the package name."""
+    fake = tmp_path / "site-packages" / "nbcore" / "plugin" / "registry.py"
+    monkeypatch.setattr(plugins, "__file__", str(fake))
+    registry = plugins.build_registry(autoload=False)
+    assert registry.hint("ray") == "pip install nb-ray"
+    assert registry.absent("backend") == sorted(set(registry.absent("backend")) - set(registry.backends))
+    assert "apptainer" in registry.absent("backend") and "shm-pickle" in registry.absent("protocol")
+
+
+def test_a_plugin_declares_its_own_hint():
+    @plugins.hookimpl
+    def nbcore_register(register):
+        register.hint("gpu-farm", "pip install 'nbtest-farm[gpu]'")
+
+    registry = plugins.build_registry(plugins=[plugin_module("nbtest_farm", nbcore_register=nbcore_register)],
+                                      autoload=False)
+    assert plugins.missing_hint("gpu-farm", registry) == " (pip install 'nbtest-farm[gpu]' provides it)"
+
+    @plugins.hookimpl
+    def nbcore_register(register):  # noqa: F811 (another plugin's hook)
+        register.hint("gpu-farm", "two\nlines")
+
+    with pytest.raises(PluginError, match="a hint is one line"):
+        plugins.build_registry(plugins=[plugin_module("nbtest_badhint", nbcore_register=nbcore_register)],
+                               autoload=False)
 
 
 # a real third-party distribution, installed with pip into a temporary venv ------------
@@ -411,3 +442,53 @@ def test_worker_environment_still_works_with_a_deprecation(tmp_path, monkeypatch
     assert env["NBCORE_X"] == "1" and env["PYTHONPATH"] == str(tmp_path)
     with pytest.warns(DeprecationWarning):
         assert launch.worker_environment({"A": "b", "PYTHONHOME": "/x"}) == dict(launch.worker_variables(), A="b")
+
+
+# features: what a backend can do, derived from what its class implements ------------------
+
+def test_features_are_derived_from_the_methods_a_backend_implements():
+    registry = plugins.build_registry(autoload=False)
+    assert registry.backends["venv"].features >= {"command", "start_worker", "shell"}
+    assert registry.backends["python"].features == {"start_worker"}
+    assert "python" not in registry.with_feature("shell") and "venv" in registry.with_feature("shell")
+    with pytest.raises(ValueError, match="unknown backend feature 'teleport'"):
+        registry.with_feature("teleport")
+
+
+def test_a_backend_that_can_neither_run_a_command_nor_start_a_worker_is_rejected():
+    class Idle(Backend):
+        start_worker = BackendProvider.start_worker  # back to the default, which needs command()
+
+    @plugins.hookimpl
+    def nbcore_register(register):
+        register.backend(Idle("idle"))
+
+    with pytest.raises(PluginError, match=r"plugin 'nbtest_idle' registered the backend 'idle', which can neither "
+                                          r"run a command nor start a worker"):
+        plugins.build_registry(plugins=[plugin_module("nbtest_idle", nbcore_register=nbcore_register)], autoload=False)
+
+
+def test_a_missing_feature_is_one_line_naming_backend_feature_and_who_has_it(tmp_path):
+    from nbtest import run_nbcore, write
+
+    write(tmp_path / "nbcore.yaml", "environments:\n  demo: {}\n")
+    result = run_nbcore("shell", "demo", "--backend", "python", "--", "true", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    line = result.stderr.strip()
+    assert "\n" not in line
+    assert line.startswith("nbcore: error: the python backend cannot open a shell inside its environments "
+                           "(nbcore shell); backends that can: "), line
+    assert "venv" in line.split("backends that can: ")[1]
+    result = run_nbcore("lock", "demo", "--backend", "python", cwd=tmp_path)
+    assert result.returncode == 2 and "the python backend cannot write lock files (nbcore lock); backends that can:" \
+        in result.stderr, result.stderr
+
+
+def test_backends_and_plugins_json_show_features():
+    from nbtest import cli_json
+
+    backends = {b["name"]: b for b in cli_json("backends", "--json")}
+    assert backends["python"]["features"] == ["start_worker"]
+    assert {"command", "shell", "start_worker"} <= set(backends["venv"]["features"])
+    builtin = {p["name"]: p for p in cli_json("plugins", "--json")}["nbcore.builtin.venv"]
+    assert builtin["features"]["venv"] == backends["venv"]["features"]
