@@ -492,3 +492,26 @@ def test_backends_and_plugins_json_show_features():
     assert {"command", "shell", "start_worker"} <= set(backends["venv"]["features"])
     builtin = {p["name"]: p for p in cli_json("plugins", "--json")}["nbcore.builtin.venv"]
     assert builtin["features"]["venv"] == backends["venv"]["features"]
+
+
+def test_a_plugin_that_fails_to_import_is_one_line_and_the_others_keep_working(tmp_path):
+    """A distribution whose entry point raises on import: its name, version and error in one warning line."""
+    from nbtest import run_nbcore
+
+    site = tmp_path / "site"
+    info = site / "nbtest_broken-1.2.dist-info"
+    write(info / "METADATA", "Metadata-Version: 2.1\nName: nbtest-broken\nVersion: 1.2\n")
+    write(info / "entry_points.txt", "[nbcore]\nnbtest-broken = nbtest_broken_plugin\n")
+    write(site / "nbtest_broken_plugin.py", "import nbtest_no_such_module\n")
+    result = run_nbcore("backends", "--json", env={"PYTHONPATH": str(site)})
+    assert result.returncode == 0, result.stderr
+    assert "venv" in {b["name"] for b in json.loads(result.stdout)}
+    warning = [line for line in result.stderr.splitlines() if "nbtest" in line]
+    assert len(warning) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert ("plugin 'nbtest-broken' (nbtest-broken 1.2) failed to load: ModuleNotFoundError: No module named "
+            "'nbtest_no_such_module'; the other plugins work (NBCORE_DISABLE_PLUGINS=nbtest-broken skips it)") \
+        in warning[0]
+    doctor = run_nbcore("doctor", "--json", env={"PYTHONPATH": str(site)})
+    assert "plugin 'nbtest-broken' (nbtest-broken 1.2) failed to load" in doctor.stdout
+    quiet = run_nbcore("backends", env={"PYTHONPATH": str(site), "NBCORE_DISABLE_PLUGINS": "nbtest-broken"})
+    assert quiet.returncode == 0 and "nbtest" not in quiet.stderr, quiet.stderr

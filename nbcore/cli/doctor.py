@@ -39,6 +39,7 @@ def diagnose(config_path=None):
         report["protocols"][name] = {"available": reason is None, "reason": reason}
         if reason:
             problems.append("protocol %s is unavailable: %s" % (name, reason))
+    problems.extend(registry.broken.values())
     report["not_installed"] = {name: registry.hint(name) for kind in ("backend", "protocol")
                                for name in registry.absent(kind)}
     if report["uv"] is None:

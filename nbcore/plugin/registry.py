@@ -143,6 +143,8 @@ class Registry:
         self.capabilities: Dict[str, object] = {}
         self.plugins: Dict[str, PluginInfo] = {}
         self.provided_by: Dict[str, str] = {}
+        #: Plugins whose entry point failed to load: name -> the one-line problem (the others still work).
+        self.broken: Dict[str, str] = {}
         #: Install commands plugins declared for names they do not provide (:meth:`Register.hint`).
         self.hints: Dict[str, str] = {}
 
@@ -228,6 +230,18 @@ def _by_preference(protocols):
     return sorted(protocols, key=lambda p: (-p.preference, p.name))
 
 
+def _entry_points():
+    """``(entry point, distribution)`` for every entry point in the group ``nbcore``, each name once."""
+    import importlib.metadata
+
+    seen = set()
+    for dist in importlib.metadata.distributions():
+        for entry_point in dist.entry_points:
+            if entry_point.group == GROUP and entry_point.name not in seen:
+                seen.add(entry_point.name)
+                yield entry_point, dist
+
+
 def _disabled():
     return {n.strip() for n in os.environ.get("NBCORE_DISABLE_PLUGINS", "").split(",") if n.strip()}
 
@@ -248,15 +262,23 @@ def build_registry(plugins=(), autoload: Optional[bool] = None) -> Registry:
         pm.set_blocked(name)
     if autoload is None:
         autoload = not os.environ.get("NBCORE_DISABLE_PLUGIN_AUTOLOAD")
+    broken = {}
     if autoload:
-        try:
-            pm.load_setuptools_entrypoints(GROUP)
-        except Exception as exc:
-            raise PluginError("an installed nbcore plugin failed to load: %s: %s "
-                              "(NBCORE_DISABLE_PLUGINS=name skips it)" % (type(exc).__name__, exc)) from exc
-        for plugin, dist in pm.list_plugin_distinfo():
-            name = pm.get_name(plugin)
-            infos[name] = PluginInfo(name, plugin.__name__, dist.project_name, dist.version, False)
+        for entry_point, dist in _entry_points():
+            if pm.get_plugin(entry_point.name) is not None or pm.is_blocked(entry_point.name):
+                continue
+            distribution = dist.metadata["Name"]
+            try:
+                plugin = entry_point.load()
+                pm.register(plugin, name=entry_point.name)
+            except Exception as exc:  # one broken plugin must not take the others down
+                problem = "plugin %r (%s %s) failed to load: %s: %s" % (
+                    entry_point.name, distribution, dist.version, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+                log.warning("%s; the other plugins work (NBCORE_DISABLE_PLUGINS=%s skips it)", problem, entry_point.name)
+                broken[entry_point.name] = problem
+                continue
+            infos[entry_point.name] = PluginInfo(entry_point.name, getattr(plugin, "__name__", entry_point.value),
+                                                 distribution, dist.version, False)
     for plugin in plugins:
         name = getattr(plugin, "__name__", repr(plugin))
         try:
@@ -270,6 +292,7 @@ def build_registry(plugins=(), autoload: Optional[bool] = None) -> Registry:
         raise PluginError(str(exc)) from exc
     registry = Registry(pm)
     registry.plugins = infos
+    registry.broken = broken
     registry.collect()
     return registry
 
