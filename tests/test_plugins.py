@@ -150,8 +150,9 @@ def test_hook_without_spec_is_rejected():
         pass
 
     module = plugin_module("nbtest_typo", nbcore_register_widgets=nbcore_register_widgets)
-    with pytest.raises(PluginError, match="nbcore_register_widgets"):
+    with pytest.raises(PluginError, match="nbcore_register_widgets") as info:
         plugins.build_registry(plugins=[module], autoload=False)
+    assert info.value.plugin == "nbtest_typo"
 
 
 def test_hook_with_a_wrong_signature_is_rejected():
@@ -177,9 +178,10 @@ def test_provider_without_name_and_failing_hook():
     def nbcore_register(register):  # noqa: F811 (a second plugin's hook)
         raise RuntimeError("boom")
 
-    with pytest.raises(PluginError, match=r"plugin 'nbtest_fails' failed in nbcore_register: boom"):
+    with pytest.raises(PluginError, match=r"plugin 'nbtest_fails' failed in nbcore_register: boom") as info:
         plugins.build_registry(plugins=[plugin_module("nbtest_fails", nbcore_register=nbcore_register)],
                                autoload=False)
+    assert info.value.plugin == "nbtest_fails"
 
 
 def test_fresh_registry_fixture(fresh_registry, monkeypatch):

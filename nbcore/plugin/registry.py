@@ -124,7 +124,7 @@ class Register:
         getattr(self._plugin, _PLURALS[kind]).append(name)
 
     def _fail(self, message):
-        raise PluginError("plugin %r %s" % (self._plugin.name, message))
+        raise PluginError("plugin %r %s" % (self._plugin.name, message), plugin=self._plugin.name)
 
 
 _PLURALS = {"backend": "backends", "protocol": "protocols", "capability": "capabilities"}
@@ -167,7 +167,8 @@ class Registry:
                 except PluginError:
                     raise
                 except Exception as exc:
-                    raise PluginError("plugin %r failed in %s: %s" % (plugin.name, hook_name, exc)) from exc
+                    raise PluginError("plugin %r failed in %s: %s" % (plugin.name, hook_name, exc),
+                                      plugin=plugin.name) from exc
 
     def plugin_of(self, kind: str, name: str) -> PluginInfo:
         """The plugin that registered ``kind`` ``name``."""
@@ -284,12 +285,12 @@ def build_registry(plugins=(), autoload: Optional[bool] = None) -> Registry:
         try:
             pm.register(plugin, name=name)
         except pluggy.PluginValidationError as exc:
-            raise PluginError(str(exc)) from exc
+            raise PluginError(str(exc), plugin=name) from exc
         infos[name] = PluginInfo(name, name, None, None, False)
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise PluginError(str(exc)) from exc
+        raise PluginError(str(exc), plugin=pm.get_name(exc.plugin)) from exc
     registry = Registry(pm)
     registry.plugins = infos
     registry.broken = broken
