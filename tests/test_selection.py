@@ -37,11 +37,11 @@ def make_registry(*backends):
     module = types.ModuleType("nbtest_selection_plugin")
 
     @plugins.hookimpl
-    def nbcore_register_backends(register):
+    def nbcore_register(register):
         for backend in backends:
-            register(backend)
+            register.backend(backend)
 
-    module.nbcore_register_backends = nbcore_register_backends
+    module.nbcore_register = nbcore_register
     return plugins.build_registry(plugins=[module], autoload=False)
 
 
@@ -91,7 +91,7 @@ def test_automatic_reports_every_reason_when_nothing_fits():
         choose(registry, EnvironmentSpec(backends=("only",)))
     message = str(info.value)
     assert "only: no engine" in message and "venv: disabled for the test" in message
-    assert "installable: conda (pip install nb-conda), docker (pip install nb-docker)" in message
+    assert "installable: apptainer (pip install ./plugins/nb-apptainer), conda (pip install ./plugins/nb-conda), docker" in message
 
 
 @pytest.mark.parametrize("how", ["requested", "env", "config"])
@@ -107,9 +107,9 @@ def test_unknown_backend_lists_installed_and_hints_package(registry, monkeypatch
         choose(registry, **kwargs)
     message = str(info.value)
     assert "\n" not in message
-    assert message.startswith("unknown backend 'docker' (pip install nb-docker provides it)")
+    assert message.startswith("unknown backend 'docker' (pip install ./plugins/nb-docker provides it)")
     assert "installed backends: alpha, beta, broken (unavailable: the engine is not running), python, venv" in message
-    assert "conda (pip install nb-conda)" in message
+    assert "conda (pip install ./plugins/nb-conda)" in message
 
 
 def test_unknown_backend_without_known_package(registry):
@@ -211,8 +211,12 @@ def test_missing_python_through_the_cli(tmp_path):
     assert result.stderr.count("\n") == 1 and "Python 2.9 is not on PATH" in result.stderr
     assert "Traceback" not in result.stderr
     installed = plugins.get_registry().backends
-    for name, package in plugins.KNOWN_BACKENDS.items():  # what is not installed is named with its package
-        assert (name in installed) or ("%s (pip install %s)" % (name, package) in result.stderr), name
+    from nbcore.plugin.catalog import FIRST_PARTY
+    from nbtest import REPO_ROOT
+
+    for plugin in FIRST_PARTY:  # what is not installed is named with its folder (the CLI ran outside the checkout)
+        for name in plugin.backends:
+            assert (name in installed) or ("%s (pip install %s)" % (name, REPO_ROOT / plugin.folder) in result.stderr), name
 
 
 # protocol lists ---------------------------------------------------------------
@@ -241,4 +245,4 @@ def test_plan_protocols_falls_back_with_logged_reasons(caplog):
     caplog.clear()
     plan_protocols(registry, ["tcp-pickle", "shm-pickle"])
     if "shm-pickle" not in registry.protocols:
-        assert "shm-pickle skipped: unknown protocol (pip install nb-shm provides it)" in caplog.text
+        assert "shm-pickle skipped: unknown protocol (pip install ./plugins/nb-shm provides it)" in caplog.text

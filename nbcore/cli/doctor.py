@@ -5,7 +5,7 @@ import sys
 from .. import __version__
 from ..errors import NbcoreError
 from ..home import check_writable, home_variable, nbcore_home
-from ..plugin.registry import KNOWN_PROVIDERS, get_registry
+from ..plugin.registry import get_registry
 from ..host.store import folder_bytes
 
 
@@ -39,9 +39,9 @@ def diagnose(config_path=None):
         report["protocols"][name] = {"available": reason is None, "reason": reason}
         if reason:
             problems.append("protocol %s is unavailable: %s" % (name, reason))
-    for name, package in KNOWN_PROVIDERS.items():
-        if name not in registry.backends and name not in registry.protocols:
-            problems.append("%s is not installed: pip install %s" % (name, package))
+    problems.extend(registry.broken.values())
+    report["not_installed"] = {name: registry.hint(name) for kind in ("backend", "protocol")
+                               for name in registry.absent(kind)}
     if report["uv"] is None:
         problems.append("uv is not on PATH: venv environments are created with pip (slower); pip install uv")
     try:
@@ -70,6 +70,8 @@ def format_diagnosis(report):
             lines.append("%s %-10s %s" % (kind[:-1], name, "ok" if state["available"] else "unavailable: " + state["reason"]))
             for label, cache in state.get("caches", {}).items():
                 lines.append("  %s: %s (%.1f MB)" % (label, cache["path"], cache["bytes"] / 1e6))
+    for name, hint in report["not_installed"].items():
+        lines.append("not installed: %s (%s)" % (name, hint))
     if report["config"]:
         lines.append("config: %s (%s)" % (report["config"]["path"], ", ".join(report["config"]["environments"])))
     lines += ["problem: " + p for p in report["problems"]] or ["no problems found"]

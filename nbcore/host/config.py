@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from ..errors import ConfigError
-from ..plugin.registry import KNOWN_BACKENDS
+from ..plugin.registry import known_backend_names
 from ..spec import EnvironmentSpec
 
 DEFAULT_FILE = "nbcore.yaml"
@@ -58,7 +58,7 @@ class Config:
 def schema(backends) -> dict:
     """The JSON Schema of the whole file, with one section per registered backend."""
     spec_props = dict(_GENERIC_SPEC)
-    for name in KNOWN_BACKENDS:
+    for name in known_backend_names():
         spec_props.setdefault(name, {"type": "object"})
     for name, provider in backends.items():
         if name not in _GENERIC_SPEC:  # the ``python`` backend must not shadow the ``python:`` version key
