@@ -145,11 +145,11 @@ def test_user_errors_are_one_line(project, args, needle):
 
 
 def test_lock_on_a_backend_without_lock_files_is_a_one_line_error(project):
-    result = run_nbcore("lock", "demo", "--backend", "venv", cwd=project)
+    result = run_nbcore("lock", "demo", "--backend", "python", cwd=project)
     assert result.returncode == 2, result.stderr
     error = result.stderr.strip().splitlines()[-1]
-    assert error == "nbcore: error: the venv backend writes no lock files; the conda backend writes lock files " \
-                    "(--backend conda)", result.stderr
+    assert error == "nbcore: error: the python backend writes no lock files; the venv and conda backends write " \
+                    "lock files (--backend venv, --backend conda)", result.stderr
     assert not (project / "demo.lock").exists()
 
 

@@ -214,7 +214,8 @@ def cmd_lock(args):
     try:
         provider.lock(env, path, Progress())
     except NotImplementedError as exc:
-        raise UserError("%s; the conda backend writes lock files (--backend conda)" % exc) from None
+        raise UserError("%s; the venv and conda backends write lock files (--backend venv, --backend conda)"
+                        % exc) from None
 
 
 def cmd_shell(args):

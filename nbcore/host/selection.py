@@ -43,11 +43,13 @@ def _summary(registry, env_for) -> str:
 
 
 def _others(registry, env_for, chosen) -> str:
-    """The installed backends other than ``chosen``, those that cannot run the environment marked (no reasons:
-    the message is about ``chosen``)."""
-    parts = [name if _unavailable(provider, env_for) is None else name + " (unavailable)"
-             for name, provider in sorted(registry.backends.items()) if name != chosen]
-    return "other installed backends: %s (`nbcore backends` says why)" % (", ".join(parts) or "none")
+    """The other installed backends that can run the environment (the message is about ``chosen``), else
+    the known ones that are not installed and how to install them."""
+    able = ["%s (--backend %s)" % (name, name) for name, provider in sorted(registry.backends.items())
+            if name != chosen and _unavailable(provider, env_for) is None]
+    if able:
+        return "other installed backends that can run it: " + ", ".join(able)
+    return "no other installed backend can run it" + _installable(registry)
 
 
 def _installable(registry) -> str:
