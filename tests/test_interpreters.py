@@ -149,15 +149,15 @@ def test_requests():
 
 
 def test_no_match_is_one_line_naming_what_was_found_and_the_ways_here(trees, home):
-    message = interpreters.not_found_message("3.7", managers=["pyenv", "uv"])
+    message = interpreters.not_found_message("3.7", managers={"pyenv": "pyenv", "uv": "uv"})
     assert message == ("no Python 3.7 found (found: PATH %s; pyenv %s; uv %s; mise %s; asdf %s); install it with "
                        "`pyenv install 3.7` or `uv python install 3.7`"
                        % (trees["PATH"][:4], trees["pyenv"], trees["uv"], trees["mise"], trees["asdf"]))
-    assert interpreters.not_found_message(">=3.20", found=[], managers=["mise", "asdf"]) == (
+    assert interpreters.not_found_message(">=3.20", found=[], managers={"mise": "mise", "asdf": "asdf"}) == (
         "no Python >=3.20 found (found: none); install it with `mise install python@3.20` or "
         "`asdf install python latest:3.20`")
     # nothing installed here (PATH has no uv, no pyenv): the message never claims a tool that is absent
-    assert interpreters.version_managers() == []
+    assert interpreters.version_managers() == {}
     message = interpreters.not_found_message("3.7")
     assert message.endswith("; install Python 3.7 on PATH, or `pip install uv` then `uv python install 3.7`")
     assert "uv found" not in message
@@ -166,8 +166,10 @@ def test_no_match_is_one_line_naming_what_was_found_and_the_ways_here(trees, hom
 def test_pyenv_is_offered_when_it_is_installed(home):
     if not os.access(str(PYENV_BIN), os.X_OK):
         pytest.skip("pyenv is not installed here")
-    link(home / ".pyenv" / "bin" / "pyenv", PYENV_BIN)
-    assert interpreters.version_managers() == ["pyenv"]
+    pyenv = link(home / ".pyenv" / "bin" / "pyenv", PYENV_BIN)
+    assert interpreters.version_managers() == {"pyenv": str(pyenv)}  # not on PATH: named by its path
+    assert interpreters.not_found_message("3.7", found=[]).endswith("install it with `%s install 3.7`" % pyenv)
+    link(home / "bin" / "pyenv", PYENV_BIN)
     assert interpreters.not_found_message("3.7", found=[]).endswith("install it with `pyenv install 3.7`")
 
 
@@ -198,6 +200,27 @@ def test_a_host_python_spec_names_the_backends_that_can_run_it(tmp_path):
 
     with pytest.raises(BackendUnavailable, match=r"other installed backends that can run it: venv \(--backend venv\)"):
         choose_backend(registry, env_for, spec, requested="python")
+
+
+def test_a_range_is_refused_by_backends_that_take_versions_only(tmp_path):
+    """A backend that does not accept ranges never sees one (its image tag or solver spec would break)."""
+
+    class VersionsOnly(venv_backend.VenvBackend):
+        name = "versions-only"
+        accepts_python_ranges = False
+
+    registry = plugins.build_registry(autoload=False)
+    registry.backends["versions-only"] = VersionsOnly()
+    spec = EnvironmentSpec(python=">=3.9,<3.11")
+
+    def env_for(provider):
+        return Environment("r", spec, provider.name, "0" * 64, tmp_path)
+
+    with pytest.raises(BackendUnavailable) as info:
+        choose_backend(registry, env_for, spec, requested="versions-only")
+    assert str(info.value).startswith("backend 'versions-only' cannot run this environment: the versions-only "
+                                      "backend takes a Python version (\"3.10\", \"3.10.13\"), not a range "
+                                      "like \">=3.9,<3.11\"")
 
 
 # configuration -----------------------------------------------------------------

@@ -47,6 +47,19 @@ def test_the_lock_names_its_python(tmp_path):
     assert venv_lock.locked_python(lock) == "3.10"
 
 
+def test_the_lock_content_is_part_of_the_identity_and_gives_the_python(tmp_path, monkeypatch):
+    from nbcore.builtin.venv import VenvBackend, wanted_python
+
+    lock = write(tmp_path / "m.lock", venv_lock.HEADER + "\n# python: 3.9.18\n")
+    spec = EnvironmentSpec.from_dict({"venv": {"lock_file": "m.lock"}}, base_dir=str(tmp_path))
+    before = VenvBackend().identity(spec)
+    assert wanted_python(spec) == "3.9"
+    lock.write_text(venv_lock.HEADER + "\n# python: 3.9.18\nsix==1.16.0 \\\n    --hash=sha256:00\n")
+    assert VenvBackend().identity(spec) != before
+    assert wanted_python(EnvironmentSpec.from_dict({"python": "3.12", "venv": {"lock_file": "m.lock"}},
+                                                   base_dir=str(tmp_path))) == "3.12"
+
+
 # round trips (slow: they build environments) ---------------------------------------
 
 PACKAGES = ["six==1.16.0", "idna==3.6"]

@@ -59,6 +59,7 @@ class PythonBackend(BackendProvider):
 
     name = "python"
     description = "in-process worker thread (no isolation; for debugging)"
+    accepts_python_ranges = True
 
     def check_available(self):
         return None

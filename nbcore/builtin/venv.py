@@ -49,6 +49,7 @@ class VenvBackend(BackendProvider):
     name = "venv"
     description = "virtual environment per spec (uv when on PATH, else venv + pip); no C/C++ isolation"
     auto_priority = 10
+    accepts_python_ranges = True
     config_schema = {"type": "object", "additionalProperties": False, "properties": {
         "lock_file": {"type": "string",
                       "description": "a lock file written by `nbcore lock`: installs exactly it, hashes checked"}}}

@@ -12,7 +12,6 @@ the index has for that version, so the lock installs on other platforms too), el
 import hashlib
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -88,6 +87,8 @@ def write_lock(python: str, uv: Optional[str], path: Path, run_output, progress)
     else:
         frozen = run_output([python, "-m", "pip", "freeze", "--all", "--disable-pip-version-check"],
                             "listing the installed packages")
+    import tempfile
+
     pinned, skipped = pins(frozen)
     if skipped:
         progress.step("not locked (installed from a folder or URL; install_script installs it again): "

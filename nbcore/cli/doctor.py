@@ -82,7 +82,7 @@ def interpreters_found():
     """The Pythons the venv backend can use (PATH, pyenv, uv, mise, asdf) and the version managers installed."""
     from ..host.interpreters import discover, version_managers
 
-    return {"found": [i.to_dict() for i in discover()], "version_managers": version_managers()}
+    return {"found": [i.to_dict() for i in discover()], "version_managers": list(version_managers())}
 
 
 def format_interpreters(report):

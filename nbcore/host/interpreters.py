@@ -28,7 +28,7 @@ _MINORS = [(3, minor) for minor in range(20, 5, -1)]
 _PREFIX = re.compile(r"^\d+(\.\d+){0,2}$")
 _FULL_NAME = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
 _UV_NAME = re.compile(r"^cpython-(\d+)\.(\d+)\.(\d+)-")
-_FILE_NAME = re.compile(r"^python(\d+)(?:\.(\d+))?$")
+_FILE_NAME = re.compile(r"^python(?:(\d+)(?:\.(\d+))?)?$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +93,14 @@ def python_matches(wanted: Optional[str], version: Tuple[int, ...]) -> bool:
     return not wanted or bool(PythonRequest(wanted).matches(tuple(version)[:3]))
 
 
+def python_range_refused(provider, wanted: Optional[str]) -> Optional[str]:
+    """Why ``provider`` cannot take ``wanted`` when it is a range and the backend takes versions only, else None."""
+    if not wanted or _PREFIX.match(str(wanted).strip()) or provider.accepts_python_ranges:
+        return None
+    return ('the %s backend takes a Python version ("3.10", "3.10.13"), not a range like "%s"'
+            % (provider.name, wanted))
+
+
 def _executable(path: Path) -> bool:
     """An executable file that is not a script (pyenv's, mise's and asdf's shims are shell scripts)."""
     try:
@@ -123,7 +131,7 @@ def _installed(source: str, root: Path) -> List[Interpreter]:
     pattern = _UV_NAME if source == "uv" else _FULL_NAME
     found = []
     try:
-        names = sorted(os.listdir(str(root)))
+        names = os.listdir(str(root))
     except OSError:
         return found
     for name in names:
@@ -135,7 +143,7 @@ def _installed(source: str, root: Path) -> List[Interpreter]:
             if _executable(candidate):
                 found.append(Interpreter(tuple(int(g) for g in match.groups()), str(candidate), source))
                 break
-    return found
+    return sorted(found, key=lambda i: i.version)
 
 
 def _version_from_layout(path: Path, roots: dict) -> Optional[Tuple[int, ...]]:
@@ -230,20 +238,20 @@ def find_interpreter(wanted: Optional[str], found: Optional[List[Interpreter]] =
     return None
 
 
-def version_managers() -> List[str]:
-    """The version managers installed here that can install a Python: pyenv, uv, mise, asdf."""
-    found = []
-    pyenv_root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
-    if shutil.which("pyenv") or os.access(str(pyenv_root / "bin" / "pyenv"), os.X_OK):
-        found.append("pyenv")
-    found += [tool for tool in ("uv", "mise", "asdf") if shutil.which(tool)]
-    return found
+def version_managers() -> dict:
+    """The version managers installed here that can install a Python (pyenv, uv, mise, asdf), each with the
+    command that runs it (its name when it is on PATH, else pyenv's own path)."""
+    found = {tool: tool for tool in ("pyenv", "uv", "mise", "asdf") if shutil.which(tool)}
+    pyenv = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "bin" / "pyenv"
+    if "pyenv" not in found and os.access(str(pyenv), os.X_OK):
+        found["pyenv"] = str(pyenv)
+    return {tool: found[tool] for tool in ("pyenv", "uv", "mise", "asdf") if tool in found}
 
 
-def _install_commands(target: str, managers: List[str]) -> List[str]:
-    commands = {"pyenv": "pyenv install %s", "uv": "uv python install %s", "mise": "mise install python@%s",
-                "asdf": "asdf install python latest:%s"}
-    return ["`%s`" % (commands[m] % target) for m in managers]
+def _install_commands(target: str, managers: dict) -> List[str]:
+    commands = {"pyenv": "%s install %s", "uv": "%s python install %s", "mise": "%s install python@%s",
+                "asdf": "%s install python latest:%s"}
+    return ["`%s`" % (commands[tool] % (command, target)) for tool, command in managers.items()]
 
 
 def describe_found(found: List[Interpreter]) -> str:
@@ -257,7 +265,7 @@ def describe_found(found: List[Interpreter]) -> str:
 
 
 def not_found_message(wanted: str, found: Optional[List[Interpreter]] = None,
-                      managers: Optional[List[str]] = None) -> str:
+                      managers: Optional[dict] = None) -> str:
     """One line: no Python matches ``wanted``, what was found (and where), and how to install one here."""
     found = discover() if found is None else found
     managers = version_managers() if managers is None else managers

@@ -19,6 +19,7 @@ import os
 from typing import List, Optional, Tuple
 
 from ..errors import BackendUnavailable, UserError
+from .interpreters import python_range_refused
 from ..plugin.protocol import FALLBACK, UPGRADE
 from ..plugin.registry import KNOWN_BACKENDS, missing_hint
 
@@ -31,7 +32,11 @@ def _env(name):
 
 def _unavailable(provider, env_for):
     """Why ``provider`` cannot run the environment (None when it can)."""
-    return provider.check_available() or provider.check_spec(env_for(provider))
+    reason = provider.check_available()
+    if reason:
+        return reason
+    env = env_for(provider)
+    return python_range_refused(provider, env.spec.python) or provider.check_spec(env)
 
 
 def _summary(registry, env_for) -> str:
