@@ -16,7 +16,8 @@ from nbtest import run_nbcore, write
 
 def test_pins_keep_exact_versions_and_leave_folders_out():
     frozen = "six==1.16.0\n-e file:///src/mine\nlocal @ file:///src/local\nIdna==3.6\n# comment\n"
-    assert venv_lock.pins(frozen) == (["six==1.16.0", "Idna==3.6"], ["-e file:///src/mine", "local @ file:///src/local"])
+    assert venv_lock.pins(frozen) == (["six==1.16.0", "Idna==3.6"],
+                                      ["-e file:///src/mine", "local @ file:///src/local"])
 
 
 def test_hashes_of_downloaded_files(tmp_path):

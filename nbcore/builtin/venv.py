@@ -110,18 +110,21 @@ class VenvBackend(BackendProvider):
             progress.run(script.argv, step="running install_script", env=script.env, cwd=script.cwd)
 
 
-    @staticmethod
-    def _install_lock(env, locked, uv, progress):
+    def _install_lock(self, env, locked, uv, progress):
+        python = str(self.python(env))
         try:
-            progress.run(venv_lock.install_argv(str(VenvBackend.python(env)), uv, locked),
+            progress.run(venv_lock.install_argv(python, uv, locked),
                          step="installing the packages of the lock file %s (hashes checked, no resolution)" % locked)
         except InstallError:
             package = venv_lock.hash_mismatch(progress.tail.lines())
             if package is None:
                 raise
+            written_for, running = venv_lock.locked_python(locked), interpreters.run_version(python)
+            why = "the lock was edited or the index serves another file"
+            if written_for and running and written_for != "%d.%d" % running[:2]:
+                why = "the lock was written on Python %s, this environment runs %d.%d" % ((written_for,) + running[:2])
             raise InstallError("installing the lock file %s: the file of %s does not match its sha256 in the lock "
-                               "(the lock was edited or the index serves another file); write it again with "
-                               "`nbcore lock ENV`" % (locked, package)) from None
+                               "(%s); write it again with `nbcore lock ENV`" % (locked, package, why)) from None
 
     def lock(self, env, path, progress):
         """Write every distribution the environment holds, pinned with its sha256, to ``path``."""

@@ -107,7 +107,8 @@ def write_lock(python: str, uv: Optional[str], path: Path, run_output, progress)
         else:
             downloads = Path(scratch) / "files"
             run_output([python, "-m", "pip", "download", "--quiet", "--no-deps", "--disable-pip-version-check",
-                        "--dest", str(downloads), "-r", str(requirements)], "hashing %d packages with pip" % len(pinned))
+                        "--dest", str(downloads), "-r", str(requirements)],
+                       "hashing %d packages with pip" % len(pinned))
             body = "\n".join(hashes_of_downloads(downloads, pinned)) + "\n"
     text = "%s\n# python: %s\n%s" % (HEADER, version, body)
     tmp = path.with_name(path.name + ".tmp")

@@ -258,9 +258,9 @@ def describe_found(found: List[Interpreter]) -> str:
     """``PATH 3.11.7; pyenv 3.9.18, 3.12.1`` (``none`` when nothing was found)."""
     parts = []
     for source in SOURCES:
-        versions = [i.version_text for i in found if i.source == source]
+        versions = sorted({i.version for i in found if i.source == source})
         if versions:
-            parts.append("%s %s" % (source, ", ".join(sorted(set(versions), key=lambda v: tuple(map(int, v.split(".")))))))
+            parts.append("%s %s" % (source, ", ".join(".".join(map(str, v)) for v in versions)))
     return "; ".join(parts) or "none"
 
 
