@@ -277,3 +277,19 @@ def test_a_venv_from_pyenv_without_pyenv_version_or_path(home, tmp_path, monkeyp
         config = {"environments": {"m": {"python": request}}}
         with open_backend("m", config=config, backend="venv") as env:
             assert env.call("nbt_which:version") == [int(p) for p in v310.split(".")]
+
+
+@pytest.mark.slow
+def test_nbcore_call_finds_this_machines_pyenv_python(tmp_path):
+    """The machine's own ``~/.pyenv``, with ``PYENV_ROOT`` and ``PYENV_VERSION`` unset and no pyenv on PATH."""
+    versions = Path.home() / ".pyenv" / "versions"
+    wanted = "3.10" if sys.version_info[:2] != (3, 10) else "3.9"
+    if not list(versions.glob(wanted + ".*/bin/python3")):
+        pytest.skip("no Python %s in %s" % (wanted, versions))
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if ".pyenv" not in p)
+    write(tmp_path / "nbcore.yaml", "environments:\n  m:\n    python: '%s'\n" % wanted)
+    write(tmp_path / "mod.py", "import sys\n\ndef version():\n    return '%d.%d' % sys.version_info[:2]\n")
+    variables = {"PATH": path, "NBCORE_HOME": str(tmp_path / "home"), "PYENV_ROOT": "", "PYENV_VERSION": ""}
+    result = run_nbcore("call", "m", "mod:version", "--backend", "venv", cwd=tmp_path, env=variables)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == wanted
