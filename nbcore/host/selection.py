@@ -19,9 +19,9 @@ import os
 from typing import List, Optional, Tuple
 
 from ..errors import BackendUnavailable, UserError
-from .interpreters import python_range_refused
 from ..plugin.protocol import FALLBACK, UPGRADE
 from ..plugin.registry import KNOWN_BACKENDS, missing_hint
+from .interpreters import python_range_refused
 
 log = logging.getLogger("nbcore")
 
