@@ -70,4 +70,3 @@ class EnvironmentSpec:
             material["provided"] = provided
         blob = json.dumps(material, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()
-
