@@ -123,7 +123,8 @@ def test_unavailable_choice_gives_its_reason_once_and_names_the_others(registry)
         choose(registry, requested="broken")
     message = str(info.value)
     assert message.startswith("backend 'broken' cannot run this environment: the engine is not running; "
-                              "other installed backends: alpha, beta, python, venv")
+                              "other installed backends that can run it: alpha (--backend alpha), beta (--backend "
+                              "beta), python (--backend python), venv (--backend venv)")
     assert message.count("the engine is not running") == 1
 
 
@@ -198,7 +199,7 @@ def test_missing_python_is_a_one_line_error_naming_providers(clear_interpreter_c
             choose(registry, spec, tmp_path, **kwargs)
         message = str(info.value)
         assert "\n" not in message
-        assert "Python 2.9 is not on PATH" in message
+        assert "no Python 2.9 found" in message
         assert "conda" in message and "docker" in message and "apptainer" in message
 
 
@@ -208,7 +209,7 @@ def test_missing_python_through_the_cli(tmp_path):
     write(tmp_path / "nbcore.yaml", "environments:\n  old:\n    python: '2.9'\n")
     result = run_nbcore("install", "old", "--backend", "venv", cwd=tmp_path)
     assert result.returncode == 2
-    assert result.stderr.count("\n") == 1 and "Python 2.9 is not on PATH" in result.stderr
+    assert result.stderr.count("\n") == 1 and "no Python 2.9 found" in result.stderr
     assert "Traceback" not in result.stderr
     installed = plugins.get_registry().backends
     from nbcore.plugin.catalog import FIRST_PARTY

@@ -22,6 +22,7 @@ def diagnose(config_path=None):
         "uv": shutil.which("uv"),
         "backends": {}, "protocols": {}, "config": None, "problems": problems,
     }
+    report["interpreters"] = interpreters_found()
     unwritable = check_writable(home)
     report["home"]["writable"] = unwritable is None
     if unwritable:
@@ -72,7 +73,24 @@ def format_diagnosis(report):
                 lines.append("  %s: %s (%.1f MB)" % (label, cache["path"], cache["bytes"] / 1e6))
     for name, hint in report["not_installed"].items():
         lines.append("not installed: %s (%s)" % (name, hint))
+    lines += format_interpreters(report)
     if report["config"]:
         lines.append("config: %s (%s)" % (report["config"]["path"], ", ".join(report["config"]["environments"])))
     lines += ["problem: " + p for p in report["problems"]] or ["no problems found"]
     return "\n".join(lines)
+
+
+def interpreters_found():
+    """The Pythons the venv backend can use (PATH, pyenv, uv, mise, asdf) and the version managers installed."""
+    from ..host.interpreters import discover, version_managers
+
+    return {"found": [i.to_dict() for i in discover()], "version_managers": list(version_managers())}
+
+
+def format_interpreters(report):
+    """One line per interpreter found: version, where it was found, path."""
+    pythons = report["interpreters"]
+    lines = ["pythons: %d found (version managers: %s)" % (
+        len(pythons["found"]), ", ".join(pythons["version_managers"]) or "none")]
+    lines += ["  %-8s %-6s %s" % (i["version"], i["source"], i["path"]) for i in pythons["found"]]
+    return lines

@@ -7,7 +7,7 @@ Schema (see ``docs/configuration.md``)::
     registry: registry.example.org    # optional registry of published environment images
     environments:
       NAME:
-        python: "3.11"            # interpreter version (default: the host's)
+        python: "3.11"            # interpreter version or range (default: the host's)
         packages: [numpy]         # pip requirements
         install_script: "..."     # shell, run inside the env after creation
         backends: [docker, venv]  # preferred order for automatic selection
@@ -26,9 +26,13 @@ from ..spec import EnvironmentSpec
 
 DEFAULT_FILE = "nbcore.yaml"
 
+_SPECIFIER = r"\s*(~=|===?|!=|<=?|>=?)\s*\d+(\.\d+)*(\.\*)?\s*"
+#: A spec's ``python``: a version prefix, or comma-separated PEP 440 specifiers.
+PYTHON_PATTERN = r"^(\d+(\.\d+){0,2}|%s(,%s)*)$" % (_SPECIFIER, _SPECIFIER)
+
 _GENERIC_SPEC = {
-    "python": {"type": ["string", "number"], "pattern": r"^\d+(\.\d+){0,2}$",
-               "description": "Python version, e.g. \"3.9\" (default: the host's version)"},
+    "python": {"type": ["string", "number"], "pattern": PYTHON_PATTERN,
+               "description": "Python version (\"3.10\", \"3.10.13\") or range (\">=3.9,<3.11\"); default: the host's"},
     "packages": {"type": "array", "items": {"type": "string"}, "description": "pip requirements"},
     "install_script": {"type": "string", "description": "shell script run inside the environment after creation"},
     "backends": {"type": "array", "items": {"type": "string"}, "description": "preferred backends, in order"},

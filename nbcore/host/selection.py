@@ -21,6 +21,7 @@ from typing import List, Optional, Tuple
 from ..errors import BackendUnavailable, UserError
 from ..plugin.protocol import FALLBACK, UPGRADE
 from ..plugin.registry import missing_hint
+from .interpreters import python_range_refused
 
 log = logging.getLogger("nbcore")
 
@@ -31,7 +32,11 @@ def _env(name):
 
 def _unavailable(provider, env_for):
     """Why ``provider`` cannot run the environment (None when it can)."""
-    return provider.check_available() or provider.check_spec(env_for(provider))
+    reason = provider.check_available()
+    if reason:
+        return reason
+    env = env_for(provider)
+    return python_range_refused(provider, env.spec.python) or provider.check_spec(env)
 
 
 def _summary(registry, env_for) -> str:
@@ -43,11 +48,13 @@ def _summary(registry, env_for) -> str:
 
 
 def _others(registry, env_for, chosen) -> str:
-    """The installed backends other than ``chosen``, those that cannot run the environment marked (no reasons:
-    the message is about ``chosen``)."""
-    parts = [name if _unavailable(provider, env_for) is None else name + " (unavailable)"
-             for name, provider in sorted(registry.backends.items()) if name != chosen]
-    return "other installed backends: %s (`nbcore backends` says why)" % (", ".join(parts) or "none")
+    """The other installed backends that can run the environment (the message is about ``chosen``), else
+    the known ones that are not installed and how to install them."""
+    able = ["%s (--backend %s)" % (name, name) for name, provider in sorted(registry.backends.items())
+            if name != chosen and _unavailable(provider, env_for) is None]
+    if able:
+        return "other installed backends that can run it: " + ", ".join(able)
+    return "no other installed backend can run it" + _installable(registry)
 
 
 def _installable(registry) -> str:

@@ -125,6 +125,9 @@ class BackendProvider(abc.ABC):
     #: unavailable, opening the environment is an error instead of a quiet move to another backend.
     #: For backends that decide where the code runs (a cluster), not only how it is isolated.
     required_by_section: ClassVar[bool] = False
+    #: Whether a spec's ``python:`` may be a range (``">=3.9,<3.11"``) on this backend; a backend that
+    #: leaves it False is told only versions (``"3.10"``, ``"3.10.13"``) and a range is a one-line error.
+    accepts_python_ranges: ClassVar[bool] = False
     #: The keys of its own that :meth:`list_environments` adds to each record, shown as the first columns of
     #: ``nbcore envs --backend NAME`` (e.g. the node an environment is on).
     environment_columns: ClassVar[Tuple[str, ...]] = ()
