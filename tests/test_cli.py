@@ -213,6 +213,9 @@ def test_envs_backend_shows_a_backends_own_listing_with_its_columns_first(monkey
         def install(self, env, progress):
             pass
 
+        def start_worker(self, env, launch):
+            raise NotImplementedError
+
         def list_environments(self):
             record = {"name": "far", "backend": "venv", "hash": "0123456789abcdef", "path": "/far", "bytes": 2e6}
             return [dict(record, node="n1", ready=True), dict(record, name="half", node="n2", ready=False)]

@@ -26,6 +26,9 @@ class Backend(BackendProvider):
     def install(self, env, progress):
         pass
 
+    def start_worker(self, env, launch):
+        raise NotImplementedError
+
 
 class Upgrade(ProtocolProvider):
     worker_module = "nbtest_nowhere"
