@@ -292,6 +292,7 @@ def test_file_modified_in_the_package_cache_is_not_copied(cache_project, nbcore_
     assert not marker.exists(), "the modified cached activation script ran"
     assert (prefix_of(nbcore_home, "cd-cache-second", folder) / ACTIVATION_SCRIPT).read_text() == original
     assert script.read_text() == original, "the damaged cache entry was not repaired"
+    assert "the package cache's copy of nbtest-activation-1.0-0 was damaged" in result.stderr, result.stderr
 
 
 def test_file_deleted_from_the_package_cache_is_restored(cache_project, nbcore_home):
@@ -303,3 +304,4 @@ def test_file_deleted_from_the_package_cache_is_restored(cache_project, nbcore_h
     prefix = prefix_of(nbcore_home, "cd-cache-second", folder)
     assert (prefix / "lib" / "python3.11" / "json" / "decoder.py").is_file()
     assert deleted.is_file(), "the damaged cache entry was not repaired"
+    assert "the package cache's copy of python-3.11" in result.stderr, result.stderr

@@ -153,6 +153,36 @@ def validated_package_cache(pkgs_dir):
     return PackageCache.new_layered([Path(pkgs_dir)], validation_mode=ValidationMode.full())
 
 
+def _cached_copies(records, pkgs_dir):
+    """``{package: (inode of its cached info/index.json, archive sha256 the cache recorded)}`` for the packages the
+    cache holds, to tell afterwards which ones rattler found damaged and extracted again."""
+    copies = {}
+    for record in records:
+        entry = os.path.join(pkgs_dir, _package_name(record))
+        try:
+            with open(entry + ".lock", "rb") as f:
+                recorded = f.read()[8:40]  # rattler's cache lock: an 8-byte revision, then the archive's sha256
+            copies[_package_name(record)] = (os.stat(os.path.join(entry, "info", "index.json")).st_ino, recorded)
+        except OSError:
+            continue
+    return copies
+
+
+def _report_repairs(before, records, pkgs_dir):
+    """One line per package whose cached copy was damaged (same archive, extracted again by the validation)."""
+    for record in records:
+        name = _package_name(record)
+        if name not in before or before[name][1] != (record.sha256 or b""):
+            continue
+        try:
+            inode = os.stat(os.path.join(pkgs_dir, name, "info", "index.json")).st_ino
+        except OSError:
+            continue
+        if inode != before[name][0]:
+            emit(line="the package cache's copy of %s was damaged (a file changed or went missing): extracted it "
+                      "again" % name)
+
+
 async def create(request):
     """Solve (or read the lock file), check the archives' hashes, then download into the shared cache (validating
     what it reuses) and link into the prefix."""
@@ -167,6 +197,7 @@ async def create(request):
     emit(step="downloading into %s and linking %d packages" % (request["pkgs_dir"], len(records)))
     prefix = request["prefix"]
     existed = os.path.lexists(prefix)
+    cached = _cached_copies(records, request["pkgs_dir"])
     try:
         await install(records, target_prefix=prefix, package_cache=validated_package_cache(request["pkgs_dir"]),
                       reporter=Reporter(), show_progress=False)
@@ -176,6 +207,7 @@ async def create(request):
         message = _one_line(exc)
         raise Failure(integrity.download_mismatch(message, origin)
                       or "linking the conda packages failed: %s" % message) from None
+    _report_repairs(cached, records, request["pkgs_dir"])
     return {"packages": sorted(_package_name(r) for r in records)}
 
 
