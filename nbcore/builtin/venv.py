@@ -102,7 +102,8 @@ class VenvBackend(BackendProvider):
             progress.run([interpreter, "-m", "venv", str(venv)], step="creating the virtual environment")
         if env.spec.packages:
             if uv:
-                argv = [uv, "pip", "install", "--python", str(self.python(env))]
+                # --compile-bytecode: as pip does, so a ready env's first import does not compile
+                argv = [uv, "pip", "install", "--compile-bytecode", "--python", str(self.python(env))]
             else:
                 argv = [str(self.python(env)), "-m", "pip", "install", "--disable-pip-version-check"]
             progress.run(argv + list(env.spec.packages), step="installing " + " ".join(env.spec.packages))
