@@ -453,8 +453,9 @@ def format_sweep(sweep):
     return "\n".join(lines)
 
 
-def plot_sweep(sweep, path):
-    """Draw throughput against message size for each protocol and direction into ``path`` (needs matplotlib)."""
+def plot_sweep(sweep, path, bench=None):
+    """Draw throughput against message size for each protocol and direction into ``path`` (needs matplotlib);
+    with ``bench`` (a :func:`run_bench` result), also open to first result by phase and the render loop."""
     try:
         import matplotlib
 
@@ -463,7 +464,14 @@ def plot_sweep(sweep, path):
     except ImportError:
         raise UserError("--plot needs matplotlib: pip install 'nbcore[plot]'") from None
     sizes = sweep["sizes"]
-    fig, ax = plt.subplots(figsize=(9, 5.5))
+    if bench is None:
+        fig, ax = plt.subplots(figsize=(9, 5.5))
+    else:
+        fig = plt.figure(figsize=(13, 9))
+        grid = fig.add_gridspec(2, 2, height_ratios=(3, 2))
+        ax = fig.add_subplot(grid[0, :])
+        _plot_open(fig.add_subplot(grid[1, 0]), bench)
+        _plot_render_loop(fig.add_subplot(grid[1, 1]), bench)
     for name, entry in sweep["protocols"].items():
         name = "%s (%s)" % (name, entry["negotiated"])
         line, = ax.plot(sizes, _gbps(sizes, entry["to_host_ms"]), marker="o", label=name + ", worker -> host")
@@ -482,6 +490,32 @@ def plot_sweep(sweep, path):
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _plot_open(ax, bench):
+    """Stacked bars: the phases of open to first result, beside the environment's python -c pass."""
+    left = 0.0
+    for name, ms in bench["open_phases_ms"].items():
+        ax.barh("open to first result", ms, left=left, label=name.replace("_", " "))
+        left += ms
+    ax.barh("nbcore call", bench["cli_call_ms"], color="grey")
+    ax.barh("python -c pass (env)", bench["open_python_start_ms"], color="black")
+    ax.set_xlabel("ms (fresh host process)")
+    ax.set_title("opening an environment (%s, %s)" % (bench["backend"], bench["protocol"]))
+    ax.legend(fontsize="small")
+
+
+def _plot_render_loop(ax, bench):
+    """Grouped bars: the render loop's frames/s through the worker and in-process, plain and allocated."""
+    kinds = ("plain", "allocated")
+    for offset, (key, label) in enumerate((("fps", "worker generator"), ("in_process_fps", "in-process"))):
+        ax.bar([i + 0.4 * offset for i in range(len(kinds))], [bench["render_loop"][k][key] for k in kinds],
+               width=0.4, label=label)
+    ax.set_xticks([i + 0.2 for i in range(len(kinds))])
+    ax.set_xticklabels(["fresh arrays", "allocate_ndarray"])
+    ax.set_ylabel("frames/s (%.1f MB each)" % bench["render_frame_mb"])
+    ax.set_title("render loop")
+    ax.legend(fontsize="small")
 
 
 def format_report(result):
