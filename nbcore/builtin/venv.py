@@ -101,7 +101,8 @@ class VenvBackend(BackendProvider):
             self._install_lock(env, locked, uv, progress)
         elif env.spec.packages:
             if uv:
-                argv = [uv, "pip", "install", "--python", str(self.python(env))]
+                # --compile-bytecode: as pip does, so a ready env's first import does not compile
+                argv = [uv, "pip", "install", "--compile-bytecode", "--python", str(self.python(env))]
             else:
                 argv = [str(self.python(env)), "-m", "pip", "install", "--disable-pip-version-check"]
             progress.run(argv + list(env.spec.packages), step="installing " + " ".join(env.spec.packages))

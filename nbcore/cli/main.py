@@ -281,7 +281,7 @@ def cmd_bench(args):
 
         result["sweep"] = run_sweep(args.env, args.config, args.backend, quick=args.quick)
         if args.plot:
-            plot_sweep(result["sweep"], args.plot)
+            plot_sweep(result["sweep"], args.plot, result)
     if args.json:
         _emit(args, result)
     else:
