@@ -6,6 +6,7 @@ import weakref
 from pathlib import Path
 from typing import Optional, Union
 
+from .. import settings
 from ..worker import serve
 from .connection import Connection
 from .config import Config, config_from_dict, find_config_file, load_config
@@ -98,6 +99,7 @@ def resolve_config(config: Union[None, str, os.PathLike, dict, Config], registry
 
 def prepare(name, config=None, backend=None, progress=None, install=True):
     """Resolve config, backend and environment; install it when needed.  Return ``(config, provider, env)``."""
+    settings.check()
     registry = get_registry()
     config = resolve_config(config, registry)
     spec = config.spec(name)

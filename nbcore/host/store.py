@@ -36,11 +36,15 @@ from typing import List, Optional
 from ..plugin.backend import Environment
 from ..errors import InstallError
 from ..home import writing_into
+from ..settings import install_timeout
 from ..spec import EnvironmentSpec
 
 log = logging.getLogger("nbcore")
 
 READY_MARKER = "nbcore-env.json"
+#: The fields of a ready marker nbcore reads, with the types they may have; any other makes the marker damaged.
+MARKER_FIELDS = {"name": (str,), "backend": (str,), "hash": (str,), "spec": (dict,), "source": (str, type(None)),
+                 "project": (str, type(None)), "projects": (list,), "created": (int, float)}
 
 
 def env_folder(home: Path, backend: str, name: str, spec_hash: str) -> Path:
@@ -60,6 +64,10 @@ def read_record(folder: Path, warn=True) -> Optional[dict]:
         record = json.loads(marker.read_text())
         if not isinstance(record, dict):
             raise ValueError("not a JSON object")
+        for field, kinds in MARKER_FIELDS.items():
+            if field in record and not isinstance(record[field], kinds):
+                raise ValueError("%r is %s, not %s" % (field, type(record[field]).__name__,
+                                                       " or ".join(k.__name__ for k in kinds)))
         return record
     except FileNotFoundError:
         return None
@@ -174,10 +182,6 @@ class InUse:
             os.close(fd)
 
 
-def _lock_timeout():
-    return float(os.environ.get("NBCORE_INSTALL_TIMEOUT", "7200"))
-
-
 def ensure_installed(provider, env: Environment, progress, force=False) -> bool:
     """Install ``env`` unless it is ready; return True when this call built it.
 
@@ -193,13 +197,13 @@ def ensure_installed(provider, env: Environment, progress, force=False) -> bool:
     # An environment opened right after its install holds the lock shared while open, so a waiter stops
     # waiting once the install it waited for is done.
     ready = lambda: is_ready(env, warn=False) and provider.is_installed(env)  # noqa: E731
-    with install_lock(env.path, _lock_timeout(), lambda: progress.step(waiting), ready) as held:
+    with install_lock(env.path, install_timeout(), lambda: progress.step(waiting), ready) as held:
         if not held and not force and ready():
             mark_used(env)
             return False
         if not held:
             raise InstallError("gave up waiting for the install of %s after %.0f s (NBCORE_INSTALL_TIMEOUT)"
-                               % (env.name, _lock_timeout()))
+                               % (env.name, install_timeout()))
         if not force and is_ready(env, warn=False) and provider.is_installed(env):
             mark_used(env)
             return False

@@ -83,4 +83,9 @@ def main():
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
-    serve(address, secret, protocols, float(keepalive) if keepalive else None)
+    try:
+        worker = connect(address, secret, protocols, float(keepalive) if keepalive else None)
+    except (OSError, ValueError) as exc:  # the host told us an address we cannot reach: one line, no traceback
+        sys.stderr.write("nbcore worker: cannot connect to the host at %s: %s\n" % (address, exc))
+        sys.exit(1)
+    worker.serve()
