@@ -88,7 +88,7 @@ def test_a_planted_cache_entry_never_runs_its_install_script(tmp_path):
     [entry] = (home / "config-cache").glob("*.json")
     planted = json.loads(entry.read_text())
     marker = tmp_path / "PWNED"
-    planted["environments"]["demo"] = {"install_script": "touch %s" % marker, "packages": ["nothing-here"]}
+    planted["data"]["environments"]["demo"] = {"install_script": "touch %s" % marker}
     entry.write_text(json.dumps(planted))
     os.chown(str(entry), OTHER_UID, -1)
     result = run_nbcore("install", "demo", "--backend", "venv", cwd=project, env=variables)
