@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..plugin.backend import Environment
+from ..plugin.process import end_install_steps, installing
 from ..errors import InstallError
 from ..home import SHARED_FILE, SHARED_FOLDER, make_folder, untrusted_path, write_file, writing_into
 from ..settings import install_timeout
@@ -219,6 +220,9 @@ def ensure_installed(provider, env: Environment, progress, force=False) -> bool:
             return False
         if env.path.exists():
             progress.step("removing the unfinished environment at %s" % env.path)
+            left = end_install_steps(env.path)
+            if left:
+                progress.step("killed %d process(es) an earlier, interrupted install of it left running" % left)
             provider.remove(env)
             _remove_folder(env.path)
         progress.step("installing environment %s with the %s backend into %s" % (env.name, env.backend, env.path))
@@ -227,7 +231,8 @@ def ensure_installed(provider, env: Environment, progress, force=False) -> bool:
             with writing_into(env.path):
                 os.mkdir(str(env.path), SHARED_FOLDER)
                 os.chmod(str(env.path), SHARED_FOLDER)
-                provider.install(env, progress)
+                with installing(env.path):
+                    provider.install(env, progress)
                 write_record(env)
         except BaseException:
             shutil.rmtree(env.path, ignore_errors=True)
