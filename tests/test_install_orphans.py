@@ -71,3 +71,27 @@ def test_kill_9_of_the_installer_ends_its_steps(tmp_path):
     assert len(built) == 1, result.stderr
     assert not os.path.exists(os.path.join(built[0], "written-by-an-orphan")), \
         "an install step of the killed installer wrote into the new build"
+
+
+def test_a_rebuild_kills_what_an_interrupted_install_left_running(tmp_path):
+    """Even a survivor whose guard was killed too (no death signal reached it) never writes into the rebuild."""
+    from nbcore.host.store import ensure_installed, make_environment
+    from nbcore.plugin.process import INSTALL_STEP_VARIABLE
+    from nbcore.spec import EnvironmentSpec
+    from test_store import CountingBackend, QuietProgress
+
+    provider = CountingBackend()
+    env = make_environment(tmp_path, provider, "demo", EnvironmentSpec(packages=("x",)))
+    env.path.mkdir(parents=True)  # unfinished: no ready marker
+    code = "import os, sys, time; time.sleep(4); open(os.path.join(sys.argv[1], 'late'), 'w').write('x')"
+    survivor = subprocess.Popen([sys.executable, "-c", code, str(env.path)], start_new_session=True,
+                                env=dict(clean_environ(), **{INSTALL_STEP_VARIABLE: str(env.path)}))
+    try:
+        progress = QuietProgress()
+        assert ensure_installed(provider, env, progress) is True
+        assert survivor.wait(5) == -signal.SIGKILL
+        assert any("killed 1 process" in step for step in progress.steps), progress.steps
+        assert not (env.path / "late").exists()
+    finally:
+        survivor.kill()
+        survivor.wait()

@@ -334,7 +334,10 @@ class LocalProcess:
         if not self._killed:
             self._killed = True
             if self.process.poll() is None:
-                # While the command lives (a subreaper), what it started is below it, set-sid or not.
+                # While the command lives (a subreaper), what it started is below it, set-sid or not; stopped,
+                # it neither starts more nor exits on its own while they are killed.
+                with contextlib.suppress(OSError):
+                    os.kill(self.process.pid, signal.SIGSTOP)
                 descendants.end_descendants(self.process.pid)
             try:
                 # The group id stays taken while any member lives, so this reaches only our processes.

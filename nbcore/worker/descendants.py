@@ -17,7 +17,6 @@ elsewhere than Linux it degrades to a plain wrapper.
 """
 import os
 import signal
-import subprocess
 import sys
 
 PR_SET_PDEATHSIG = 1
@@ -104,6 +103,8 @@ def _reap():
 
 def guard(parent, argv):
     """Run ``argv`` until it ends or ``parent`` dies, then end everything it started; return its exit code."""
+    import subprocess  # here: the worker imports this module, and needs no subprocess
+
     become_subreaper()
     _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     stop = []
