@@ -4,7 +4,10 @@
 it echoes a child's output to the host's stderr as it comes (``\\r`` progress updates
 included) and keeps a bounded :class:`OutputTail` for error messages.
 :class:`LocalProcess` runs a local command in a session of its own and ends the
-whole process group when killed; :class:`SubprocessWorker` is that, as a worker handle.
+whole process group, and every process below the command, when killed;
+:class:`SubprocessWorker` is that, as a worker handle.  Install steps run under
+the guard of :mod:`nbcore.worker.descendants` and carry :data:`INSTALL_STEP_VARIABLE`,
+so that nothing they start outlives the installer or meets a later rebuild.
 """
 import abc
 import codecs
@@ -249,14 +252,14 @@ def installing(folder):
 def end_install_steps(folder) -> int:
     """Kill every process left running by an earlier install of ``folder`` (with what it started); return how
     many there were.  Call it holding the folder's install lock: no live install is running then."""
-    needle = ("%s=%s\0" % (INSTALL_STEP_VARIABLE, folder)).encode()
+    needle = os.fsencode("\0%s=%s\0" % (INSTALL_STEP_VARIABLE, folder))
     found = []
     for name in os.listdir("/proc") if os.path.isdir("/proc") else ():
         if not name.isdigit() or int(name) == os.getpid():
             continue
         try:
             with open("/proc/%s/environ" % name, "rb") as f:
-                if needle in f.read() + b"\0":
+                if needle in b"\0" + f.read() + b"\0":
                     found.append(int(name))
         except OSError:
             continue

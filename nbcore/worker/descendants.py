@@ -27,6 +27,8 @@ ROUNDS = 20
 
 def _prctl(option, value):
     """``prctl(option, value)``; False where it is not available (not Linux, no libc)."""
+    if not sys.platform.startswith("linux"):
+        return False
     try:
         import ctypes
 
