@@ -86,9 +86,27 @@ def port_range() -> Optional[Tuple[int, int]]:
     return low, high
 
 
+def pickle_protocol_max() -> Optional[int]:
+    """The highest pickle protocol either end may offer (``NBCORE_PICKLE_PROTOCOL_MAX``); None: no cap.
+
+    The worker reads the variable itself; checking it here keeps a bad value from crashing it."""
+    text = os.environ.get("NBCORE_PICKLE_PROTOCOL_MAX", "").strip()
+    if not text:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise UserError("NBCORE_PICKLE_PROTOCOL_MAX=%r is not a pickle protocol; use a whole number such as 4, "
+                        "or unset it (the highest both ends know)" % os.environ["NBCORE_PICKLE_PROTOCOL_MAX"])
+    return value
+
+
 def check() -> None:
     """Check every launch setting at once, so a bad one stops a command before it starts anything."""
-    for read in (connect_timeout, keepalive_seconds, install_timeout, bind_address, advertised_address, port_range):
+    for read in (connect_timeout, keepalive_seconds, install_timeout, bind_address, advertised_address, port_range,
+                 pickle_protocol_max):
         read()
 
 
