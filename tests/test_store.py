@@ -15,6 +15,8 @@ from nbcore.plugin.progress import Progress
 from nbcore.spec import EnvironmentSpec
 from nbcore.host.store import READY_MARKER, ensure_installed, is_ready, list_environments, make_environment
 
+from nbcore.testing import read_line
+
 from nbtest import clean_environ, run_nbcore, write
 
 pytestmark = pytest.mark.usefixtures("clean_env")
@@ -165,11 +167,12 @@ def install_that_hangs_the_first_time(tmp_path):
 def test_killed_installer_is_recovered(tmp_path):
     config, home, count, first = install_that_hangs_the_first_time(tmp_path)
     waiting = start_install(config, home)  # blocks on the lock held by the first installer
-    time.sleep(0.5)
+    seen = read_line(waiting.stderr, 120)  # once it says so (a loaded machine may take seconds to get there)
     assert waiting.poll() is None
     os.killpg(first.pid, signal.SIGKILL)
     first.communicate()
     out, err = waiting.communicate(timeout=120)
+    err = seen + err
     assert waiting.returncode == 0, err
     assert "another process is installing" in err and "removing the unfinished environment" in err
     assert count.read_text().splitlines() == ["build", "build"]

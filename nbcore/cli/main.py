@@ -28,6 +28,17 @@ def _json_flag(parser):
     return parser
 
 
+def _days(text):
+    """A number of days for ``--older-than``: finite and not negative."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError("%r is not a number of days; use a number of 0 or more, e.g. 30" % text)
+    return value
+
+
 def build_parser():
     common = _common(argparse.ArgumentParser(add_help=False))
     parser = argparse.ArgumentParser(prog="nbcore", description="Run Python code in isolated environments.")
@@ -72,7 +83,7 @@ def build_parser():
                             _common(argparse.ArgumentParser(add_help=False), configs=True)))
     gc.add_argument("--unreferenced", action="store_true",
                     help="also remove every environment no given config describes (other projects' too)")
-    gc.add_argument("--older-than", type=float, metavar="DAYS",
+    gc.add_argument("--older-than", type=_days, metavar="DAYS",
                     help="also remove every environment not opened for DAYS days")
     gc.add_argument("--dry-run", action="store_true", help="only list what would be removed, with sizes")
     push = _json_flag(command("push", "build an environment's image when needed and push it to a registry"))
@@ -379,6 +390,8 @@ def _run_command(args):
         sys.stdout.flush()
         args.document.flush()
         return code
+    except NotImplementedError as exc:  # a backend (or protocol) without the feature the command needs
+        raise UserError("nbcore %s: %s" % (args.command, exc or "the backend cannot do this")) from None
     except BrokenPipeError:
         if not _reader_gone(args.document):
             raise

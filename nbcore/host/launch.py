@@ -6,6 +6,7 @@ import weakref
 from pathlib import Path
 from typing import Optional, Union
 
+from .. import settings
 from ..worker import serve
 from .connection import Connection
 from .config import Config, config_from_dict, find_config_file, load_config
@@ -101,6 +102,7 @@ def prepare(name, config=None, backend=None, progress=None, install=True, featur
 
     ``feature`` (a :data:`~nbcore.plugin.backend.FEATURES` name): the command needs it; a backend without it
     is a one-line error before anything is built."""
+    settings.check()
     registry = get_registry()
     config = resolve_config(config, registry)
     spec = config.spec(name)

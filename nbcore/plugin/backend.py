@@ -171,7 +171,8 @@ class BackendProvider(abc.ABC):
         Implement it once and the worker start, ``nbcore shell`` and install
         steps that run inside the environment all follow from it.
         """
-        raise NotImplementedError("the %s backend cannot run commands inside its environments" % self.name)
+        raise NotImplementedError("the %s backend cannot run commands inside its environments; use one that can "
+                                  "(e.g. --backend venv)" % self.name)
 
     def worker_python(self, env: Environment) -> str:
         """The Python interpreter inside ``env`` that runs the worker (a path or name :meth:`command` resolves)."""

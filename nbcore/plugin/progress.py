@@ -36,15 +36,16 @@ class Progress:
     def run(self, argv, step=None, env=None, cwd=None) -> None:
         """Run ``argv``, streaming its output as it comes; raise :class:`InstallError` with the last line on failure.
 
-        The command runs in a process group of its own: when it ends, or when the
-        run is interrupted (Ctrl-C, SIGTERM), the group is killed, so nothing it
-        started keeps running.
+        The command runs under a guard (:mod:`nbcore.worker.descendants`): when it
+        ends, when the run is interrupted (Ctrl-C, SIGTERM), or when this process
+        dies (even by ``kill -9``), everything it started is killed, ``setsid``
+        daemons included, so nothing it started keeps running.
         """
         if step:
             self.step(step)
         try:
             process = LocalProcess(argv, env=env, cwd=cwd, echo=not self.quiet, stream=self.stream,
-                                   prefix=LOG_PREFIX, tail=self.tail, name="nbcore-install-output")
+                                   prefix=LOG_PREFIX, tail=self.tail, name="nbcore-install-output", guard=True)
         except FileNotFoundError:
             raise InstallError("%s failed: %s not found" % (step or "install", argv[0])) from None
         try:

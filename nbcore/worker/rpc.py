@@ -37,6 +37,7 @@ import threading
 from . import cancel
 from .allocation import set_active_channel
 from .channel import DecodeError, EncodeError
+from .descendants import end_descendants
 from .framing import ConnectionClosed
 
 OK, REF, ERROR, STOP = 0, 1, 2, 3
@@ -223,6 +224,7 @@ class Worker:
                 sys.stderr.flush()
             except Exception:
                 pass
+            end_descendants()
             os._exit(3)
 
     def close(self):

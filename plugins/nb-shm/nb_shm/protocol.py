@@ -33,6 +33,17 @@ def _options():
     }
 
 
+def _readable(sockets, timeout):
+    """The ``sockets`` ready to read (or closed) within ``timeout`` seconds; ``poll``, so any descriptor number
+    works (``select`` stops at 1024)."""
+    poller = select.poll()
+    by_fd = {}
+    for sock in sockets:
+        by_fd[sock.fileno()] = sock
+        poller.register(sock, select.POLLIN)
+    return [by_fd[fd] for fd, _ in poller.poll(max(0.0, timeout) * 1000)]
+
+
 class _Offer:
     """What the host prepared for one upgrade: the listening socket, the token, the options."""
 
@@ -132,7 +143,7 @@ class ShmPickle(ProtocolProvider):
                     raise TimeoutError("the worker did not connect to the shm-pickle socket")
                 for conn in [c for c, shake in pending.items() if shake.deadline <= now]:
                     pending.pop(conn).reject("no token within %.0f s" % HANDSHAKE_TIMEOUT)
-                ready, _, _ = select.select([state.sock] + list(pending), [], [], min(0.1, deadline - now))
+                ready = _readable([state.sock] + list(pending), min(0.1, deadline - now))
                 for sock in ready:
                     if sock is state.sock:
                         self._admit(state.sock, pending)
