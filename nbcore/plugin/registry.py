@@ -37,6 +37,7 @@ KNOWN_BACKENDS = {
     "docker": "nb-docker",
     "apptainer": "nb-apptainer",
     "ray": "nb-ray",
+    "slurm": "nb-slurm",
 }
 KNOWN_PROTOCOLS = {
     "shm-pickle": "nb-shm",
