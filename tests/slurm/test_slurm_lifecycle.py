@@ -21,7 +21,7 @@ HOST_SCRIPT = textwrap.dedent('''
     env = nbcore.open_backend("e", config=config)
     info = env.call("slurmmod:where")
     print("ready", info["job"], info["pid"], env.call("slurmmod:escape"), flush=True)
-    env.call("slurmmod:sleep", 120)
+    env.call("slurmmod:wait_for_cancel", 120)  # Ctrl-C cancels it, then ends the host
 ''')
 
 
@@ -79,7 +79,7 @@ def test_pending_is_shown_and_bounded(slurm_cluster, project, slurm_config, capf
 
 
 @pytest.mark.parametrize("section, says", [
-    ({"cpus_per_task": 8}, "Requested node configuration is not available"),
+    ({"cpus_per_task": 8}, "More processors requested than permitted"),
     ({"partition": "nosuch"}, "invalid partition"),
     ({"mem": "5000"}, ""),
 ])
@@ -101,7 +101,7 @@ def test_slurmd_killed_mid_call_is_an_error_naming_job_and_node(slurm_cluster, p
         started = time.monotonic()
         try:
             with pytest.raises(WorkerError) as caught:
-                env.call("slurmmod:sleep", 120)
+                env.call("slurmmod:wait_for_cancel", 120)  # Ctrl-C cancels it, then ends the host
         finally:
             timer.join()
             slurm_cluster.start_slurmd("n2")

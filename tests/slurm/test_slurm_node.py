@@ -57,9 +57,8 @@ def test_cancel_reaches_a_worker_on_n2(slurm_cluster, project, slurm_config):
 
 
 def test_two_environments_on_two_nodes_at_once(slurm_cluster, project, slurm_config):
-    config = {"environments": dict(slurm_config("n1", name="a")["environments"],
-                                   **slurm_config("n2", name="b")["environments"])}
-    with nbcore.open_backend("a", config=config) as a, nbcore.open_backend("b", config=config) as b:
+    # one environment spec on two nodes: built once (shared NBCORE_HOME), a worker and an allocation on each
+    with nbcore.open_backend("e", config=slurm_config("n1")) as a, nbcore.open_backend("e", config=slurm_config("n2")) as b:
         where_a, where_b = a.call("slurmmod:where"), b.call("slurmmod:where")
         assert (where_a["node"], where_b["node"]) == ("n1", "n2")
         assert where_a["job"] != where_b["job"]

@@ -24,6 +24,10 @@ ENDED_STATES = ("BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NO
 #: Job states that mean the node or the job failed under the worker.
 FAILED_STATES = ("BOOT_FAIL", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "TIMEOUT")
 
+#: Where Slurm's commands look for their configuration without ``SLURM_CONF`` (Debian's build, older Debian's,
+#: and the copy slurmd keeps on the nodes of a configless cluster).
+DEFAULT_CONFIGS = ("/etc/slurm/slurm.conf", "/etc/slurm-llnl/slurm.conf", "/run/slurm/conf/slurm.conf")
+
 INSTALL_HINT = ("install the Slurm client commands (Debian/Ubuntu: apt-get install slurm-client) "
                 "or load your site's Slurm module")
 
@@ -67,6 +71,10 @@ def unavailable() -> Optional[str]:
         if shutil.which(command) is None:
             return "%s is not on PATH; %s" % (command, INSTALL_HINT)
     conf = os.environ.get("SLURM_CONF")
+    if not conf and not any(os.path.exists(path) for path in DEFAULT_CONFIGS):
+        # (no client runs then: without a slurm.conf it would look for a controller in DNS)
+        return ("Slurm has no configuration here (SLURM_CONF is unset and %s does not exist); set "
+                "SLURM_CONF=/path/to/slurm.conf, or run on a machine of the cluster" % DEFAULT_CONFIGS[0])
     where = "SLURM_CONF=%s" % conf if conf else "the default slurm.conf"
     try:
         out = run(["scontrol", "ping"], timeout=PING_TIMEOUT)
