@@ -179,7 +179,7 @@ def _wait_running(job_id, name, section, listener, token, where, progress):
         reason = info.get("Reason", "None")
         if (state, reason) != said:
             said = (state, reason)
-            if state == "PENDING":
+            if state == "PENDING" and reason != "None":  # None: the scheduler has not looked at it yet
                 progress.step("Slurm job %s for %s is pending (%s)" % (job_id, name, reason))
         if state in commands.ENDED_STATES or state == "GONE":
             ended_at = ended_at or now

@@ -185,6 +185,9 @@ class SlurmBackend(BackendProvider):
         try:
             progress.run(argv, step=step, env=commands.slurm_environment({REQUEST_VARIABLE: json.dumps(request)}))
         except InstallError as exc:
+            said = [line.split("nbcore: error: ", 1)[1] for line in progress.tail.lines() if "nbcore: error: " in line]
+            if said:  # the node's own one-line error, not srun's "task 0: Exited with exit code 1" after it
+                raise InstallError("%s failed: %s" % (step, said[-1])) from None
             hint = "; " + _SHARED_FS_HINT if ("execve" in str(exc) or "chdir" in str(exc)) else ""
             raise InstallError("%s%s" % (exc, hint)) from None
         if not environment_ready(provider, inner):
