@@ -114,6 +114,11 @@ def test_backends_says_why_slurm_is_unavailable(slurm_cluster, tmp_path):
     slurm = next(b for b in json.loads(result.stdout) if b["name"] == "slurm")
     assert not slurm["available"] and "sbatch is not on PATH" in slurm["reason"] and "slurm-client" in slurm["reason"]
 
+    unset = {k: v for k, v in os.environ.items() if k != "SLURM_CONF"}  # and no /etc/slurm/slurm.conf here
+    result = nbcore_cli("backends", "--json", env=unset)
+    slurm = next(b for b in json.loads(result.stdout) if b["name"] == "slurm")
+    assert not slurm["available"] and "Slurm has no configuration here" in slurm["reason"]
+
     conf = tmp_path / "slurm.conf"  # a controller nobody runs
     conf.write_text(slurm_cluster.conf.read_text().replace("SlurmctldPort=6817", "SlurmctldPort=6999"))
     result = nbcore_cli("backends", "--json", env=dict(os.environ, SLURM_CONF=str(conf)))

@@ -81,7 +81,7 @@ def test_pending_is_shown_and_bounded(slurm_cluster, project, slurm_config, capf
 @pytest.mark.parametrize("section, says", [
     ({"cpus_per_task": 8}, "More processors requested than permitted"),
     ({"partition": "nosuch"}, "invalid partition"),
-    ({"mem": "5000"}, ""),
+    ({"mem": "5000"}, "Requested node configuration is not available"),
 ])
 def test_an_impossible_request_is_one_line_at_once(slurm_cluster, project, slurm_config, section, says):
     started = time.monotonic()
