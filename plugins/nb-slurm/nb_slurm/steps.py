@@ -69,9 +69,12 @@ class SlurmStep(WorkerProcess):
 
     def _watch(self):
         interval = watch_seconds()
+        looks_after_srun = 3  # srun may end (node failure) a moment before the controller's job state says why
         while not self._done.wait(interval):
             if self.process.poll() is not None:
-                return
+                looks_after_srun -= 1
+                if looks_after_srun < 0:
+                    return
             try:
                 lost = self._check_job()
             except Exception:
