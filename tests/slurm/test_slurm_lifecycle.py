@@ -110,4 +110,3 @@ def test_slurmd_killed_mid_call_is_an_error_naming_job_and_node(slurm_cluster, p
     message = str(caught.value)
     assert "Slurm job %s on node n2 ended: NODE_FAIL" % job in message, message
     wait_until(lambda: slurm_cluster.node_state("n2") == "idle", 60, "n2 to return to service")
-
