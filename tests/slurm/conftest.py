@@ -38,6 +38,9 @@ HERE = Path(__file__).parent
 CLONE_NEWNET = 0x40000000
 NODES = {"n1": ("127.0.0.11", 6821, 1), "n2": ("127.0.0.12", 6822, 4)}  # address, port, CPUs
 HOST_ADDRESS = "127.0.0.2"
+#: The local conda channels of scripts/provision-conda (as tests/conda uses them).
+CONDA_CHANNELS = Path(os.environ.get("NBCORE_CONDA_TEST_CHANNELS")
+                      or os.path.join(os.environ.get("NBCORE_CI_CACHE", "/var/cache/nbcore-ci"), "conda", "channels"))
 #: Seconds the cluster may take to come up, and any daemon to stop.
 START_TIMEOUT = 30
 STOP_TIMEOUT = 10
@@ -402,7 +405,7 @@ def running_cluster(home):
     wheelhouse = _wheelhouse(root / "wheels")
     cluster = Cluster(root / "cluster", "nbslurm-%d" % os.getpid())
     names = ("SLURM_CONF", "NBCORE_BIND", "NBCORE_ADVERTISE", "PIP_NO_INDEX", "PIP_FIND_LINKS", "PATH",
-             "NBCORE_SLURM_WATCH")
+             "NBCORE_SLURM_WATCH", "NBCORE_CONDA_CHANNEL_ALIAS", "NBCORE_CONDA_ENGINE")
     saved = {k: os.environ.get(k) for k in names}
     old = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
@@ -411,6 +414,8 @@ def running_cluster(home):
         os.environ.update(SLURM_CONF=str(cluster.conf), NBCORE_BIND=HOST_ADDRESS, PIP_NO_INDEX="1",
                           PIP_FIND_LINKS=str(wheelhouse), PATH=_node_path(), NBCORE_SLURM_WATCH="1")
         os.environ.pop("NBCORE_ADVERTISE", None)
+        if (CONDA_CHANNELS / "conda-forge").is_dir():  # the nodes' conda backend solves from the local channel
+            os.environ.update(NBCORE_CONDA_CHANNEL_ALIAS=CONDA_CHANNELS.as_uri(), NBCORE_CONDA_ENGINE="embedded")
         from nb_slurm import commands
 
         commands.unavailable.cache_clear()
@@ -460,6 +465,8 @@ def pytest_runtest_teardown(item, nextitem):
     if "stack" in _running and (nextitem is None or nextitem.path.parent != HERE):
         _running.pop("cluster")
         _running.pop("stack").close()
+        left = leftovers()
+        assert not left, "the stopped test cluster left behind: %s" % left
 
 
 @pytest.fixture(autouse=True)
@@ -495,6 +502,20 @@ def env_config(node=None, name="e", packages=("numpy",), **section):
 def slurm_config_fixture():
     """:func:`env_config`."""
     return env_config
+
+
+@pytest.fixture
+def conda_on_nodes():
+    """Skip, as a missing conda engine, unless the nodes can build conda environments (nb-conda and the local
+    channel their ``NBCORE_CONDA_CHANNEL_ALIAS`` names)."""
+    import nbcore
+
+    conda = nbcore.get_registry().backends.get("conda")
+    reason = "nb-conda is not installed" if conda is None else conda.check_available()
+    if not reason and not (CONDA_CHANNELS / "conda-forge").is_dir():
+        reason = "no local test channel in %s: run scripts/provision-conda" % CONDA_CHANNELS
+    if reason:
+        engine_unavailable("conda", reason)
 
 
 @pytest.fixture(name="wait_until")

@@ -74,3 +74,22 @@ def test_shared_memory_only_on_the_hosts_own_node(slurm_cluster, project, slurm_
         assert env.call("slurmmod:frame", 1000)[-1] == 999
     with nbcore.open_backend("e", config=slurm_config("n2")) as env:
         assert env.protocol.startswith("tcp-pickle")
+
+
+CONDA_MODULE = '''
+import os
+import sys
+
+
+def where():
+    return {"prefix": sys.prefix, "conda_prefix": os.environ.get("CONDA_PREFIX"), "node": os.environ.get("SLURMD_NODENAME")}
+'''
+
+
+def test_a_conda_env_is_built_on_the_node_by_its_conda_backend(slurm_cluster, project, conda_on_nodes, nbcore_home):
+    (project / "condamod.py").write_text(CONDA_MODULE)
+    config = {"environments": {"c": {"python": "3.11", "conda": {}, "slurm": {"backend": "conda", "nodelist": "n2"}}}}
+    with nbcore.open_backend("c", config=config) as env:
+        where = env.call("condamod:where")
+    assert where["prefix"].startswith(os.path.join(nbcore_home, "envs", "conda")) and where["node"] == "n2", where
+    assert where["conda_prefix"] == where["prefix"], "the worker runs activated"
