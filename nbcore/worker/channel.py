@@ -92,11 +92,22 @@ class SocketChannel(Channel):
         self._framer.send_message(data, raw)
 
     def recv(self):
-        data, buffers = self._framer.recv_message()
+        data, buffers = self._framer.recv_message(stream=True)
+        if isinstance(data, framing.PickleStream):  # a large pickle: unpickled as it arrives
+            return self._load_stream(data)
         try:
             return pickle.loads(data, buffers=buffers)
         except Exception as exc:
             raise DecodeError(exc) from exc
+
+    @staticmethod
+    def _load_stream(stream):
+        try:
+            return pickle.load(stream)
+        except Exception as exc:
+            raise DecodeError(exc) from exc
+        finally:
+            stream.finish()  # skips what was left unread; a lost connection replaces the error it caused
 
     def keepalive(self, seconds):
         framing.keepalive(self.sock, seconds)
