@@ -13,7 +13,7 @@ from ..home import nbcore_home
 from ..spec import EnvironmentSpec
 from .auth import ANSWER_BYTES, AuthenticationError, host_challenge, host_verify
 from .backend import FEATURES, BackendProvider, Command, Environment, WorkerLaunch, host_environment
-from .environments import install_environment, list_environments
+from .environments import environment_ready, install_environment, list_environments
 from .process import OutputReader, OutputTail, SubprocessWorker, WorkerProcess
 from .progress import Progress
 from .protocol import (FALLBACK, UPGRADE, ListenAddress, Listener, ProtocolProvider, connect_timeout,
@@ -25,7 +25,7 @@ __all__ = [
     "ConfigError", "Environment", "EnvironmentSpec", "FALLBACK", "FEATURES", "FeatureMissing", "InstallError", "ListenAddress", "Listener",
     "NbcoreError", "OutputReader", "OutputTail", "PluginError", "Progress", "ProtocolProvider", "Register",
     "SubprocessWorker", "UPGRADE", "UserError", "WorkerError", "WorkerLaunch", "WorkerProcess", "get_registry",
-    "connect_timeout", "hookimpl", "host_challenge", "host_environment", "host_verify", "install_environment",
+    "connect_timeout", "environment_ready", "hookimpl", "host_challenge", "host_environment", "host_verify", "install_environment",
     "keepalive_seconds", "list_environments", "nbcore_home", "nbcore_version",
 ]
 
