@@ -17,7 +17,7 @@ from .environments import environment_ready, install_environment, list_environme
 from .process import OutputReader, OutputTail, SubprocessWorker, WorkerProcess
 from .progress import Progress
 from .protocol import (FALLBACK, UPGRADE, ListenAddress, Listener, ProtocolProvider, connect_timeout,
-                       keepalive_seconds)
+                       keepalive_seconds, readable)
 from .registry import CapabilityMissing, FeatureMissing, Register, get_registry, hookimpl
 
 __all__ = [
@@ -26,7 +26,7 @@ __all__ = [
     "NbcoreError", "OutputReader", "OutputTail", "PluginError", "Progress", "ProtocolProvider", "Register",
     "SubprocessWorker", "UPGRADE", "UserError", "WorkerError", "WorkerLaunch", "WorkerProcess", "get_registry",
     "connect_timeout", "environment_ready", "hookimpl", "host_challenge", "host_environment", "host_verify", "install_environment",
-    "keepalive_seconds", "list_environments", "nbcore_home", "nbcore_version",
+    "keepalive_seconds", "list_environments", "nbcore_home", "nbcore_version", "readable",
 ]
 
 #: The modules a plugin may import from nbcore: this package and its container toolkit (host side),

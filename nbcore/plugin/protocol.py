@@ -1,6 +1,7 @@
 """What a protocol plugin provides: the :class:`ProtocolProvider` and the fallback listener."""
 import abc
 import dataclasses
+import select
 import socket
 from typing import Callable, ClassVar, FrozenSet, Optional, Tuple
 
@@ -162,3 +163,16 @@ class ProtocolProvider(abc.ABC):
 
     def host_abort(self, state: object) -> None:
         """Release what :meth:`host_offer` prepared; called when the upgrade is not used."""
+
+
+def readable(sockets, timeout: float) -> list:
+    """The ``sockets`` that are ready to read (or closed) within ``timeout`` seconds, for accept loops.
+
+    It uses ``poll``, so any descriptor number works (``select`` stops at 1024: a host with many open
+    files could not open an environment)."""
+    poller = select.poll()
+    by_fd = {}
+    for sock in sockets:
+        by_fd[sock.fileno()] = sock
+        poller.register(sock, select.POLLIN)
+    return [by_fd[fd] for fd, _ in poller.poll(max(0.0, timeout) * 1000)]

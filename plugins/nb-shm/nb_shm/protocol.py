@@ -2,11 +2,10 @@
 import hmac
 import logging
 import os
-import select
 import shutil
 import time
 
-from nbcore.plugin import UPGRADE, ProtocolProvider
+from nbcore.plugin import UPGRADE, ProtocolProvider, readable
 
 from . import worker
 from .worker import links
@@ -32,16 +31,6 @@ def _options():
         "spin_us": _size("NBCORE_SHM_SPIN_US"),
     }
 
-
-def _readable(sockets, timeout):
-    """The ``sockets`` ready to read (or closed) within ``timeout`` seconds; ``poll``, so any descriptor number
-    works (``select`` stops at 1024)."""
-    poller = select.poll()
-    by_fd = {}
-    for sock in sockets:
-        by_fd[sock.fileno()] = sock
-        poller.register(sock, select.POLLIN)
-    return [by_fd[fd] for fd, _ in poller.poll(max(0.0, timeout) * 1000)]
 
 
 class _Offer:
@@ -143,7 +132,7 @@ class ShmPickle(ProtocolProvider):
                     raise TimeoutError("the worker did not connect to the shm-pickle socket")
                 for conn in [c for c, shake in pending.items() if shake.deadline <= now]:
                     pending.pop(conn).reject("no token within %.0f s" % HANDSHAKE_TIMEOUT)
-                ready = _readable([state.sock] + list(pending), min(0.1, deadline - now))
+                ready = readable([state.sock] + list(pending), min(0.1, deadline - now))
                 for sock in ready:
                     if sock is state.sock:
                         self._admit(state.sock, pending)
