@@ -9,8 +9,8 @@ Enable in a plugin's ``conftest.py`` with ``pytest_plugins = ["nbcore.testing"]`
 * :func:`find_pythons` / :func:`python_or_skip` find interpreters of another Python
   version (``python3.8`` ...) wherever this machine keeps them.
 * :func:`read_line` reads a child's output line with a time limit.
-* ``nbcore_home`` points ``NBCORE_HOME`` at a folder shared by the whole test
-  run (environments are slow to build; their hash keeps them apart).
+* :func:`wait_until` polls a condition with a time limit; :func:`pid_alive` and
+  :func:`wait_gone` watch processes (zombies count as ended).
 * ``fresh_registry`` rebuilds the plugin registry for one test.
 """
 import glob
@@ -20,6 +20,7 @@ import subprocess
 import sys
 import sysconfig
 import threading
+import time
 
 import pytest
 
@@ -106,6 +107,39 @@ def read_line(stream, timeout=60.0):
     if not box:
         pytest.fail("no line from the child within %.0f s" % timeout, pytrace=False)
     return box[0]
+
+
+def wait_until(condition, timeout: float, what: str, interval: float = 0.05) -> None:
+    """Poll ``condition()`` until it is true; fail the test, naming ``what``, after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail("timed out after %.0f s waiting for %s" % (timeout, what), pytrace=False)
+        time.sleep(interval)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        with open("/proc/%d/stat" % pid) as stat:
+            state = stat.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def wait_gone(pid: int, timeout: float = 10.0, what: str = "") -> None:
+    """Wait until process ``pid`` has ended; else kill it (nothing outlives the test) and fail, naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid):
+        if time.monotonic() > deadline:
+            try:
+                os.kill(pid, 9)
+            except OSError:
+                pass
+            pytest.fail("process %d is still alive after %.0f s%s" % (pid, timeout, ": " + what if what else ""),
+                        pytrace=False)
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="session")

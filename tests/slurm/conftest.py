@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from nbcore.testing import engine_unavailable
+from nbcore.testing import engine_unavailable, pid_alive, wait_until
 
 pytest.importorskip("nb_slurm", reason="nb-slurm is not installed (pip install -e plugins/nb-slurm)")
 
@@ -156,21 +156,8 @@ def _libc():
     return ctypes.CDLL(None, use_errno=True)
 
 
-def pid_alive(pid):
-    try:
-        state = Path("/proc/%d/stat" % pid).read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
-def wait_until(condition, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError("timed out after %.0f s waiting for %s" % (timeout, what))
 
 
 def _node_path():
