@@ -111,8 +111,6 @@ def cli_json(*args, **kwargs):
     return json.loads(result.stdout)
 
 
-
-
 #: Functions the engine tests' workers import from the working directory (each suite adds its own ``info()``).
 ENGINE_TEST_MODULE = '''
 import os

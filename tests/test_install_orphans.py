@@ -7,8 +7,7 @@ import time
 
 import pytest
 
-from nbcore.testing import read_line
-
+from nbcore.testing import read_line, wait_gone, wait_until
 from nbtest import clean_environ, pid_alive, run_nbcore, write
 
 pytestmark = pytest.mark.usefixtures("clean_env", "nbcore_home")
@@ -38,15 +37,6 @@ environments:
 '''
 
 
-def wait_gone(pid, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while pid_alive(pid):
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            pytest.fail("process %d outlived the killed installer" % pid)
-        time.sleep(0.05)
-
-
 def test_kill_9_of_the_installer_ends_its_steps(tmp_path):
     started, sleeper = tmp_path / "started", tmp_path / "sleeper"
     write(tmp_path / "nbcore.yaml", CONFIG.format(started=started, sleeper=sleeper))
@@ -56,6 +46,7 @@ def test_kill_9_of_the_installer_ends_its_steps(tmp_path):
     try:
         while "step-started" not in read_line(installer.stderr, 120):
             pass
+        wait_until(lambda: started.exists() and sleeper.exists(), 30, "the step's children to write their pids")
         escapee, background = int(started.read_text()), int(sleeper.read_text())
         installer.kill()
         installer.wait()

@@ -45,8 +45,6 @@ def sleeps_with(token):
     return found
 
 
-
-
 class WatchingStream(io.StringIO):
     """A text stream that runs ``on_text(all_text_so_far)`` after every write."""
 

@@ -16,6 +16,8 @@ import threading
 import time
 import traceback
 
+from pathlib import Path
+
 import pytest
 
 from nbcore import open_backend
@@ -25,6 +27,7 @@ from nbcore.worker import rpc
 from nbcore.worker.channel import DecodeError, EncodeError, SocketChannel
 from nbcore.worker.framing import ProtocolError
 
+from nbcore.testing import wait_gone, wait_until
 from nbtest import clean_environ, pid_alive, run_nbcore, write
 
 MODULE = "nbt_failures_mod"
@@ -237,13 +240,6 @@ def f(name):
     return "%s:%s" % (MODULE, name)
 
 
-def wait_gone(pid, timeout=10):
-    deadline = time.monotonic() + timeout
-    while pid_alive(pid):
-        assert time.monotonic() < deadline, "process %d is still alive" % pid
-        time.sleep(0.05)
-
-
 # the channel contract -------------------------------------------------------------------------
 
 @pytest.fixture(params=[2, 5])
@@ -451,18 +447,11 @@ def run_in_thread(function, *args):
     return thread, outcome
 
 
-def wait_for(path, timeout=30):
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        assert time.monotonic() < deadline, "%s never appeared" % path
-        time.sleep(0.02)
-
-
 def test_close_stops_a_call_running_in_another_thread(fresh_venv_env, tmp_path):
     pid = fresh_venv_env.call(f("pid"))
     started = str(tmp_path / "started")
     caller, outcome = run_in_thread(fresh_venv_env.call, f("sleep_forever"), started)
-    wait_for(started)
+    wait_until(Path(started).exists, 60, "%s to appear" % started)
     fresh_venv_env.connection.shutdown_grace = 0.5
     closer, _ = run_in_thread(fresh_venv_env.close)
     closer.join(30)

@@ -15,8 +15,7 @@ from nbcore.plugin.progress import Progress
 from nbcore.spec import EnvironmentSpec
 from nbcore.host.store import READY_MARKER, ensure_installed, is_ready, list_environments, make_environment
 
-from nbcore.testing import read_line
-
+from nbcore.testing import read_line, wait_until
 from nbtest import clean_environ, run_nbcore, write
 
 pytestmark = pytest.mark.usefixtures("clean_env")
@@ -144,13 +143,6 @@ def test_concurrent_installs_build_once(tmp_path):
     assert [(e["name"], e["backend"], e["ready"]) for e in envs] == [("demo", "venv", True)]
 
 
-def wait_for(path, timeout=60):
-    deadline = time.monotonic() + timeout
-    while not Path(path).exists():
-        assert time.monotonic() < deadline, "%s never appeared" % path
-        time.sleep(0.05)
-
-
 def install_that_hangs_the_first_time(tmp_path):
     """Start an install whose first build hangs; return once it hangs: ``(config, home, builds file, process)``."""
     count, started = tmp_path / "builds", tmp_path / "started"
@@ -160,7 +152,7 @@ def install_that_hangs_the_first_time(tmp_path):
         """ % (count, count, started))
     home = tmp_path / "home"
     first = start_install(config, home)
-    wait_for(started)
+    wait_until(Path(started).exists, 60, "%s to appear" % started)
     return config, home, count, first
 
 

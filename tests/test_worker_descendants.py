@@ -7,8 +7,7 @@ import time
 import pytest
 
 from nbcore import open_backend
-from nbcore.testing import read_line
-
+from nbcore.testing import read_line, wait_gone
 from nbtest import clean_environ, pid_alive, write
 
 pytestmark = pytest.mark.usefixtures("clean_env", "nbcore_home")
@@ -49,15 +48,6 @@ env = open_backend("demo", {"environments": {"demo": {}}}, backend=sys.argv[1])
 print(env.call("escape:escapee", sys.argv[2]), flush=True)
 time.sleep(300)
 '''
-
-
-def wait_gone(pid, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while pid_alive(pid):
-        if time.monotonic() > deadline:
-            os.kill(pid, 9)
-            pytest.fail("process %d outlived its worker" % pid)
-        time.sleep(0.05)
 
 
 @pytest.fixture

@@ -118,10 +118,6 @@ def kill_session(sid, timeout=10.0):
     wait_until(lambda: not _session_members(sid), timeout, "the processes of session %d to end" % sid)
 
 
-
-
-
-
 def _node_path():
     """PATH without uv: the venv backend then builds with venv + pip, which work offline from the wheelhouse."""
     keep = [d for d in os.environ.get("PATH", "").split(os.pathsep) if d and not os.access(os.path.join(d, "uv"), os.X_OK)]

@@ -156,10 +156,6 @@ def _libc():
     return ctypes.CDLL(None, use_errno=True)
 
 
-
-
-
-
 def _node_path():
     """PATH without uv: the venv backend then builds with venv + pip, which work offline from the wheelhouse."""
     keep = [d for d in os.environ.get("PATH", "").split(os.pathsep) if d and not os.access(os.path.join(d, "uv"), os.X_OK)]
