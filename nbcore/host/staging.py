@@ -10,7 +10,9 @@ under ``NBCORE_HOME/worker/<first 16 hex digits>/`` with a stamp file holding th
 whole hash, every file ``0644`` and every folder ``0755`` whatever the umask.
 Before a folder is reused its stamp, the contents and modes of its files and
 the owner of everything in it are checked; a folder that fails is rebuilt
-beside it and swapped in.
+beside it and swapped in.  :func:`stage_files` does the same for any files
+(plugins use it through :mod:`nbcore.plugin`), also for the user alone
+(``0600``/``0700``).
 """
 import hashlib
 import importlib.util
@@ -29,6 +31,9 @@ from ..home import writing_into
 STAMP = "nbcore-worker.sha256"
 FILE_MODE = 0o644
 FOLDER_MODE = 0o755
+#: ``(file, folder)`` modes of a staged folder for everyone to read, and for its owner alone.
+SHARED_MODES = (FILE_MODE, FOLDER_MODE)
+PRIVATE_MODES = (0o600, 0o700)
 #: Python's bytecode cache: created with the folders (so never under the umask), its ``.pyc`` files tolerated.
 BYTECODE = "__pycache__"
 
@@ -107,10 +112,23 @@ def stage_worker(home: Path, worker_modules: Iterable[str]) -> Path:
     """Return a folder holding ``nbcore.worker`` and ``worker_modules``, ready for PYTHONPATH."""
     files = worker_files(worker_modules)
     digest = _digest(files)
-    folder = home / "worker" / digest[:16]
+    return stage_files(home / "worker" / digest[:16], files, digest)
+
+
+def stage_files(folder: Path, files: Dict[str, bytes], digest: str, private: bool = False,
+                executables: Iterable[str] = ()) -> Path:
+    """Make ``folder`` hold exactly ``files`` (relative path -> content) and a stamp file holding ``digest``.
+
+    A folder already there is reused when its stamp, its files (sizes; contents of those changed since
+    the stamp) and the owner of everything in it check out; otherwise the files are written into a
+    temporary folder beside it, which replaces it with one rename (a damaged folder is moved aside
+    first).  Files are ``0644`` and folders ``0755``, or ``0600``/``0700`` with ``private``, whatever
+    the umask; ``executables`` (paths among ``files``) also get the execute bits of those modes.
+    Python's ``__pycache__`` folders are made with the folders and tolerated.  Return ``folder``.
+    """
     if not _intact(folder, files, digest):
         with writing_into(folder.parent):
-            _replace(folder, files, digest)
+            _replace(folder, files, digest, PRIVATE_MODES if private else SHARED_MODES, frozenset(executables))
     return folder
 
 
@@ -168,12 +186,12 @@ def _intact(folder: Path, files: Dict[str, bytes], digest: str) -> bool:
     return True
 
 
-def _replace(folder: Path, files: Dict[str, bytes], digest: str) -> None:
+def _replace(folder: Path, files: Dict[str, bytes], digest: str, modes=SHARED_MODES, executables=frozenset()) -> None:
     """Build the folder beside ``folder`` and rename it into place, moving a damaged one aside first."""
-    _make_folder(folder.parent)
+    _make_folder(folder.parent, modes[1])
     tmp = Path(tempfile.mkdtemp(prefix=".staging-", dir=str(folder.parent)))
     try:
-        _write_tree(tmp, files, digest)
+        _write_tree(tmp, files, digest, modes, executables)
         for _ in range(3):  # other processes may be staging the same folder at once
             try:
                 os.rename(str(tmp), str(folder))
@@ -192,26 +210,31 @@ def _replace(folder: Path, files: Dict[str, bytes], digest: str) -> None:
         shutil.rmtree(str(tmp), ignore_errors=True)
 
 
-def _write_tree(root: Path, files: Dict[str, bytes], digest: str) -> None:
-    os.chmod(str(root), FOLDER_MODE)
+def _write_tree(root: Path, files: Dict[str, bytes], digest: str, modes=SHARED_MODES, executables=frozenset()) -> None:
+    file_mode, folder_mode = modes
+    os.chmod(str(root), folder_mode)
+    if any("/" not in target and target.endswith(".py") for target in files):
+        os.mkdir(str(root / BYTECODE), folder_mode)
+        os.chmod(str(root / BYTECODE), folder_mode)
     for relative in _folders(files):
         for made in (root / relative, root / relative / BYTECODE):
             os.mkdir(str(made))
-            os.chmod(str(made), FOLDER_MODE)
+            os.chmod(str(made), folder_mode)
     for target, data in list(files.items()) + [(STAMP, digest.encode() + b"\n")]:
-        fd = os.open(str(root / target), os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        mode = file_mode | (file_mode & 0o444) >> 2 if target in executables else file_mode
+        fd = os.open(str(root / target), os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), FILE_MODE)
+            os.fchmod(f.fileno(), mode)
             f.write(data)
 
 
-def _make_folder(path: Path) -> None:
-    """Create ``path`` and its missing parents as ``0755`` whatever the umask; existing folders stay as they are."""
+def _make_folder(path: Path, mode: int = FOLDER_MODE) -> None:
+    """Create ``path`` and its missing parents as ``mode`` whatever the umask; existing folders stay as they are."""
     if path.is_dir():
         return
-    _make_folder(path.parent)
+    _make_folder(path.parent, mode)
     try:
         os.mkdir(str(path))
     except FileExistsError:
         return
-    os.chmod(str(path), FOLDER_MODE)
+    os.chmod(str(path), mode)
