@@ -187,7 +187,7 @@ def _record(backend, kind, name, path: Path, reason, dry_run) -> dict:
     if not dry_run:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(str(path), ignore_errors=True)
-        else:
+        elif os.path.lexists(str(path)):
             path.unlink()
     return {"name": "%s/%s" % (kind, name), "backend": backend, "kind": "shipped " + kind, "reason": reason,
             "bytes": size, "path": str(path)}
@@ -195,7 +195,7 @@ def _record(backend, kind, name, path: Path, reason, dry_run) -> dict:
 
 def _bytes(path: Path) -> int:
     if not path.is_dir() or path.is_symlink():
-        return path.lstat().st_size
+        return path.lstat().st_size if os.path.lexists(str(path)) else 0
     total = 0
     for folder, _, names in os.walk(str(path)):
         for name in names:
