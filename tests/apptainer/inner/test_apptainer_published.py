@@ -107,7 +107,7 @@ def _forget(provider, env):
     shutil.rmtree(str(env.path), ignore_errors=True)
 
 
-def test_a_tag_moved_after_its_digest_was_resolved_does_not_get_in(project, published, monkeypatch):
+def test_a_tag_moved_after_its_digest_was_resolved_does_not_get_in(project, published, monkeypatch, tmp_path):
     """The conversion fetches the digest resolved once (``docker://REPO@sha256:...``), not what the tag names a
     moment later (here: the base image, moved onto the published tag by a registry account)."""
     from nb_apptainer import docker_image
@@ -116,6 +116,7 @@ def test_a_tag_moved_after_its_digest_was_resolved_does_not_get_in(project, publ
 
     registry, image = published
     monkeypatch.setenv("NBCORE_REGISTRY", registry)
+    monkeypatch.setenv("NBCORE_APPTAINER_CACHE", str(tmp_path / "images"))  # no SIF converted before
     _, provider, env = prepare(ENV_NAME, "nbcore.yaml", backend="apptainer", install=False)
     _forget(provider, env)
     resolved, moved = docker_image.resolve, []
@@ -139,16 +140,17 @@ def test_a_tag_moved_after_its_digest_was_resolved_does_not_get_in(project, publ
     _forget(provider, env)
 
 
-def test_a_published_image_without_this_specs_label_is_rejected_in_one_line(project, published):
+def test_a_published_image_without_this_specs_label_is_rejected_in_one_line(project, published, monkeypatch, tmp_path):
     from conftest import REMOTE_IMAGE
 
     registry, image = published
+    monkeypatch.setenv("NBCORE_REGISTRY", registry)
+    monkeypatch.setenv("NBCORE_APPTAINER_CACHE", str(tmp_path / "images"))  # no SIF converted before
     _, provider, env = prepare(ENV_NAME, "nbcore.yaml", backend="apptainer", install=False)
     _forget(provider, env)
     before = point_tag(image, REMOTE_IMAGE)  # the tag names an image without the label (the base image)
     try:
-        result = run_nbcore("install", ENV_NAME, "--backend", "apptainer", cwd=project,
-                            env={"NBCORE_REGISTRY": registry})
+        result = run_nbcore("install", ENV_NAME, "--backend", "apptainer", cwd=project)
     finally:
         point_tag(image, "%s@%s" % (image.rpartition(":")[0], before))
     line = one_error_line(result.stderr)
