@@ -19,6 +19,7 @@ from .progress import Progress
 from .protocol import (FALLBACK, UPGRADE, ListenAddress, Listener, ProtocolProvider, connect_timeout,
                        keepalive_seconds, readable)
 from .registry import CapabilityMissing, FeatureMissing, Register, get_registry, hookimpl
+from .staging import stage_files
 
 __all__ = [
     "ANSWER_BYTES", "AuthenticationError", "BackendProvider", "BackendUnavailable", "CapabilityMissing", "Command",
@@ -26,7 +27,7 @@ __all__ = [
     "NbcoreError", "OutputReader", "OutputTail", "PluginError", "Progress", "ProtocolProvider", "Register",
     "SubprocessWorker", "UPGRADE", "UserError", "WorkerError", "WorkerLaunch", "WorkerProcess", "get_registry",
     "connect_timeout", "environment_ready", "hookimpl", "host_challenge", "host_environment", "host_verify", "install_environment",
-    "keepalive_seconds", "list_environments", "nbcore_home", "nbcore_version", "readable",
+    "keepalive_seconds", "list_environments", "nbcore_home", "nbcore_version", "readable", "stage_files",
 ]
 
 #: The modules a plugin may import from nbcore: this package and its container toolkit (host side),

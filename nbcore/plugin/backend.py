@@ -235,6 +235,13 @@ class BackendProvider(abc.ABC):
         plus the keys of :attr:`environment_columns`."""
         return None
 
+    def collect_garbage(self, unreferenced: bool, older_than_days: Optional[float], dry_run: bool) -> List[dict]:
+        """What ``nbcore gc`` removes besides environments: what this backend keeps in this machine's
+        ``NBCORE_HOME`` outside them (files shipped to a cluster node), by the same options.  Remove it (only
+        list it with ``dry_run``) and return a record per item with ``name``, ``backend``, ``reason``, ``bytes``
+        and ``path``.  The default keeps nothing there."""
+        return []
+
     def remove(self, env: Environment) -> None:
         """Delete the environment and anything it owns outside ``env.path`` (images, caches)."""
         shutil.rmtree(env.path, ignore_errors=True)

@@ -38,7 +38,9 @@ def pushed_name(name, spec, tmp_path):
 def test_a_built_environment_is_offered_under_the_name_push_publishes_it_to(tmp_path):
     spec = spec_of(BUILT)
     image = capability().image_for("demo", spec)
-    assert image == DockerImage(pushed_name("demo", spec, tmp_path), "/opt/nbcore-env/bin/python", published=True)
+    assert image == DockerImage(pushed_name("demo", spec, tmp_path), "/opt/nbcore-env/bin/python", published=True,
+                                image_hash=image.image_hash)
+    assert image.name.endswith(":" + image.image_hash[:16]), "the label a pulled image must carry"
     assert image.name.startswith("registry.example:5000/team/nbcore/demo:")
     other_engine = spec_of(dict(BUILT, apptainer={"fallback_image": "/x.sif"}), base_dir="/elsewhere")
     assert capability().image_for("demo", other_engine) == image, "another engine's section and folder do not count"

@@ -40,9 +40,11 @@ class DockerBackend(BackendProvider):
     def is_installed(self, env):
         from .engine import api_client
         from .images import image_exists
+        from .publishing import is_the_pulled_image
 
         _, plan = self._plan(env)
-        return image_exists(api_client(), plan.tag)
+        api = api_client()
+        return image_exists(api, plan.tag) and is_the_pulled_image(api, env, plan)
 
     def install(self, env, progress):
         """Pull the environment's published image when a registry has it, else build it; a ready image is pulled
