@@ -258,3 +258,41 @@ def test_a_launch_offers_the_worker_code_as_a_folder_and_as_a_content_addressed_
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         names = tar.getnames()
     assert "nbcore/worker/serve.py" in names and all((launch.worker_path / n).exists() for n in names)
+
+
+def test_a_capability_with_an_interface_must_implement_it():
+    from nbcore.plugin import CondaPrefixCapability, DockerImageCapability
+    from nbcore.plugin.capabilities import INTERFACES
+
+    assert INTERFACES == {"docker-image": DockerImageCapability, "conda-prefix": CondaPrefixCapability}
+
+    def nbcore_register(register):
+        register.capability("docker-image", object())
+
+    with pytest.raises(PluginError, match=r"plugin 'nbtest_register' offers the capability 'docker-image' with a "
+                                          r"object, which is not a nbcore.plugin.DockerImageCapability"):
+        registry_with(nbcore_register)
+
+    class Images(DockerImageCapability):
+        def image_for(self, name, spec):
+            return None
+
+        def digest(self, name, credentials=None, plain_http=False):
+            return None
+
+        def fingerprint(self, spec):
+            return None
+
+    def nbcore_register(register):  # noqa: F811 (a second plugin's hook)
+        register.capability("docker-image", Images())
+
+    assert isinstance(registry_with(nbcore_register).capability("docker-image"), DockerImageCapability)
+
+
+def test_first_party_capabilities_implement_their_interfaces():
+    from nbcore.plugin.capabilities import INTERFACES
+
+    registry = plugins.get_registry()
+    for name, interface in INTERFACES.items():
+        if name in registry.capabilities:
+            assert isinstance(registry.capabilities[name], interface), name

@@ -13,6 +13,7 @@ from ..home import nbcore_home
 from ..spec import EnvironmentSpec
 from .auth import ANSWER_BYTES, AuthenticationError, host_challenge, host_verify
 from .backend import FEATURES, BackendProvider, Command, Environment, WorkerLaunch, host_environment
+from .capabilities import CondaPrefixCapability, DockerImage, DockerImageCapability
 from .environments import environment_ready, install_environment, list_environments
 from .process import OutputReader, OutputTail, SubprocessWorker, WorkerProcess
 from .progress import Progress
@@ -23,6 +24,7 @@ from .staging import stage_files
 
 __all__ = [
     "ANSWER_BYTES", "AuthenticationError", "BackendProvider", "BackendUnavailable", "CapabilityMissing", "Command",
+    "CondaPrefixCapability", "DockerImage", "DockerImageCapability",
     "ConfigError", "Environment", "EnvironmentSpec", "FALLBACK", "FEATURES", "FeatureMissing", "InstallError", "ListenAddress", "Listener",
     "NbcoreError", "OutputReader", "OutputTail", "PluginError", "Progress", "ProtocolProvider", "Register",
     "SubprocessWorker", "UPGRADE", "UserError", "WorkerError", "WorkerLaunch", "WorkerProcess", "get_registry",

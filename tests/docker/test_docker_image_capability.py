@@ -7,7 +7,7 @@ from nbcore.host.store import make_environment
 from nbcore.plugin import CapabilityMissing, get_registry
 
 from nb_docker.backend import DockerBackend
-from nb_docker.docker_image import DockerImage
+from nbcore.plugin import DockerImage
 from nb_docker.plan import configured_registry, published_name
 
 BUILT = {"python": "3.11", "packages": ["numpy"], "docker": {"build_script": "apt-get install -y git"}}

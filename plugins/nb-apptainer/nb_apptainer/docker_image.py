@@ -19,7 +19,7 @@ import os
 import subprocess
 from typing import NamedTuple, Optional
 
-from nbcore.plugin import CapabilityMissing, InstallError, get_registry
+from nbcore.plugin import CapabilityMissing, DockerImage, DockerImageCapability, InstallError, get_registry
 from nbcore.plugin.containers import UNREACHABLE_REGISTRY
 
 from .registry_login import USERNAME_VARIABLES, credentials, login_for, registry_host
@@ -61,9 +61,8 @@ class Recorded(NamedTuple):
     python: str
 
 
-def wanted(name: str, spec):
-    """nb-docker's image for environment ``name`` (``name``, ``python``, ``published``), or None (nothing to
-    fetch, or nb-docker not installed)."""
+def wanted(name: str, spec) -> Optional[DockerImage]:
+    """nb-docker's image for environment ``name``, or None (nothing to fetch, or nb-docker not installed)."""
     capability = _capability()
     return None if capability is None else capability.image_for(name, spec)
 
@@ -74,7 +73,7 @@ def fingerprint(spec) -> Optional[dict]:
     return None if capability is None else capability.fingerprint(spec)
 
 
-def _capability():
+def _capability() -> Optional[DockerImageCapability]:
     try:
         return get_registry().capability("docker-image")
     except CapabilityMissing:

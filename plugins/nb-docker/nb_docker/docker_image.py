@@ -9,12 +9,11 @@ published image's manifest digest asked of its registry (:meth:`DockerImages.dig
 other engine fetches ``REPOSITORY@DIGEST`` resolved once and checks the image-hash label
 (:data:`LABEL_IMAGE_HASH`) of what it got against :attr:`DockerImage.image_hash`.
 """
-import dataclasses
 import os
 from pathlib import Path
 from typing import Optional
 
-from nbcore.plugin import Environment
+from nbcore.plugin import DockerImage, DockerImageCapability, Environment
 from nbcore.plugin.containers import pull_policy
 
 from .plan import configured_registry, plan_image, published_name
@@ -24,21 +23,7 @@ from .settings import DockerSettings
 LABEL_IMAGE_HASH = "org.nbcore.image-hash"
 
 
-@dataclasses.dataclass(frozen=True)
-class DockerImage:
-    """A Docker image another engine can fetch to run an environment."""
-
-    #: ``REGISTRY/nbcore/<env>:<image hash>``, or the spec's ready ``docker.image``.
-    name: str
-    #: The interpreter inside the image that runs the worker.
-    python: str
-    #: True for the published image of a build (in the configured registry), False for a ready image.
-    published: bool
-    #: What a published image's :data:`LABEL_IMAGE_HASH` label must say (None for a ready image).
-    image_hash: Optional[str] = None
-
-
-class DockerImages:
+class DockerImages(DockerImageCapability):
     """Answers which Docker image nb-docker would run for an environment that another engine can fetch."""
 
     def image_for(self, name: str, spec) -> Optional[DockerImage]:
