@@ -296,3 +296,21 @@ def test_first_party_capabilities_implement_their_interfaces():
     for name, interface in INTERFACES.items():
         if name in registry.capabilities:
             assert isinstance(registry.capabilities[name], interface), name
+
+
+def test_a_backend_plan_is_prepared_once_per_environment(tmp_path):
+    class Planned(Backend):
+        prepared = 0
+
+        def prepare(self, env):
+            Planned.prepared += 1
+            return {"image": "img-" + env.name}
+
+    backend = Planned("planned")
+    env = make_environment(tmp_path, backend, "demo", EnvironmentSpec())
+    assert backend.plan(env) == {"image": "img-demo"} and backend.plan(env) is backend.plan(env)
+    assert Planned.prepared == 1
+    other = make_environment(tmp_path, backend, "demo", EnvironmentSpec())  # another open: planned again
+    backend.plan(other)
+    assert Planned.prepared == 2 and other == env
+    assert Backend("plain").prepare(env) is None  # the default plans nothing

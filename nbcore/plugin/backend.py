@@ -17,13 +17,18 @@ from .process import SubprocessWorker, WorkerProcess
 
 @dataclasses.dataclass(frozen=True)
 class Environment:
-    """One environment as a backend sees it: a named spec and the folder reserved for it."""
+    """One environment as a backend sees it: a named spec and the folder reserved for it.
+
+    nbcore makes one per open or install and hands the same object to every hook of that
+    open, so what a backend derives from it once (:meth:`BackendProvider.plan`) is kept here.
+    """
 
     name: str
     spec: EnvironmentSpec
     backend: str
     spec_hash: str
     path: Path
+    _plan: object = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
 
 @dataclasses.dataclass
@@ -139,6 +144,18 @@ class BackendProvider(abc.ABC):
         :meth:`worker_python`), ``shell`` (:meth:`shell`, :meth:`shell_command` or :meth:`command`),
         ``lock``, ``publish`` and ``list_environments`` (the methods of those names)."""
         return _features(type(self))
+
+    def prepare(self, env: Environment) -> object:
+        """What this backend derives from ``env`` before doing anything with it (settings, image names, the
+        interpreter inside): its plan, computed once per open or install.  Hooks read it with :meth:`plan`.
+        Default: None."""
+        return None
+
+    def plan(self, env: Environment) -> object:
+        """:meth:`prepare`'s answer for ``env``, computed on first use and kept with ``env`` (one open)."""
+        if env._plan is None:
+            object.__setattr__(env, "_plan", self.prepare(env))  # Environment is frozen; the plan is a cache
+        return env._plan
 
     @abc.abstractmethod
     def check_available(self) -> Optional[str]:

@@ -30,8 +30,8 @@ class DockerBackend(BackendProvider):
 
         return unavailable_reason()
 
-    @staticmethod
-    def _plan(env):
+    def prepare(self, env):
+        """``(settings, image plan)`` of ``env``: derived once per open, read by every hook through :meth:`plan`."""
         from .plan import plan_image
 
         settings = DockerSettings.from_spec(env.spec)
@@ -42,7 +42,7 @@ class DockerBackend(BackendProvider):
         from .images import image_exists
         from .publishing import is_the_pulled_image
 
-        _, plan = self._plan(env)
+        _, plan = self.plan(env)
         api = api_client()
         return image_exists(api, plan.tag) and is_the_pulled_image(api, env, plan)
 
@@ -53,7 +53,7 @@ class DockerBackend(BackendProvider):
         from .engine import api_client
         from .publishing import fetch
 
-        settings, plan = self._plan(env)
+        settings, plan = self.plan(env)
         api = api_client()
         if plan.built:
             if not fetch(api, env, plan, settings, progress):
@@ -66,16 +66,16 @@ class DockerBackend(BackendProvider):
         from .engine import api_client
         from .publishing import publish
 
-        settings, plan = self._plan(env)
+        settings, plan = self.plan(env)
         return publish(api_client(), env, plan, settings, registry, progress, skip_existing)
 
     def worker_python(self, env):
-        return self._plan(env)[1].python
+        return self.plan(env)[1].python
 
     def _container(self, env, argv, variables, cwd, role, worker_path=None):
         from .container import container_config
 
-        settings, plan = self._plan(env)
+        settings, plan = self.plan(env)
         return container_config(env, settings, plan.tag, list(argv), dict(variables or {}), cwd, nbcore_home(), role,
                                 worker_path)
 
