@@ -31,7 +31,7 @@ def pushed_name(name, spec, tmp_path):
     """The name ``nbcore push`` (``DockerBackend.publish``) pushes environment ``name`` of ``spec`` to."""
     backend = DockerBackend()
     env = make_environment(tmp_path, backend, name, spec)
-    settings, plan = backend._plan(env)
+    settings, plan = backend.plan(env)
     return published_name(configured_registry(env, settings), env, plan)
 
 

@@ -59,7 +59,7 @@ def test_a_pushed_image_is_pulled_instead_of_built_and_runs(tmp_path, registry_e
     provider, env, progress = install(registry_env)
     assert progress.pulled() and not progress.built(), progress.steps
     assert any(pushed["digest"] in step for step in progress.steps), progress.steps
-    plan = provider._plan(env)[1]
+    plan = provider.plan(env)[1]
     labels = docker_api.inspect_image(plan.tag)["Config"]["Labels"]
     assert labels[LABEL_IMAGE_HASH] == plan.image_hash and pushed["image"].endswith(":" + plan.image_hash[:16])
     with open_backend(registry_env, "nbcore.yaml", backend="docker") as remote:
@@ -81,7 +81,7 @@ def test_a_pulled_image_carries_this_homes_labels_and_goes_with_its_environment(
         patch.setenv("NBCORE_HOME", publisher["NBCORE_HOME"])
         forget_locally(registry_env)
     provider, env, _ = install(registry_env)
-    plan = provider._plan(env)[1]
+    plan = provider.plan(env)[1]
     image = docker_api.inspect_image(plan.tag)
     labels = image["Config"]["Labels"]
     mine = owner_labels(env)
@@ -138,7 +138,7 @@ def test_a_published_image_of_another_spec_is_rejected(tmp_path, registry_env, o
 
     write_project(tmp_path, registry_env, open_registry)
     _, provider, env = prepare(registry_env, "nbcore.yaml", backend="docker", install=False)
-    impostor = published_name(open_registry, env, provider._plan(env)[1])
+    impostor = published_name(open_registry, env, provider.plan(env)[1])
     repository, tag = parse_repository_tag(impostor)
     docker_api.tag("nbcore-ci/python:3.11", repository, tag)  # an image without this spec's labels
     for chunk in docker_api.push(repository, tag, stream=True, decode=True):
@@ -184,7 +184,7 @@ def test_an_image_without_this_specs_image_hash_is_not_pushed(tmp_path, registry
 
     write_project(tmp_path, registry_env, open_registry)
     provider, env, _ = install(registry_env)
-    repository, tag = parse_repository_tag(provider._plan(env)[1].tag)
+    repository, tag = parse_repository_tag(provider.plan(env)[1].tag)
     docker_api.tag("nbcore-ci/python:3.11", repository, tag, force=True)  # what an older nb-docker left: no label
     result = run_nbcore("push", registry_env, "--backend", "docker")
     assert "has no org.nbcore.image-hash label of this spec" in one_line_error(result)
@@ -233,7 +233,7 @@ def test_a_tag_moved_after_its_digest_was_resolved_does_not_get_in(tmp_path, reg
     write_project(tmp_path, registry_env, open_registry)
     provider, env, _ = install(registry_env)
     [pushed] = push(registry_env)
-    impostor = _impostor(docker_api, provider._plan(env)[1].tag, "impostor")
+    impostor = _impostor(docker_api, provider.plan(env)[1].tag, "impostor")
     forget_locally(registry_env)
 
     resolved = publishing.lookup
@@ -265,7 +265,7 @@ def test_a_local_image_swapped_after_the_digest_was_recorded_is_pulled_again(tmp
     push(registry_env)
     forget_locally(registry_env)
     provider, env, _ = install(registry_env)
-    tag = provider._plan(env)[1].tag
+    tag = provider.plan(env)[1].tag
     impostor = _impostor(docker_api, tag, "swapped")
     docker_api.tag(impostor, *parse_repository_tag(tag), force=True)
 
