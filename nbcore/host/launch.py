@@ -13,9 +13,9 @@ from ..errors import ConfigError, WorkerError
 from ..home import nbcore_home
 from ..plugin.registry import get_registry
 from ..plugin.progress import Progress
-from .selection import choose_backend, plan_protocols, protocol_list
+from .selection import KEPT_BUILD, choose_backend, plan_protocols, protocol_list
 from .staging import stage_worker, worker_archive
-from .store import InUse, ensure_installed, make_environment
+from .store import InUse, ensure_installed, is_ready, make_environment
 from ..plugin.backend import WorkerLaunch
 from ..plugin.protocol import ListenAddress, connect_timeout, keepalive_seconds
 from ..worker.framing import ConnectionClosed, ProtocolError
@@ -96,16 +96,26 @@ def resolve_config(config: Union[None, str, os.PathLike, dict, Config], registry
     return load_config(path, registry.backends)
 
 
-def prepare(name, config=None, backend=None, progress=None, install=True):
-    """Resolve config, backend and environment; install it when needed.  Return ``(config, provider, env)``."""
+def prepare(name, config=None, backend=None, progress=None, install=True, announce=None, prefer_built=True,
+            announce_news_only=False):
+    """Resolve config, backend and environment; install it when needed.  Return ``(config, provider, env)``.
+
+    ``announce(line)``, when given, receives one line saying which backend was chosen and why (with
+    ``announce_news_only``, only when the environment is about to be built or a ready build was kept over
+    the first choice); ``prefer_built=False`` chooses as if nothing were built yet (``nbcore install --rebuild``).
+    """
     registry = get_registry()
     config = resolve_config(config, registry)
     spec = config.spec(name)
     home = nbcore_home()
     provider, how = choose_backend(registry, lambda b: make_environment(home, b, name, spec), spec,
-                                   requested=backend, config_default=config.backend)
+                                   requested=backend, config_default=config.backend,
+                                   is_built=lambda b: is_ready(make_environment(home, b, name, spec), warn=False),
+                                   prefer_built=prefer_built)
     log.info("backend %s (%s)", provider.name, how)
     env = make_environment(home, provider, name, spec)
+    if announce is not None and not (announce_news_only and KEPT_BUILD not in how and is_ready(env, warn=False)):
+        announce("environment %s: backend %s (%s)" % (name, provider.name, how))
     if install:
         ensure_installed(provider, env, progress or Progress())
     return config, provider, env
