@@ -428,6 +428,9 @@ def main(argv=None):
         print("nbcore: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
+        if getattr(exc, "nbcore_target", None):  # the worker could not find the target: the user's typo or path
+            print("nbcore: error: %s: %s" % (type(exc).__name__, exc), file=sys.stderr)
+            return 2
         if isinstance(exc.__cause__, RemoteTraceback):
             print(exc.__cause__.text.rstrip(), file=sys.stderr)
             print("nbcore: error: the call raised %s: %s" % (type(exc).__name__, exc), file=sys.stderr)

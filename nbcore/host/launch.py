@@ -130,7 +130,8 @@ def staged_worker_path():
     return stage_worker(nbcore_home(), _worker_modules())
 
 
-def worker_launch(address, secret, fallback, candidates):
+def worker_launch(address, secret, fallback, candidates, spec=None):
+    """What the backend needs to start the worker; ``spec``'s ``cwd:`` and ``pythonpath:`` apply when given."""
     protocols = [fallback] + [p for _, p in candidates]
     variables = {
         serve.ADDRESS_VARIABLE: address,
@@ -138,7 +139,15 @@ def worker_launch(address, secret, fallback, candidates):
         serve.PROTOCOLS_VARIABLE: ",".join("%s=%s" % (p.name, p.worker_module) for p in protocols),
         serve.KEEPALIVE_VARIABLE: str(keepalive_seconds()),
     }
-    return WorkerLaunch(worker_path=staged_worker_path(), cwd=Path.cwd(), variables=variables,
+    cwd = Path.cwd()
+    if spec is not None and spec.cwd:
+        cwd = Path(spec.cwd)
+        if not cwd.is_dir():
+            raise ConfigError("%s: cwd: %s is not a folder; make it or fix the path (relative to the config "
+                              "file's folder)" % (spec.source or "the spec", cwd))
+    if spec is not None and spec.pythonpath:
+        variables[serve.PATHS_VARIABLE] = os.pathsep.join(spec.pythonpath)
+    return WorkerLaunch(worker_path=staged_worker_path(), cwd=cwd, variables=variables,
                         worker_archive=lambda: worker_archive(_worker_modules()))
 
 
@@ -163,7 +172,11 @@ def _start_and_connect(config, provider, env, protocol):
     fallback, candidates = plan_protocols(registry, names)
     listener = fallback.listen(ListenAddress.from_environment())
     secret = os.urandom(32)
-    launch = worker_launch(listener.address, secret, fallback, candidates)
+    try:
+        launch = worker_launch(listener.address, secret, fallback, candidates, env.spec)
+    except BaseException:
+        listener.close()
+        raise
     try:
         process = provider.start_worker(env, launch)
     except BaseException:

@@ -44,6 +44,8 @@ OK, REF, ERROR, STOP, CALLBACK, RELEASE = 0, 1, 2, 3, 4, 5
 _objects = {}
 _ids = itertools.count(1)
 _targets = {}
+#: The spec's ``pythonpath:`` folders, as put on ``sys.path``.
+_import_paths = []
 
 
 def lookup(object_id):
@@ -54,18 +56,61 @@ def lookup(object_id):
         raise LookupError("remote object %d was already released" % object_id) from None
 
 
+def add_import_paths(paths):
+    """Put the spec's ``pythonpath:`` folders first on ``sys.path`` (and name them in import errors)."""
+    for folder in reversed(paths):
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+    _import_paths[:0] = [p for p in paths if p not in _import_paths]
+
+
 def resolve(path):
-    """Import ``module:qualname`` and return the object it names."""
+    """Import ``module:qualname`` and return the object it names.
+
+    A failure is raised with a one-line message saying where the worker looked, and with the
+    attribute ``nbcore_target`` (the path) so that the host can tell it from a failure of the call.
+    """
     target = _targets.get(path)
     if target is None:
         module_name, _, qualname = path.partition(":")
         if not qualname:
             raise ValueError("expected 'module:qualname', got %r" % path)
-        target = importlib.import_module(module_name)
+        try:
+            target = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            raise _target_error(ModuleNotFoundError("%s (importing %s; %s)" % (exc, path, _where_imports_come_from()),
+                                                    name=exc.name), path) from None
         for part in qualname.split("."):
-            target = getattr(target, part)
+            try:
+                target = getattr(target, part)
+            except AttributeError:
+                import difflib  # only failing imports need it: keep it out of the worker's start
+
+                names = [n for n in dir(target) if not n.startswith("_")]
+                close = difflib.get_close_matches(part, names, n=1)
+                hint = "; did you mean %r?" % close[0] if close else ""
+                raise _target_error(AttributeError("%s has no attribute %r (target %s%s)"
+                                                   % (_describe_owner(target), part, path, hint)), path) from None
         _targets[path] = target
     return target
+
+
+def _target_error(exc, path):
+    exc.nbcore_target = path
+    return exc
+
+
+def _describe_owner(obj):
+    if isinstance(obj, type(sys)):
+        where = getattr(obj, "__file__", None)
+        return "module %r%s" % (obj.__name__, " (%s)" % where if where else "")
+    return repr(obj) if isinstance(obj, type) else "%s object" % type(obj).__name__
+
+
+def _where_imports_come_from():
+    extra = ", ".join(_import_paths) or "none (set pythonpath: in the spec)"
+    return "the worker's working directory is %s (set cwd: in the spec to change it), extra import paths: %s" % (
+        os.getcwd(), extra)
 
 
 def _keep(obj):
