@@ -43,7 +43,7 @@ def build_parser():
     _json_flag(command("protocols", "list protocols and whether they are available here"))
     envs = _json_flag(command("envs", "list installed environments"))
     envs.add_argument("--all", action="store_true", help="also list unfinished environments")
-    install = command("install", "create an environment (no-op when it is ready)")
+    install = _json_flag(command("install", "create an environment (no-op when it is ready)"))
     install.add_argument("env")
     install.add_argument("--force", action="store_true", help="rebuild even if ready")
     install.add_argument("--rebuild", action="store_true",
@@ -202,9 +202,16 @@ def cmd_install(args):
     from ..plugin.progress import Progress
     from ..host.store import ensure_installed
 
+    on_event = None
+    if args.json:  # JSON Lines: one event per line as it happens, the outcome last
+        def on_event(event):
+            print(json.dumps(event), file=args.document, flush=True)
+
     config, provider, env = prepare(args.env, args.config, args.backend, install=False, announce=_say,
                                     prefer_built=not args.rebuild)
-    built = ensure_installed(provider, env, Progress(), force=args.force)
+    built = ensure_installed(provider, env, Progress(on_event=on_event), force=args.force)
+    if on_event is not None:
+        on_event({"event": "done", "env": env.name, "backend": provider.name, "path": str(env.path), "built": built})
     if not built:
         print("nbcore: environment %s (%s) is already installed at %s" % (env.name, provider.name, env.path), file=sys.stderr)
 
