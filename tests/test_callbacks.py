@@ -278,8 +278,8 @@ def test_a_kept_callback_works_in_later_calls_and_is_released_when_dropped(env):
 
 
 def test_a_callback_called_while_the_host_is_not_waiting_raises_in_the_worker(env):
-    env.call(f("call_later_from_thread"), lambda: None, 0.3)
-    time.sleep(1.0)
+    env.call(f("call_later_from_thread"), lambda: None, 0.2)
+    time.sleep(1.5)  # the host waits for nothing meanwhile
     assert env.call(f("thread_result")).startswith("HostUnavailable: ")
     assert "only be called while the host waits" in env.call(f("thread_result"))
 

@@ -101,6 +101,7 @@ class HostProxy:
     __slots__ = ("_nb_worker", "_nb_id", "_nb_type", "_nb_methods", "_nb_callable", "__weakref__")
 
     def __init__(self, worker, object_id, type_name, methods, is_callable):
+        worker.has_host_proxies = True
         object.__setattr__(self, "_nb_worker", worker)
         object.__setattr__(self, "_nb_id", object_id)
         object.__setattr__(self, "_nb_type", type_name)

@@ -14,6 +14,7 @@ _cancelled_iterations = set()
 #: Iterator id -> call id of its latest ``next()``.
 _last_next = {}
 _lock = threading.Lock()
+_IDLE = (None, None)
 
 
 class CancelledError(Exception):
@@ -22,9 +23,8 @@ class CancelledError(Exception):
 
 def _set_current_call(call_id, iteration=None):
     """Make ``call_id`` (a ``next()`` of iterator ``iteration`` when given) this thread's call; return the previous pair."""
-    previous = (getattr(_state, "call_id", None), getattr(_state, "iteration", None))
-    _state.call_id = call_id
-    _state.iteration = iteration
+    previous = getattr(_state, "current", _IDLE)
+    _state.current = (call_id, iteration)
     if iteration is not None:
         with _lock:
             _last_next[iteration] = call_id
@@ -37,6 +37,13 @@ def _request(call_id):
         for iteration, last_call in _last_next.items():
             if last_call == call_id:
                 _cancelled_iterations.add(iteration)
+
+
+def _request_current():
+    """Cancel the call this thread is running (the host said so in another way than the control link)."""
+    call_id = getattr(_state, "current", _IDLE)[0]
+    if call_id is not None:
+        _request(call_id)
 
 
 def _forget(call_id):
@@ -55,12 +62,12 @@ def _end_iteration(iteration):
 
 def is_cancelled():
     """Return True when the host has asked to cancel the call this thread is running (or the iteration it belongs to)."""
-    call_id = getattr(_state, "call_id", None)
+    call_id, iteration = getattr(_state, "current", _IDLE)
     if call_id is None:
         return False
     if call_id in _requested:
         return True
-    return bool(_cancelled_iterations) and getattr(_state, "iteration", None) in _cancelled_iterations
+    return bool(_cancelled_iterations) and iteration in _cancelled_iterations
 
 
 def check_cancelled():

@@ -167,6 +167,8 @@ class Worker:
         self._wire = threading.RLock()
         #: Requests in progress (more than one when a callback called into this worker again).
         self._depth = 0
+        #: Set once a proxy of a host object exists in this worker (only then may other threads call the host).
+        self.has_host_proxies = False
         self._callback_ids = itertools.count(1)
         #: Ids of host objects whose proxies the worker dropped, told to the host with the next message.
         self._released_host = []
@@ -204,7 +206,8 @@ class Worker:
             self._send_kept(call_id, target)
             return True
         self._last_reply = None
-        self._release(released)
+        if released:
+            self._release(released)
         if op == "shutdown":
             self._finished = True
             self.channel.send((call_id, OK, None))
@@ -223,20 +226,37 @@ class Worker:
             cancel._end_iteration(object_id)
 
     def _run(self, call_id, op, target, args, kwargs):
-        iteration = target if op == "next" else None
-        outer = cancel._set_current_call(call_id, iteration)
-        with self._wire:
-            self._depth += 1
+        outer = cancel._set_current_call(call_id, target if op == "next" else None)
+        # no lock needed to count up: a request starts in the thread reading the channel, and no
+        # callback of another thread can be waiting then (they run only while a request does)
+        self._depth += 1
         reply = None
         try:
             reply = self._execute(op, target, args, kwargs)
         finally:
             cancel._set_current_call(*outer)
             cancel._forget(call_id)
-            with self._wire:  # a callback from another thread either ends before the reply or sees depth 0
+            if self.has_host_proxies:  # a callback from another thread either ends before the reply or sees depth 0
+                with self._wire:
+                    self._depth -= 1
+                    self._finish(call_id, reply)
+            else:  # no host proxy exists: no other thread can talk to the host
                 self._depth -= 1
-                if reply is not None:
-                    self._send_reply(call_id, *reply)
+                self._finish(call_id, reply)
+
+    def _finish(self, call_id, reply):
+        if reply is None:
+            return
+        status, value = reply
+        if status == OK and not self._released_host:
+            try:
+                self.channel.send((call_id, OK, value))
+            except EncodeError:  # unpicklable, nested too deep, a failing __reduce__: the result stays here
+                self._send_ref(call_id, value)
+            else:
+                self._last_reply = (call_id, value)
+        else:
+            self._send_reply(call_id, status, value)
 
     def _execute(self, op, target, args, kwargs):
         """Run one request; ``(status, value)`` of its reply (``value`` is the object itself for REF)."""
@@ -323,7 +343,10 @@ class Worker:
                                 % (what, type(exc).__name__, exc)) from None
         if status == REF:
             return callbacks.HostProxy(self, *value)
-        raise callbacks.rebuild_host_error(value)
+        error = callbacks.rebuild_host_error(value)
+        if isinstance(error, cancel.CancelledError):  # Ctrl-C on the host: the cancel on the control link may lag
+            cancel._request_current()
+        raise error
 
     def release_host_object(self, object_id):
         """Called when a host proxy is dropped: the host hears it with the next message."""
