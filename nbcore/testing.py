@@ -4,6 +4,9 @@ Enable in a plugin's ``conftest.py`` with ``pytest_plugins = ["nbcore.testing"]`
 
 * :func:`engine_unavailable` skips a test whose engine is missing, or fails it
   when the engine is listed in ``NBCORE_REQUIRE_ENGINES`` (``docker,conda,...``).
+* ``NBCORE_SKIP_ENGINES=docker,conda,...`` skips the tests marked with those
+  engines (``docker`` takes ``registry`` with it), with that reason, even where
+  the engine runs.
 * ``nbcore_home`` points ``NBCORE_HOME`` at a folder shared by the whole test
   run (environments are slow to build; their hash keeps them apart).
 * :func:`find_pythons` / :func:`python_or_skip` find interpreters of another Python
@@ -30,8 +33,44 @@ def required_engines():
     return {e.strip() for e in os.environ.get("NBCORE_REQUIRE_ENGINES", "").split(",") if e.strip()}
 
 
+#: Test markers that name an engine; a skipped engine also skips the markers listed with it.
+ENGINE_MARKERS = {"docker": ("docker", "registry"), "apptainer": ("apptainer",), "conda": ("conda",),
+                  "ray": ("ray",), "registry": ("registry",), "slurm": ("slurm",)}
+
+
+def skipped_engines():
+    """The engines named in ``NBCORE_SKIP_ENGINES``."""
+    return {e.strip() for e in os.environ.get("NBCORE_SKIP_ENGINES", "").split(",") if e.strip()}
+
+
+def _skip_reason(markers):
+    for engine in sorted(skipped_engines()):
+        if set(ENGINE_MARKERS.get(engine, (engine,))) & markers:
+            return "%s tests skipped: NBCORE_SKIP_ENGINES=%s" % (engine, os.environ.get("NBCORE_SKIP_ENGINES"))
+    return None
+
+
+def pytest_configure(config):
+    both = skipped_engines() & required_engines()
+    if both:
+        raise pytest.UsageError("%s is both required (NBCORE_REQUIRE_ENGINES) and skipped (NBCORE_SKIP_ENGINES); "
+                                "unset one" % ", ".join(sorted(both)))
+
+
+def pytest_collection_modifyitems(config, items):
+    if not skipped_engines():
+        return
+    for item in items:
+        reason = _skip_reason({mark.name for mark in item.iter_markers()})
+        if reason:
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
 def engine_unavailable(engine: str, reason: str):
     """Skip the running test because ``engine`` cannot run, or fail it when the engine is required."""
+    skipped = _skip_reason({engine})
+    if skipped:
+        pytest.skip(skipped, allow_module_level=True)
     if engine in required_engines():
         pytest.fail("%s is required (NBCORE_REQUIRE_ENGINES) but unavailable: %s" % (engine, reason), pytrace=False)
     pytest.skip("%s unavailable: %s" % (engine, reason), allow_module_level=True)

@@ -298,7 +298,7 @@ def test_describe_error_never_raises(monkeypatch):
         raise OddError("detail")
     except OddError as exc:
         error = exc
-    pickled, type_name, message, text = rpc._describe_error(error)
+    pickled, type_name, message, text = rpc.describe_error(error)
     assert pickled is None, "an exception without a message is not rebuilt on the host"
     assert type_name == "OddError" and message == "OddError('detail')"
     assert "test_describe_error_never_raises" in text
@@ -307,10 +307,10 @@ def test_describe_error_never_raises(monkeypatch):
         raise RecursionError("formatting failed")
 
     monkeypatch.setattr(traceback, "format_exception", broken)
-    _, _, _, text = rpc._describe_error(error)
+    _, _, _, text = rpc.describe_error(error)
     assert "test_describe_error_never_raises" in text and text.endswith("OddError: OddError('detail')\n")
     monkeypatch.setattr(traceback, "format_tb", broken)
-    assert rpc._describe_error(error)[3] == "OddError: OddError('detail')\n"
+    assert rpc.describe_error(error)[3] == "OddError: OddError('detail')\n"
 
 
 def test_result_whose_reduce_raises_stays_remote(env):

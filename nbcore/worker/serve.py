@@ -11,13 +11,15 @@ import sys
 
 from .descendants import become_subreaper, end_descendants
 from .negotiation import worker_negotiate
-from .rpc import Worker
+from .rpc import Worker, add_import_paths
 
 #: Variables the host sets for ``python -m nbcore.worker``; :func:`main` removes them before user code runs.
 ADDRESS_VARIABLE = "NBCORE_WORKER_ADDRESS"
 SECRET_VARIABLE = "NBCORE_WORKER_SECRET"
 PROTOCOLS_VARIABLE = "NBCORE_WORKER_PROTOCOLS"
 KEEPALIVE_VARIABLE = "NBCORE_WORKER_KEEPALIVE"
+#: The spec's ``pythonpath:`` folders (``os.pathsep``-separated), put first on ``sys.path``.
+PATHS_VARIABLE = "NBCORE_WORKER_PATHS"
 #: Seconds after which a host that stopped answering on the control connection counts as gone.
 DEFAULT_KEEPALIVE = 60.0
 
@@ -87,6 +89,7 @@ def main():
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
+    add_import_paths([p for p in os.environ.pop(PATHS_VARIABLE, "").split(os.pathsep) if p])
     become_subreaper()  # what the code it runs starts stays in its tree, even after setsid
     try:
         try:
