@@ -27,7 +27,7 @@ def test_doctor_reports_each_environment_and_missing_plugins_are_notes(tmp_path)
     assert envs["ancient"]["problem"] and "2.1" in envs["ancient"]["problem"]
     assert any(p.startswith("environment ancient: ") for p in report["problems"])
     assert not any("not installed" in p for p in report["problems"]), "optional plugins are information"
-    assert "optional conda is not installed (pip install nb-conda adds it)" in report["notes"]
+    assert report["not_installed"]["conda"].startswith("pip install ") and "nb-conda" in report["not_installed"]["conda"]
 
     text = run_nbcore("doctor", cwd=tmp_path, env=ONLY_BUILTINS)
     assert text.returncode == 0
@@ -35,7 +35,7 @@ def test_doctor_reports_each_environment_and_missing_plugins_are_notes(tmp_path)
     assert any(line.startswith("env built ") and "backend venv (automatic" in line and "built at " in line
                for line in lines), lines
     assert any(line.startswith("env fresh ") and "not built yet" in line for line in lines), lines
-    assert "note: optional conda is not installed (pip install nb-conda adds it)" in lines
+    assert any(line.startswith("not installed: conda (pip install ") for line in lines), lines
 
 
 def test_doctor_without_problems_says_so(tmp_path):

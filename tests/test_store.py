@@ -159,7 +159,9 @@ def install_that_hangs_the_first_time(tmp_path):
 def test_killed_installer_is_recovered(tmp_path):
     config, home, count, first = install_that_hangs_the_first_time(tmp_path)
     waiting = start_install(config, home)  # blocks on the lock held by the first installer
-    seen = read_line(waiting.stderr, 120)  # once it says so (a loaded machine may take seconds to get there)
+    seen = ""
+    while "another process is installing" not in seen:  # once it says so (a loaded machine may take seconds)
+        seen += read_line(waiting.stderr, 120)
     assert waiting.poll() is None
     os.killpg(first.pid, signal.SIGKILL)
     first.communicate()
