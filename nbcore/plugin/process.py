@@ -327,6 +327,8 @@ class LocalProcess:
 
     def wait(self, timeout=None) -> Optional[int]:
         """Wait up to ``timeout`` seconds (None: for ever) for the command to end; return its exit code or None."""
+        if timeout is not None and self.process.poll() is None and _wait_for_exit(self.process.pid, timeout):
+            return self.process.poll()  # woken by the exit itself, not at subprocess's next polling sleep
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -368,3 +370,19 @@ class SubprocessWorker(LocalProcess, WorkerProcess):
     def __init__(self, argv, env, cwd, tail_lines=20, echo=True):
         super().__init__(argv, env=env, cwd=cwd, echo=echo, tail=OutputTail(max_lines=tail_lines),
                          name="nbcore-worker-output")
+
+
+def _wait_for_exit(pid: int, timeout: float) -> bool:
+    """Block until child ``pid`` exits or ``timeout`` seconds pass, woken by the exit itself (a pidfd); False
+    at once where the system has no pidfds (Python < 3.9, Linux < 5.3), for the caller to wait its own way."""
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return False
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        poller.poll(max(0.0, timeout) * 1000)
+    finally:
+        os.close(fd)
+    return True
