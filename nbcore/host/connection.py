@@ -8,6 +8,7 @@ from ..errors import RemoteError, RemoteTraceback, ResultError, WorkerError
 from ..worker.channel import DecodeError, EncodeError
 from ..worker.framing import ConnectionClosed, ProtocolError
 from ..worker.rpc import ERROR, OK, REF, STOP, lookup
+from ..worker.versions import cannot_rebuild, this_side
 
 SHUTDOWN_GRACE = 5.0
 #: Errors of unpickling a result that mean the host lacks its code; such a result comes back as a proxy.
@@ -91,28 +92,31 @@ class Connection:
         try:
             return self.channel.recv()
         except DecodeError as exc:
-            return self._keep_unreadable(call_id, exc.error)
+            return self._keep_unreadable(call_id, exc)
         except (ConnectionClosed, ProtocolError, OSError) as exc:
             self._fail(exc)
 
-    def _keep_unreadable(self, call_id, error):
-        """The reply to ``call_id`` did not unpickle here: ask the worker for its result as a proxy (a REF reply).
+    def _keep_unreadable(self, call_id, failure):
+        """The reply to ``call_id`` did not unpickle here (``failure``, a :class:`DecodeError`): ask the
+        worker for its result as a proxy (a REF reply).
 
-        Raises :class:`ResultError` when the host has the code but rebuilding failed, or the worker
-        cannot hand the result over.
+        Raises :class:`ResultError` when the host has the code but rebuilding failed (numpy's own
+        objects included: a proxy of an array helps nobody), or the worker cannot hand the result over.
         """
+        peer = self.channel.peer
         try:
             self.channel.send((next(self._ids), "keep", call_id, (), {}, []))
             reply = self.channel.recv()
         except DecodeError as exc:
-            raise ResultError(describe_unreadable(None, exc.error)) from None
+            raise ResultError(describe_unreadable(None, exc, peer)) from None
         except (ConnectionClosed, ProtocolError, OSError) as exc:
             self._fail(exc)
         if reply[1] != REF:
-            raise ResultError(describe_unreadable(None, error)) from None
-        if not isinstance(error, MISSING_CODE):
+            raise ResultError(describe_unreadable(None, failure, peer)) from None
+        culprit = failure.culprit or ""
+        if not isinstance(failure.error, MISSING_CODE) or culprit.split(".")[0] == "numpy":
             self.release(reply[2][0])
-            raise ResultError(describe_unreadable(reply[2][1], error)) from None
+            raise ResultError(describe_unreadable(reply[2][1], failure, peer)) from None
         return reply
 
     def _fail(self, exc):
@@ -195,16 +199,20 @@ def rebuild_exception(value):
     return exc
 
 
-def describe_unreadable(type_name, error):
-    """The message of a :class:`ResultError`: what could not be rebuilt, why, and the fixes."""
-    what = "the result" if type_name is None else "the result of type %s" % type_name
-    why = "%s: %s" % (type(error).__name__, error)
+def describe_unreadable(type_name, failure, worker_versions=None):
+    """The message of a :class:`ResultError`: what could not be rebuilt (``failure``, a
+    :class:`DecodeError`), on which side and versions, why, and the fixes."""
+    error = failure.error
+    text = cannot_rebuild("the host", this_side(), "the result", "the environment", worker_versions, error,
+                          failure.culprit, type_name)
+    if "env.remote()" in text:  # the numpy hint already says what to do
+        return text
     if isinstance(error, MISSING_CODE):
         module = getattr(error, "name", None) or (type_name or "").rpartition(".")[0] or "its module"
         fixes = "install %s on the host, return plain types, or keep it remote with env.remote()" % module
     else:
         fixes = "return plain types, or keep it remote with env.remote()"
-    return "%s cannot be rebuilt on the host (%s); %s" % (what, why, fixes)
+    return "%s; %s" % (text, fixes)
 
 
 def make_proxy(connection, ref):

@@ -24,13 +24,14 @@ is exhausted).  Objects the host passes back (proxies) arrive through
 A result that does not pickle is sent as REF instead.  The worker holds the
 result of its last OK reply until the next request: a host that cannot
 unpickle it (its class or module is missing there) asks for it with ``keep``.
-A request that does not unpickle here is answered with ERROR (call id None).
+A request that does not unpickle here is answered with ERROR (call id None): an
+exception of the unpickling error's type whose message names both sides'
+Python and numpy versions.
 """
 import collections.abc
 import importlib
 import itertools
 import os
-import pickle
 import sys
 import threading
 
@@ -38,6 +39,8 @@ from . import cancel
 from .allocation import set_active_channel
 from .channel import DecodeError, EncodeError
 from .framing import ConnectionClosed
+from .pickling import dumps
+from .versions import cannot_rebuild, this_side
 
 OK, REF, ERROR, STOP = 0, 1, 2, 3
 
@@ -87,6 +90,20 @@ def _text(produce, fallback):
     return text if isinstance(text, str) else fallback
 
 
+def _unreadable_request(exc, host):
+    """What to raise on the host for a request that did not unpickle (``exc``, a :class:`DecodeError`):
+    the unpickling error's type, with a message naming both sides and their versions."""
+    error = exc.error
+    message = cannot_rebuild("the environment", this_side(), "an argument", "the host", host, error, exc.culprit)
+    try:
+        explained = type(error)(message)
+        if isinstance(error, ImportError):
+            explained.name, explained.path = error.name, error.path
+    except Exception:  # an exception type with a constructor of its own
+        explained = RuntimeError(message)
+    return explained.with_traceback(error.__traceback__)
+
+
 def _describe_error(exc):
     """``(pickled exception or None, type name, message, traceback text)``, plain values only; never raises."""
     kind = type(exc)
@@ -97,7 +114,7 @@ def _describe_error(exc):
         message = _text(lambda: repr(exc), "<unprintable %s>" % kind.__name__)
     else:
         try:
-            pickled = pickle.dumps(exc)
+            pickled = dumps(exc)
         except BaseException:
             pickled = None
     import traceback  # only failing calls need it: keep it out of the worker's start
@@ -135,7 +152,7 @@ class Worker:
             try:
                 call_id, op, target, args, kwargs, released = channel.recv()
             except DecodeError as exc:  # e.g. an argument whose class exists only on the host
-                self._send_error(None, exc.error)
+                self._send_error(None, _unreadable_request(exc, channel.peer))
                 continue
             if op == "keep":
                 self._send_kept(call_id, target)
