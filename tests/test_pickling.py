@@ -234,3 +234,20 @@ def test_the_failure_message_names_both_sides_and_versions():
 
 def test_numpy_version_is_found_without_importing_numpy():
     assert numpy_version() == np.__version__
+
+
+@pytest.mark.parametrize("value", ["np.float32(2.5)", "np.arange(3)", "np.dtype('f4')"])
+def test_a_process_that_has_not_imported_numpy_rebuilds_numpy_objects(value):
+    """The receiver imports numpy on the first numpy object (the CLI host never imports it itself)."""
+    import subprocess
+    import sys
+
+    code = ("import pickle, sys, numpy as np\n"
+            "from nbcore.worker import Pickling\n"
+            "data, buffers = Pickling(4).dumps(%s)\n"
+            "sys.stdout.buffer.write(data)" % value)
+    data = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True).stdout
+    check = ("import sys\nfrom nbcore.worker import unpickle\nassert 'numpy' not in sys.modules\n"
+             "print(repr(unpickle(sys.stdin.buffer.read())))")
+    out = subprocess.run([sys.executable, "-c", check], input=data, capture_output=True)
+    assert out.returncode == 0, out.stderr.decode()

@@ -163,7 +163,8 @@ def _ndarray(buffer, dtype, shape, order="C"):
 
 def _scalar(dtype, data):
     """Rebuild a numpy scalar pickled by this module."""
-    return _numpy.ndarray((), _resolve(dtype), data)[()]
+    resolved = _resolve(dtype)  # first: it imports numpy when this process has not yet
+    return _numpy.ndarray((), resolved, data)[()]
 
 
 def _dtype(description):
