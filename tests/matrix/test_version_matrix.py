@@ -55,6 +55,8 @@ DOCKER_WORKERS = {
     "dk-trixie-none": ("3.13", [], None),
     "dk-sid-np": ("3.14", ["numpy"], "nbcore-ci/apptainer:sid"),  # the apptainer provisioning's sid root
 }
+#: An environment on a Python nbcore does not support (pyenv has 3.6).
+TOO_OLD = {"py36": ("3.6", [])}
 #: Host venvs besides the test run's own (numpy 2.x): name -> (Python, extra packages).
 HOSTS = {
     "host-np126": ("3.9", ["numpy==1.26.*"]),
@@ -75,7 +77,7 @@ def pair_id(pair):
 
 def config_text():
     lines = ["environments:"]
-    for name, (python, packages) in VENV_WORKERS.items():
+    for name, (python, packages) in list(VENV_WORKERS.items()) + list(TOO_OLD.items()):
         lines += ["  %s:" % name, "    python: %s" % json.dumps(python), "    packages: %s" % json.dumps(packages),
                   "    backends: [venv]"]
     for name, (python, packages, image) in DOCKER_WORKERS.items():
@@ -172,9 +174,11 @@ pytestmark = [pytest.mark.matrix, pytest.mark.slow, pytest.mark.timeout(1200)]
 
 @pytest.mark.parametrize("host, worker", list(matrix_params()))
 def test_pair_exchanges_every_numpy_object_both_ways(host_pythons, matrix_project, matrix_environ, host, worker):
+    python = (VENV_WORKERS.get(worker) or DOCKER_WORKERS[worker])[0]
     if worker in DOCKER_WORKERS:
         docker_ready(worker)
-    python = (VENV_WORKERS.get(worker) or DOCKER_WORKERS[worker])[0]
+    else:
+        interpreter(python)
     report = run_pair(host_pythons, matrix_project, matrix_environ, host, worker)
     assert not report["failures"], "\n".join(report["failures"])
     assert report["worker"]["python"].startswith(python + ".")
@@ -184,3 +188,43 @@ def test_pair_exchanges_every_numpy_object_both_ways(host_pythons, matrix_projec
         assert protocols["tcp-pickle,shm-pickle"] == "tcp-pickle4"
     elif worker not in DOCKER_WORKERS:  # docker workers share /dev/shm only with --ipc host
         assert protocols["tcp-pickle,shm-pickle"] == "shm-pickle5-buffers"
+
+
+@pytest.mark.parametrize("host, worker, protocols, negotiated", [
+    ("host-np2", "py39-np123", "tcp-pickle", "tcp-pickle5-buffers"),
+    ("host-np2", "py39-np123", "tcp-pickle,shm-pickle", "shm-pickle5-buffers"),
+    ("host-np126", "py312-np", "tcp-pickle", "tcp-pickle5-buffers"),
+    ("host-np126", "py312-np", "tcp-pickle,shm-pickle", "shm-pickle5-buffers"),
+    ("host-np2", "py37-np", None, "tcp-pickle4"),
+], ids=lambda v: str(v))
+def test_cli_call_returns_numpy_values_across_numpy_versions(host_pythons, matrix_project, matrix_environ, host, worker,
+                                                              protocols, negotiated):
+    """``nbcore call`` of a function that takes a float32 Fortran-ordered array and a structured array
+    and returns ``(arr.sum(), np.float32(2.5), arr[::2])`` (built in the worker: the CLI passes JSON)."""
+    argv = [host_pythons[host], "-m", "nbcore", "call", worker, "nbmatrix:acceptance"]
+    environ = dict(matrix_environ)
+    if protocols:
+        argv += ["--protocol", protocols]
+    else:
+        environ.pop("NBCORE_PROTOCOL", None)
+    printed = subprocess.run(argv, cwd=str(matrix_project), env=environ, capture_output=True, text=True, timeout=600)
+    assert printed.returncode == 0, printed.stderr[-2000:]
+    text = " ".join(printed.stdout.split())
+    assert "66.0" in text and "2.5" in text and "[[0., 1., 2.], [6., 7., 8.]], dtype=float32" in text, printed.stdout
+    as_json = subprocess.run(argv + ["--json"], cwd=str(matrix_project), env=environ, capture_output=True, text=True,
+                             timeout=600)
+    assert as_json.returncode == 0, as_json.stderr[-2000:]
+    answer = json.loads(as_json.stdout)
+    assert answer["result"] == [66.0, 2.5, [[0.0, 1.0, 2.0], [6.0, 7.0, 8.0]]]
+    assert answer["protocol"] == negotiated
+
+
+def test_a_worker_older_than_python_37_fails_at_open_with_one_line(matrix_project, matrix_environ):
+    interpreter("3.6")
+    result = subprocess.run([sys.executable, "-m", "nbcore", "call", "py36", "os:getpid"], cwd=str(matrix_project),
+                            env=matrix_environ, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2  # a user error: the spec asks for an unsupported Python
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == ("nbcore: error: py36: the environment runs Python 3.6; nbcore needs Python 3.7 or newer there "
+                    "(3.8+ for shm-pickle): ask for a newer python in its spec"), result.stderr
+    assert "Traceback" not in result.stderr
