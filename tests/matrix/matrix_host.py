@@ -51,6 +51,31 @@ def exchange_with_numpy_on_both_sides(env, failures):
               and exc.args[1].dtype == np.float32, repr(exc.args))
 
 
+def numpy_tuple(version):
+    return tuple(int(part) for part in version.split(".")[:2])
+
+
+def object_arrays_keep_numpys_own_pickling(env, failures):
+    """Object arrays cross where numpy's own pickles are read (numpy 2 reads numpy 1's, numpy >= 1.26
+    numpy 2's); elsewhere the worker's error is one line naming both sides and versions."""
+    np = nbmatrix.np
+    host, worker = nbmatrix.versions(), env.call("nbmatrix:versions")
+    mixed = np.array([1, "a", None], dtype=object)
+    if numpy_tuple(host["numpy"]) >= (2, 0) and numpy_tuple(worker["numpy"]) < (1, 26):
+        try:
+            env.call("nbmatrix:echo", mixed)
+            failures.append("object array to numpy %s: nothing raised" % worker["numpy"])
+        except ModuleNotFoundError as exc:
+            text = str(exc)
+            wanted = ("the environment (Python %s, numpy %s) cannot rebuild an argument of type numpy._core."
+                      % (worker["python"], worker["numpy"]),
+                      "from the host (Python %s, numpy %s): No module named 'numpy._core'" % (host["python"], host["numpy"]))
+            check(failures, "one-line error for an object array", all(w in text for w in wanted) and "\n" not in text, text)
+    else:
+        back = env.call("nbmatrix:echo", mixed)
+        check(failures, "object array", back.dtype == object and back.tolist() == [1, "a", None], repr(back))
+
+
 def exchange_without_numpy_in_the_worker(env, failures):
     np = nbmatrix.np
     check(failures, "plain call", env.call("nbmatrix:echo", {"a": [1, 2.5, b"x"]}) == {"a": [1, 2.5, b"x"]})
@@ -101,6 +126,7 @@ def main():
                     exchange_without_numpy_in_the_worker(env, failures)
                 else:
                     exchange_with_numpy_on_both_sides(env, failures)
+                    object_arrays_keep_numpys_own_pickling(env, failures)
         except Exception:
             failures.append("unexpected error:\n" + traceback.format_exc())
         report["failures"].extend("[%s] %s" % (protocols, f) for f in failures)
