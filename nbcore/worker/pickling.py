@@ -289,21 +289,27 @@ class Pickling:
         self._busy = threading.Lock()
 
     def dumps(self, message):
-        """Return ``(pickle, out_of_band_buffers)`` of ``message`` (buffers only at protocol 5)."""
+        """Return ``(pickle, out_of_band_buffers)`` of ``message`` (buffers only at protocol 5; an empty tuple
+        when there are none)."""
         if not self._busy.acquire(False):
             buffers = []
             out = io.BytesIO()
             _pickler(out, self.protocol, buffers.append).dump(message)
             return out.getvalue(), buffers
-        chunks, buffers = self._chunks, self._buffers
+        chunks = self._chunks
         try:
             self._pickler.dump(message)
             data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            return data, buffers[:]
+            buffers = self._buffers
+            if not buffers:
+                return data, ()
+            taken = buffers[:]
+            buffers.clear()
+            return data, taken
         finally:
             self._pickler.clear_memo()
             chunks.clear()
-            buffers.clear()
+            self._buffers.clear()  # after a failed dump
             self._busy.release()
 
 
