@@ -137,7 +137,7 @@ def test_object_arrays_and_subclasses_keep_numpys_own_reduction(make):
 def test_the_in_band_form_needs_no_pickle_buffer():
     """Protocol 4 (a Python 3.7 worker): the bytes travel in band and the array comes back writable."""
     data, buffers = Pickling(4).dumps([np.arange(3.0), np.asfortranarray(np.ones((2, 2), "f4"))])
-    assert buffers == [] and b"PickleBuffer" not in data
+    assert not buffers and b"PickleBuffer" not in data
     back = pickle.loads(data)
     assert back[0].flags.writeable and back[1].flags.f_contiguous
     np.testing.assert_array_equal(back[0], np.arange(3.0))
