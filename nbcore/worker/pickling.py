@@ -181,7 +181,7 @@ def _byte_view(array):
 
 def _reduce_ndarray_oob(obj):
     """Protocol 5: the neutral form with the memory as an out-of-band buffer; numpy's own reduction otherwise."""
-    dtype, description, exportable = _known(obj.dtype)
+    _, description, exportable = _known(obj.dtype)
     if description is None:
         return obj.__reduce_ex__(5)
     flags = obj.flags
@@ -335,7 +335,10 @@ def unpickle(data, buffers=()):
 
 
 def _culprit(data, buffers):
-    """``"module.name"`` of the first global the pickle needs that does not import here, or None."""
+    """``"module.name"`` of the first global the pickle needs that does not import here, or None.
+
+    Only called after a failure: it reads the pickle again, recording the globals it looks up.
+    """
     failed = []
 
     class Recorder(pickle.Unpickler):
