@@ -10,7 +10,7 @@ Plugin authors use :data:`hookimpl`, :class:`BackendProvider`,
 :class:`ProtocolProvider` and friends (see ``docs/plugins.md``).  Names are
 imported lazily so that ``import nbcore`` stays cheap.
 """
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _EXPORTS = {
     "open_backend": "nbcore.host.launch",

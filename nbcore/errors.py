@@ -18,7 +18,14 @@ class BackendUnavailable(UserError):
 
 
 class PluginError(NbcoreError):
-    """A plugin misbehaved: duplicate names, a broken entry point, a hook without a spec."""
+    """A plugin misbehaved: duplicate names, a broken entry point, a hook without a spec.
+
+    :attr:`plugin` names the plugin (its entry point or module name) when one is to blame, else None.
+    """
+
+    def __init__(self, message, plugin=None):
+        super().__init__(message)
+        self.plugin = plugin
 
 
 class WorkerError(NbcoreError):

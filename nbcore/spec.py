@@ -70,11 +70,3 @@ class EnvironmentSpec:
             material["provided"] = provided
         blob = json.dumps(material, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()
-
-
-def python_matches(wanted: Optional[str], version: Tuple[int, ...]) -> bool:
-    """Whether an interpreter of ``version`` satisfies a spec's ``python`` (a prefix such as ``3.9``)."""
-    if not wanted:
-        return True
-    parts = tuple(int(p) for p in wanted.split("."))
-    return tuple(version[: len(parts)]) == parts

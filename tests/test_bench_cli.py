@@ -19,6 +19,15 @@ def check_figures(result):
         assert result[key] > 0, key
     assert result["frame_mb"] == pytest.approx(33.18, abs=0.01)
     assert all(ms > 0 for ms in result["first_call_ms"].values())
+    for key in ("open_to_first_result_ms", "cli_call_ms", "open_python_start_ms", "host_python_start_ms"):
+        assert result[key] > 0, key
+    assert set(result["open_phases_ms"]) == {"import", "plugins", "config_and_store", "worker", "first_call"}
+    assert sum(result["open_phases_ms"].values()) == pytest.approx(result["open_to_first_result_ms"], rel=0.5)
+    for kind in ("plain", "allocated"):
+        assert result["render_loop"][kind]["fps"] > 0 and result["render_loop"][kind]["in_process_fps"] > 0
+    for ratio in ("open_to_first_result_vs_python_start", "cli_call_vs_pythons_start", "render_loop_vs_in_process",
+                  "render_loop_allocated_vs_in_process"):
+        assert result["ratios"][ratio] > 0, ratio
 
 
 def test_bench_on_an_environment_without_numpy(tmp_path):

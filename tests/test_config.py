@@ -156,10 +156,10 @@ def test_plugin_section_is_validated_by_its_schema(fresh_registry, monkeypatch):
     module = types.ModuleType("nbtest_strict_plugin")
 
     @plugins.hookimpl
-    def nbcore_register_backends(register):
-        register(Strict())
+    def nbcore_register(register):
+        register.backend(Strict())
 
-    module.nbcore_register_backends = nbcore_register_backends
+    module.nbcore_register = nbcore_register
     backends = plugins.build_registry(plugins=[module], autoload=False).backends
     parse_config("environments:\n  demo:\n    strict: {level: 3}\n", "f.yaml", backends)
     message = config_error("environments:\n  demo:\n    strict:\n      level: high\n", backends)

@@ -190,3 +190,67 @@ def test_header_layout():
     table = head[HEADER.size:]
     assert struct.unpack("<2Q", table) == (1, 2)
     assert crc == zlib.crc32(table, zlib.crc32(struct.pack("<IQ", 2, 7)))
+
+
+def channel_pair(pair, protocol):
+    left, right = SocketChannel(pair[0], "test"), SocketChannel(pair[1], "test")
+    left.pickle_protocol = right.pickle_protocol = protocol
+    return left, right
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 4, 5])
+def test_large_in_band_pickles_are_unpickled_as_they_arrive(pair, protocol):
+    """A pickle of STREAM_PICKLE bytes or more is read from the socket by pickle.load, then the next message follows."""
+    left, right = channel_pair(pair, protocol)
+    blob = bytes(range(256)) * (framing.STREAM_PICKLE // 256 + 1000)
+    payload = {"blob": blob, "text": "é" * 1000, "numbers": list(range(1000))}
+    if protocol == 0:  # text opcodes (readline): keep the count of lines small
+        payload = {"text": "x" * (framing.STREAM_PICKLE + 10), "numbers": list(range(100))}
+
+    def send_both():
+        left.send(payload)
+        left.send("next")
+
+    threading.Thread(target=send_both, daemon=True).start()
+    assert right.recv() == payload
+    assert right.recv() == "next"
+
+
+class FailsToRebuild:
+    def __init__(self, size):
+        self.blob = b"\0" * size
+
+    def __reduce__(self):
+        return (_refuse, (self.blob,))
+
+
+def _refuse(blob):
+    raise ValueError("cannot rebuild")
+
+
+def test_large_pickle_that_fails_to_unpickle_is_consumed(pair):
+    from nbcore.worker.channel import DecodeError
+
+    left, right = channel_pair(pair, 5)
+
+    def send_both():
+        left.send([FailsToRebuild(framing.STREAM_PICKLE), b"\2" * framing.STREAM_PICKLE])
+        left.send("next")
+
+    threading.Thread(target=send_both, daemon=True).start()
+    with pytest.raises(DecodeError, match="cannot rebuild"):
+        right.recv()
+    assert right.recv() == "next"
+
+
+def test_large_pickle_cut_short_is_connection_closed(pair):
+    a, b = pair
+    data = pickle.dumps(b"\3" * framing.STREAM_PICKLE, 5)
+
+    def send_and_close():
+        a.sendall(encode_header(len(data), []) + data[:len(data) // 2])
+        a.shutdown(socket.SHUT_WR)
+
+    threading.Thread(target=send_and_close, daemon=True).start()
+    with pytest.raises(ConnectionClosed):
+        SocketChannel(b, "test").recv()

@@ -66,3 +66,22 @@ def test_worker_package_imports_nothing_host_side():
     relative_up = [str(p.relative_to(REPO_ROOT)) for p in (REPO_ROOT / "nbcore" / "worker").rglob("*.py")
                    for node in ast.walk(ast.parse(p.read_text())) if isinstance(node, ast.ImportFrom) and node.level > 1]
     assert not relative_up, "nbcore/worker reaches out with '..' imports: %s" % relative_up
+
+
+def test_no_core_module_but_the_catalog_names_a_plugin():
+    """Plugins are known to the core through the registry, which alone reads nbcore/plugin/catalog.py."""
+    import re
+
+    from nbcore.plugin.catalog import FIRST_PARTY
+
+    names = [p.distribution for p in FIRST_PARTY] + [n for p in FIRST_PARTY for n in p.backends]
+    naming = re.compile(r"\bnb[-_](%s)\b|--backend (%s)\b" % (
+        "|".join(p.distribution[3:] for p in FIRST_PARTY), "|".join(n for n in names if not n.startswith("nb-"))))
+    found = []
+    for path in sorted((REPO_ROOT / "nbcore").rglob("*.py")):
+        if path.name == "catalog.py":
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if naming.search(line):
+                found.append("%s:%d: %s" % (path.relative_to(REPO_ROOT), number, line.strip()))
+    assert not found, "\n".join(found)

@@ -61,11 +61,11 @@ def command_backends(monkeypatch):
     module = types.ModuleType("nbtest_command_backends")
 
     @plugins.hookimpl
-    def nbcore_register_backends(register):
+    def nbcore_register(register):
         for backend in backends.values():
-            register(backend)
+            register.backend(backend)
 
-    module.nbcore_register_backends = nbcore_register_backends
+    module.nbcore_register = nbcore_register
     monkeypatch.setattr(plugins, "_registry", plugins.build_registry(plugins=[module], autoload=False))
     return backends
 

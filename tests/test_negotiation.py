@@ -21,7 +21,7 @@ from nbcore.host.negotiation import host_negotiate
 from nbcore.worker.negotiation import worker_negotiate
 from nbcore.worker import tcp_pickle as tcp_worker
 
-from nbtest import write
+from nbtest import REPO_ROOT, write
 
 EMPTY = {"environments": {"demo": {}}}
 NUMPY = {"environments": {"demo": {"packages": ["numpy"]}}}
@@ -105,16 +105,16 @@ def make_plugin():
     module = types.ModuleType("nbtest_fake_protocols")
 
     @plugins.hookimpl
-    def nbcore_register_protocols(register):
-        register(FakeUpgrade("fake-up", "nbt_fakeproto.up"))
-        register(FakeUpgrade("fake-up2", "nbt_fakeproto.up2"))
-        register(FakeUpgrade("fake-decline", "nbt_fakeproto.decline"))
-        register(FakeUpgrade("fake-hostless", "nbt_fakeproto.up", host_reason="needs /dev/nbt"))
-        register(FakeUpgrade("fake-offerfail", "nbt_fakeproto.up", fail="offer"))
-        register(FakeUpgrade("fake-completefail", "nbt_fakeproto.up", fail="complete"))
-        register(FakeUpgrade("fake-importfail", "nbt_fakeproto.importfail"))
+    def nbcore_register(register):
+        register.protocol(FakeUpgrade("fake-up", "nbt_fakeproto.up"))
+        register.protocol(FakeUpgrade("fake-up2", "nbt_fakeproto.up2"))
+        register.protocol(FakeUpgrade("fake-decline", "nbt_fakeproto.decline"))
+        register.protocol(FakeUpgrade("fake-hostless", "nbt_fakeproto.up", host_reason="needs /dev/nbt"))
+        register.protocol(FakeUpgrade("fake-offerfail", "nbt_fakeproto.up", fail="offer"))
+        register.protocol(FakeUpgrade("fake-completefail", "nbt_fakeproto.up", fail="complete"))
+        register.protocol(FakeUpgrade("fake-importfail", "nbt_fakeproto.importfail"))
 
-    module.nbcore_register_protocols = nbcore_register_protocols
+    module.nbcore_register = nbcore_register
     return module
 
 
@@ -152,7 +152,7 @@ MATRIX = [
      ["protocol fake-up: unavailable in the worker"]),
     ("tcp-pickle,nbt-unknown", "", "tcp-pickle5-buffers", ["protocol nbt-unknown skipped: unknown protocol"]),
     ("tcp-pickle,shm-pickle", "", "tcp-pickle5-buffers",
-     ["protocol shm-pickle skipped: unknown protocol (pip install nb-shm provides it)"]),
+     ["protocol shm-pickle skipped: unknown protocol (pip install %s provides it)" % (REPO_ROOT / "plugins" / "nb-shm")]),
     ("nbt-unknown,fake-up", "", "fake-up5-buffers",
      ["protocol nbt-unknown cannot be the fallback: unknown protocol; using tcp-pickle"]),
     ("fake-up", "", "tcp-pickle5-buffers",

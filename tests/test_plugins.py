@@ -52,18 +52,14 @@ class Protocol(ProtocolProvider):
 
 def plugin_module(name, backends=(), protocols=(), **extra):
     module = types.ModuleType(name)
-    if backends:
+    if backends or protocols:
         @plugins.hookimpl
-        def nbcore_register_backends(register):
+        def nbcore_register(register):
             for b in backends:
-                register(Backend(b))
-        module.nbcore_register_backends = nbcore_register_backends
-    if protocols:
-        @plugins.hookimpl
-        def nbcore_register_protocols(register):
+                register.backend(Backend(b))
             for p in protocols:
-                register(Protocol(p))
-        module.nbcore_register_protocols = nbcore_register_protocols
+                register.protocol(Protocol(p))
+        module.nbcore_register = nbcore_register
     for key, value in extra.items():
         setattr(module, key, value)
     return module
@@ -84,12 +80,32 @@ def test_every_hookspec_is_documented():
         assert "firstresult" in doc, "%s does not say whether it is firstresult" % name
 
 
-def test_builtins_use_the_register_hook_and_the_01_hooks_still_work():
+def legacy_plugin_module(name, backends, protocols):
+    """A plugin written against 0.1: one hook per kind, each given a plain ``register(provider)``."""
+    module = types.ModuleType(name)
+
+    @plugins.hookimpl
+    def nbcore_register_backends(register):
+        for b in backends:
+            register(Backend(b))
+
+    @plugins.hookimpl
+    def nbcore_register_protocols(register):
+        for p in protocols:
+            register(Protocol(p))
+
+    module.nbcore_register_backends = nbcore_register_backends
+    module.nbcore_register_protocols = nbcore_register_protocols
+    return module
+
+
+def test_builtins_use_the_register_hook_and_the_01_hooks_still_work_with_a_deprecation():
     registry = plugins.build_registry(autoload=False)
     used = {hook for info in registry.plugins.values() if info.builtin for hook in info.hooks}
     assert used == {"nbcore_register"}
-    legacy = plugin_module("nbtest_legacy", backends=["old-b"], protocols=["old-p"])
-    registry = plugins.build_registry(plugins=[legacy], autoload=False)
+    legacy = legacy_plugin_module("nbtest_legacy", backends=["old-b"], protocols=["old-p"])
+    with pytest.warns(DeprecationWarning, match=r"nbcore_register_(backends|protocols) is deprecated since nbcore 0.2"):
+        registry = plugins.build_registry(plugins=[legacy], autoload=False)
     assert registry.plugins["nbtest_legacy"].hooks == ["nbcore_register_backends", "nbcore_register_protocols"]
     assert "old-b" in registry.backends and "old-p" in registry.protocols
     assert used | set(registry.plugins["nbtest_legacy"].hooks) == {name for name, _ in specs()}
@@ -112,7 +128,7 @@ def test_in_process_plugin_is_attributed():
     assert {"b1", "b2"} <= set(registry.backends) and "p1" in registry.protocols
     info = registry.plugins["nbtest_extra"]
     assert (info.backends, info.protocols, info.builtin) == (["b1", "b2"], ["p1"], False)
-    assert sorted(info.hooks) == ["nbcore_register_backends", "nbcore_register_protocols"]
+    assert info.hooks == ["nbcore_register"]
     assert registry.plugin_of("backend", "b2") is info
 
 
@@ -134,36 +150,38 @@ def test_hook_without_spec_is_rejected():
         pass
 
     module = plugin_module("nbtest_typo", nbcore_register_widgets=nbcore_register_widgets)
-    with pytest.raises(PluginError, match="nbcore_register_widgets"):
+    with pytest.raises(PluginError, match="nbcore_register_widgets") as info:
         plugins.build_registry(plugins=[module], autoload=False)
+    assert info.value.plugin == "nbtest_typo"
 
 
 def test_hook_with_a_wrong_signature_is_rejected():
     @plugins.hookimpl
-    def nbcore_register_backends(register, extra):
+    def nbcore_register(register, extra):
         pass
 
-    module = plugin_module("nbtest_badsig", nbcore_register_backends=nbcore_register_backends)
+    module = plugin_module("nbtest_badsig", nbcore_register=nbcore_register)
     with pytest.raises(PluginError, match="extra"):
         plugins.build_registry(plugins=[module], autoload=False)
 
 
 def test_provider_without_name_and_failing_hook():
     @plugins.hookimpl
-    def nbcore_register_backends(register):
-        register(Backend(""))
+    def nbcore_register(register):
+        register.backend(Backend(""))
 
     with pytest.raises(PluginError, match="plugin 'nbtest_noname' registered a backend provider without a name"):
-        plugins.build_registry(plugins=[plugin_module("nbtest_noname", nbcore_register_backends=nbcore_register_backends)],
+        plugins.build_registry(plugins=[plugin_module("nbtest_noname", nbcore_register=nbcore_register)],
                                autoload=False)
 
     @plugins.hookimpl
-    def nbcore_register_protocols(register):
+    def nbcore_register(register):  # noqa: F811 (a second plugin's hook)
         raise RuntimeError("boom")
 
-    with pytest.raises(PluginError, match=r"plugin 'nbtest_fails' failed in nbcore_register_protocols: boom"):
-        plugins.build_registry(plugins=[plugin_module("nbtest_fails", nbcore_register_protocols=nbcore_register_protocols)],
+    with pytest.raises(PluginError, match=r"plugin 'nbtest_fails' failed in nbcore_register: boom") as info:
+        plugins.build_registry(plugins=[plugin_module("nbtest_fails", nbcore_register=nbcore_register)],
                                autoload=False)
+    assert info.value.plugin == "nbtest_fails"
 
 
 def test_fresh_registry_fixture(fresh_registry, monkeypatch):
@@ -173,10 +191,41 @@ def test_fresh_registry_fixture(fresh_registry, monkeypatch):
     assert fresh_registry() is not first
 
 
-def test_missing_hint():
-    assert plugins.missing_hint("docker") == " (pip install nb-docker provides it)"
-    assert plugins.missing_hint("shm-pickle") == " (pip install nb-shm provides it)"
-    assert plugins.missing_hint("nosuch") == ""
+def test_missing_hint_from_the_checkout(monkeypatch, tmp_path):
+    registry = plugins.build_registry(autoload=False)
+    assert plugins.missing_hint("docker", registry) == " (pip install ./plugins/nb-docker provides it)"
+    assert plugins.missing_hint("shm-pickle", registry) == " (pip install ./plugins/nb-shm provides it)"
+    assert plugins.missing_hint("nosuch", registry) == ""
+    monkeypatch.chdir(tmp_path)  # outside the checkout: its absolute path
+    assert registry.hint("conda-prefix") == "pip install %s" % (REPO_ROOT / "plugins" / "nb-conda")
+
+
+def test_hint_from_an_installed_distribution_names_the_package(monkeypatch, tmp_path):
+    """nbcore installed from a wheel has no plugins/ folder beside it: the hint is the package name."""
+    fake = tmp_path / "site-packages" / "nbcore" / "plugin" / "registry.py"
+    monkeypatch.setattr(plugins, "__file__", str(fake))
+    registry = plugins.build_registry(autoload=False)
+    assert registry.hint("ray") == "pip install nb-ray"
+    assert registry.absent("backend") == sorted(set(registry.absent("backend")) - set(registry.backends))
+    assert "apptainer" in registry.absent("backend") and "shm-pickle" in registry.absent("protocol")
+
+
+def test_a_plugin_declares_its_own_hint():
+    @plugins.hookimpl
+    def nbcore_register(register):
+        register.hint("gpu-farm", "pip install 'nbtest-farm[gpu]'")
+
+    registry = plugins.build_registry(plugins=[plugin_module("nbtest_farm", nbcore_register=nbcore_register)],
+                                      autoload=False)
+    assert plugins.missing_hint("gpu-farm", registry) == " (pip install 'nbtest-farm[gpu]' provides it)"
+
+    @plugins.hookimpl
+    def nbcore_register(register):  # noqa: F811 (another plugin's hook)
+        register.hint("gpu-farm", "two\nlines")
+
+    with pytest.raises(PluginError, match="a hint is one line"):
+        plugins.build_registry(plugins=[plugin_module("nbtest_badhint", nbcore_register=nbcore_register)],
+                               autoload=False)
 
 
 # a real third-party distribution, installed with pip into a temporary venv ------------
@@ -383,3 +432,88 @@ def test_the_documented_example_plugin_works_as_written(plugin_venv, tmp_path):
     result = venv_nbcore(python, "shell", "old", "--", "python3", "-c", "import os; print(os.getcwd())",
                          cwd=tmp_path, NBCORE_HOME=str(tmp_path / "home"))
     assert result.returncode == 0 and result.stdout.strip() == str(tmp_path), result.stderr
+
+
+def test_worker_environment_still_works_with_a_deprecation(tmp_path, monkeypatch):
+    from nbcore.plugin import WorkerLaunch
+
+    monkeypatch.setenv("PYTHONPATH", "/host/only")
+    launch = WorkerLaunch(worker_path=tmp_path, cwd=None, variables={"NBCORE_X": "1"})
+    with pytest.warns(DeprecationWarning, match=r"worker_environment\(\) is deprecated since nbcore 0.2"):
+        env = launch.worker_environment()
+    assert env["NBCORE_X"] == "1" and env["PYTHONPATH"] == str(tmp_path)
+    with pytest.warns(DeprecationWarning):
+        assert launch.worker_environment({"A": "b", "PYTHONHOME": "/x"}) == dict(launch.worker_variables(), A="b")
+
+
+# features: what a backend can do, derived from what its class implements ------------------
+
+def test_features_are_derived_from_the_methods_a_backend_implements():
+    registry = plugins.build_registry(autoload=False)
+    assert registry.backends["venv"].features >= {"command", "start_worker", "shell"}
+    assert registry.backends["python"].features == {"start_worker"}
+    assert "python" not in registry.with_feature("shell") and "venv" in registry.with_feature("shell")
+    with pytest.raises(ValueError, match="unknown backend feature 'teleport'"):
+        registry.with_feature("teleport")
+
+
+def test_a_backend_that_can_neither_run_a_command_nor_start_a_worker_is_rejected():
+    class Idle(Backend):
+        start_worker = BackendProvider.start_worker  # back to the default, which needs command()
+
+    @plugins.hookimpl
+    def nbcore_register(register):
+        register.backend(Idle("idle"))
+
+    with pytest.raises(PluginError, match=r"plugin 'nbtest_idle' registered the backend 'idle', which can neither "
+                                          r"run a command nor start a worker"):
+        plugins.build_registry(plugins=[plugin_module("nbtest_idle", nbcore_register=nbcore_register)], autoload=False)
+
+
+def test_a_missing_feature_is_one_line_naming_backend_feature_and_who_has_it(tmp_path):
+    from nbtest import run_nbcore, write
+
+    write(tmp_path / "nbcore.yaml", "environments:\n  demo: {}\n")
+    result = run_nbcore("shell", "demo", "--backend", "python", "--", "true", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    line = result.stderr.strip()
+    assert "\n" not in line
+    assert line.startswith("nbcore: error: the python backend cannot open a shell inside its environments "
+                           "(nbcore shell); backends that can: "), line
+    assert "venv" in line.split("backends that can: ")[1]
+    result = run_nbcore("lock", "demo", "--backend", "python", cwd=tmp_path)
+    assert result.returncode == 2 and "the python backend cannot write lock files (nbcore lock); backends that can:" \
+        in result.stderr, result.stderr
+
+
+def test_backends_and_plugins_json_show_features():
+    from nbtest import cli_json
+
+    backends = {b["name"]: b for b in cli_json("backends", "--json")}
+    assert backends["python"]["features"] == ["start_worker"]
+    assert {"command", "shell", "start_worker"} <= set(backends["venv"]["features"])
+    builtin = {p["name"]: p for p in cli_json("plugins", "--json")}["nbcore.builtin.venv"]
+    assert builtin["features"]["venv"] == backends["venv"]["features"]
+
+
+def test_a_plugin_that_fails_to_import_is_one_line_and_the_others_keep_working(tmp_path):
+    """A distribution whose entry point raises on import: its name, version and error in one warning line."""
+    from nbtest import run_nbcore
+
+    site = tmp_path / "site"
+    info = site / "nbtest_broken-1.2.dist-info"
+    write(info / "METADATA", "Metadata-Version: 2.1\nName: nbtest-broken\nVersion: 1.2\n")
+    write(info / "entry_points.txt", "[nbcore]\nnbtest-broken = nbtest_broken_plugin\n")
+    write(site / "nbtest_broken_plugin.py", "import nbtest_no_such_module\n")
+    result = run_nbcore("backends", "--json", env={"PYTHONPATH": str(site)})
+    assert result.returncode == 0, result.stderr
+    assert "venv" in {b["name"] for b in json.loads(result.stdout)}
+    warning = [line for line in result.stderr.splitlines() if "nbtest" in line]
+    assert len(warning) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert ("plugin 'nbtest-broken' (nbtest-broken 1.2) failed to load: ModuleNotFoundError: No module named "
+            "'nbtest_no_such_module'; the other plugins work (NBCORE_DISABLE_PLUGINS=nbtest-broken skips it)") \
+        in warning[0]
+    doctor = run_nbcore("doctor", "--json", env={"PYTHONPATH": str(site)})
+    assert "plugin 'nbtest-broken' (nbtest-broken 1.2) failed to load" in doctor.stdout
+    quiet = run_nbcore("backends", env={"PYTHONPATH": str(site), "NBCORE_DISABLE_PLUGINS": "nbtest-broken"})
+    assert quiet.returncode == 0 and "nbtest" not in quiet.stderr, quiet.stderr

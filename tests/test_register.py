@@ -26,6 +26,9 @@ class Backend(BackendProvider):
     def install(self, env, progress):
         pass
 
+    def start_worker(self, env, launch):
+        raise NotImplementedError
+
 
 class Upgrade(ProtocolProvider):
     worker_module = "nbtest_nowhere"
@@ -68,7 +71,7 @@ def test_one_register_hook_offers_every_kind_and_attributes_it():
 
 def test_a_missing_capability_names_the_package_that_provides_it():
     registry = plugins.build_registry(autoload=False)
-    with pytest.raises(CapabilityMissing, match=r"'conda-prefix'.*pip install nb-conda provides it"):
+    with pytest.raises(CapabilityMissing, match=r"'conda-prefix'.*pip install ./plugins/nb-conda provides it"):
         registry.capability("conda-prefix")
     with pytest.raises(CapabilityMissing, match="no known plugin provides it"):
         registry.capability("nosuch")

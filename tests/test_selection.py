@@ -37,11 +37,11 @@ def make_registry(*backends):
     module = types.ModuleType("nbtest_selection_plugin")
 
     @plugins.hookimpl
-    def nbcore_register_backends(register):
+    def nbcore_register(register):
         for backend in backends:
-            register(backend)
+            register.backend(backend)
 
-    module.nbcore_register_backends = nbcore_register_backends
+    module.nbcore_register = nbcore_register
     return plugins.build_registry(plugins=[module], autoload=False)
 
 
@@ -91,7 +91,7 @@ def test_automatic_reports_every_reason_when_nothing_fits():
         choose(registry, EnvironmentSpec(backends=("only",)))
     message = str(info.value)
     assert "only: no engine" in message and "venv: disabled for the test" in message
-    assert "installable: conda (pip install nb-conda), docker (pip install nb-docker)" in message
+    assert "installable: apptainer (pip install ./plugins/nb-apptainer), conda (pip install ./plugins/nb-conda), docker" in message
 
 
 @pytest.mark.parametrize("how", ["requested", "env", "config"])
@@ -107,9 +107,9 @@ def test_unknown_backend_lists_installed_and_hints_package(registry, monkeypatch
         choose(registry, **kwargs)
     message = str(info.value)
     assert "\n" not in message
-    assert message.startswith("unknown backend 'docker' (pip install nb-docker provides it)")
+    assert message.startswith("unknown backend 'docker' (pip install ./plugins/nb-docker provides it)")
     assert "installed backends: alpha, beta, broken (unavailable: the engine is not running), python, venv" in message
-    assert "conda (pip install nb-conda)" in message
+    assert "conda (pip install ./plugins/nb-conda)" in message
 
 
 def test_unknown_backend_without_known_package(registry):
@@ -123,7 +123,8 @@ def test_unavailable_choice_gives_its_reason_once_and_names_the_others(registry)
         choose(registry, requested="broken")
     message = str(info.value)
     assert message.startswith("backend 'broken' cannot run this environment: the engine is not running; "
-                              "other installed backends: alpha, beta, python, venv")
+                              "other installed backends that can run it: alpha (--backend alpha), beta (--backend "
+                              "beta), python (--backend python), venv (--backend venv)")
     assert message.count("the engine is not running") == 1
 
 
@@ -198,7 +199,7 @@ def test_missing_python_is_a_one_line_error_naming_providers(clear_interpreter_c
             choose(registry, spec, tmp_path, **kwargs)
         message = str(info.value)
         assert "\n" not in message
-        assert "Python 2.9 is not on PATH" in message
+        assert "no Python 2.9 found" in message
         assert "conda" in message and "docker" in message and "apptainer" in message
 
 
@@ -208,11 +209,15 @@ def test_missing_python_through_the_cli(tmp_path):
     write(tmp_path / "nbcore.yaml", "environments:\n  old:\n    python: '2.9'\n")
     result = run_nbcore("install", "old", "--backend", "venv", cwd=tmp_path)
     assert result.returncode == 2
-    assert result.stderr.count("\n") == 1 and "Python 2.9 is not on PATH" in result.stderr
+    assert result.stderr.count("\n") == 1 and "no Python 2.9 found" in result.stderr
     assert "Traceback" not in result.stderr
     installed = plugins.get_registry().backends
-    for name, package in plugins.KNOWN_BACKENDS.items():  # what is not installed is named with its package
-        assert (name in installed) or ("%s (pip install %s)" % (name, package) in result.stderr), name
+    from nbcore.plugin.catalog import FIRST_PARTY
+    from nbtest import REPO_ROOT
+
+    for plugin in FIRST_PARTY:  # what is not installed is named with its folder (the CLI ran outside the checkout)
+        for name in plugin.backends:
+            assert (name in installed) or ("%s (pip install %s)" % (name, REPO_ROOT / plugin.folder) in result.stderr), name
 
 
 # protocol lists ---------------------------------------------------------------
@@ -241,4 +246,4 @@ def test_plan_protocols_falls_back_with_logged_reasons(caplog):
     caplog.clear()
     plan_protocols(registry, ["tcp-pickle", "shm-pickle"])
     if "shm-pickle" not in registry.protocols:
-        assert "shm-pickle skipped: unknown protocol (pip install nb-shm provides it)" in caplog.text
+        assert "shm-pickle skipped: unknown protocol (pip install ./plugins/nb-shm provides it)" in caplog.text

@@ -10,7 +10,7 @@ from ..plugin.backend import BackendProvider
 from ..plugin.process import WorkerProcess
 from ..plugin.registry import hookimpl
 from ..worker import serve
-from ..spec import python_matches
+from ..host.interpreters import python_matches
 
 
 class ThreadWorker(WorkerProcess):
@@ -59,6 +59,7 @@ class PythonBackend(BackendProvider):
 
     name = "python"
     description = "in-process worker thread (no isolation; for debugging)"
+    accepts_python_ranges = True
 
     def check_available(self):
         return None

@@ -15,9 +15,30 @@ Those first calls make the ``first_call_ms`` figures (what a call costs in a
 loop that does heavy work between calls); the :data:`FRAME_BLOCK` calls after
 it make the main figures (the steady cost of a call).  Every figure is a
 median over single calls.
+
+Three figures time what a user waits for, each beside its reference:
+
+- **open to first result**: a fresh host process imports nbcore, opens the
+  environment (``open_backend``) and gets one call's result, timed phase by
+  phase (import, plugin discovery, config and store, worker start and
+  connection, first call), beside the environment's ``python -c pass``; and
+  the whole ``nbcore call ENV ...`` command, beside the host's ``python -c pass``
+  plus the environment's (the two interpreters it starts).
+- **render loop**: frames/s of a worker generator yielding :data:`RENDER_FRAMES`
+  rendered 1080p float32 frames, as fresh arrays and as ``allocate_ndarray``
+  frames, beside the same generator run in the host process (alternating rounds).
+- **memcpy into shared memory**: the frame reference taken again into an
+  already-touched shared mapping (4 KiB pages unless the system gives shared
+  memory huge pages), the floor of any protocol that copies into shared memory.
 """
+import json
+import mmap
 import multiprocessing
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,6 +47,7 @@ from ..errors import UserError
 from ..host.launch import prepare, staged_worker_path, start
 from ..host.selection import default_protocols
 from ..plugin.registry import get_registry
+from ..worker import bench_targets
 from ..worker.bench_targets import has_numpy, make_blob
 
 TARGETS = "nbcore.worker.bench_targets"
@@ -34,7 +56,28 @@ NOOP_BLOCKS = 10
 FRAME_BLOCK = 5
 #: Message sizes of ``--sizes``: 1 KB .. 256 MB, by factors of 4.
 SWEEP_SIZES = tuple(1024 * 4 ** i for i in range(10))
-#: Protocol lists compared by ``--sizes``.
+#: Frames per render loop (``--quick``: a third).
+RENDER_FRAMES = 30
+#: Runs in a fresh host process: open the environment phase by phase, call, print the phases' seconds.
+OPEN_CHILD = """
+import json, sys, time
+t0 = time.perf_counter()
+from nbcore.host.launch import prepare, start
+t1 = time.perf_counter()
+from nbcore.plugin.registry import get_registry
+get_registry()
+t2 = time.perf_counter()
+name, config, backend, protocol = json.loads(sys.argv[1])
+config, provider, env = prepare(name, config, backend)
+t3 = time.perf_counter()
+remote_env = start(config, provider, env, protocol)
+t4 = time.perf_counter()
+remote_env.call("nbcore.worker.bench_targets:noop")
+t5 = time.perf_counter()
+remote_env.close()
+print(json.dumps({"import": t1 - t0, "plugins": t2 - t1, "config_and_store": t3 - t2, "worker": t4 - t3,
+                  "first_call": t5 - t4}))
+"""
 
 
 def _pipe_echo(connection):
@@ -101,6 +144,23 @@ def _memcpy(frame):
     return copy
 
 
+def _memcpy_to_shared(frame):
+    """Like :func:`_memcpy`, into an anonymous shared mapping touched once (the page size shared memory has)."""
+    try:
+        import numpy as np
+    except ImportError:
+        return None
+    sources = [np.asarray(memoryview(p)).view(np.uint8).reshape(-1) for p in frame]
+    blocks = [mmap.mmap(-1, s.nbytes) for s in sources]
+    targets = [np.frombuffer(b, np.uint8) for b in blocks]
+
+    def copy():
+        for s, t in zip(sources, targets):
+            np.copyto(t, s)
+    copy()
+    return copy
+
+
 def _ms(values):
     return statistics.median(values) * 1e3
 
@@ -129,10 +189,103 @@ def measure_start(config, provider, env, protocol, count):
     return statistics.median(starts), statistics.median(pythons)
 
 
+def _open_config(config):
+    """``config`` as the fresh host process and ``nbcore call`` take it: an absolute path, a dict, or None."""
+    if config is None or isinstance(config, dict):
+        return config
+    return os.path.abspath(str(config))
+
+
+def measure_open(env_name, config, provider, env, backend, protocol, count):
+    """Medians of open-to-first-result in a fresh host process (with its phases), of ``nbcore call``, and of
+    their references: the environment's ``python -c pass`` and the host's (all interleaved)."""
+    config = _open_config(config)
+    child_argv = [sys.executable, "-c", OPEN_CHILD, json.dumps([env_name, config, backend, protocol])]
+    phases, calls, pythons, host_pythons = [], [], [], []
+    with tempfile.TemporaryDirectory(prefix="nbcore-bench-") as folder:
+        if isinstance(config, dict):  # nbcore call reads a file: JSON is YAML
+            path = os.path.join(folder, "nbcore.yaml")
+            with open(path, "w") as out:
+                json.dump(config, out)
+            config = path
+        cli_argv = [sys.executable, "-m", "nbcore", "call", env_name, TARGETS + ":noop", "--backend", provider.name]
+        cli_argv += (["-c", config] if config else []) + (["--protocol", protocol] if protocol else [])
+        for _ in range(count):
+            out = subprocess.run(child_argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
+            if out.returncode != 0:
+                raise UserError("the open-to-first-result run failed: %s" % out.stderr.decode(errors="replace")
+                                .strip().splitlines()[-1:])
+            phases.append(json.loads(out.stdout))
+            t = time.perf_counter()
+            out = subprocess.run(cli_argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+            calls.append(time.perf_counter() - t)
+            if out.returncode != 0:
+                raise UserError("nbcore call failed: %s" % out.stderr.decode(errors="replace").strip())
+            launch = WorkerLaunch(worker_path=staged_worker_path(), cwd=Path.cwd(), variables={},
+                                  python_args=["-c", "pass"])
+            t = time.perf_counter()
+            process = provider.start_worker(env, launch)
+            process.wait(60)
+            pythons.append(time.perf_counter() - t)
+            process.kill()
+            t = time.perf_counter()
+            subprocess.run([sys.executable, "-c", "pass"], check=False)
+            host_pythons.append(time.perf_counter() - t)
+    phase_ms = {name: _ms([p[name] for p in phases]) for name in phases[0]}
+    return {
+        "open_to_first_result_ms": _ms([sum(p.values()) for p in phases]),
+        "open_phases_ms": phase_ms,
+        "cli_call_ms": _ms(calls),
+        "python_start_ms": _ms(pythons),
+        "host_python_start_ms": _ms(host_pythons),
+    }
+
+
+def _in_process(frames):
+    """Run the generator ``frames`` as a program without nbcore would: ``allocate_ndarray`` gives ordinary memory."""
+    from ..worker import allocation
+
+    channel = allocation._channel
+    allocation.set_active_channel(None)
+    try:
+        yield from frames
+    finally:
+        allocation.set_active_channel(channel)
+
+
+def _loop_seconds(frames):
+    clock = time.perf_counter
+    t = clock()
+    for frame in frames:
+        memoryview(frame).nbytes  # what a consumer of the frame does at the least: look at it
+    return clock() - t
+
+
+def measure_render_loop(remote_env, numpy_frames, count, rounds):
+    """Frames/s of the worker's render loop over the connection and in this process, plain and allocated."""
+    bench_targets.use_numpy(numpy_frames)
+    try:
+        result = {}
+        for allocated in (False, True):
+            kind = "allocated" if allocated else "plain"
+            remote = lambda: remote_env.call(TARGETS + ":render_loop", count, allocated)  # noqa: E731
+            local = lambda: _in_process(bench_targets.render_loop(count, allocated))  # noqa: E731
+            _loop_seconds(remote()), _loop_seconds(local())  # warm up: the scene, the buffer pools
+            over, here = [], []
+            for _ in range(rounds):
+                over.append(count / _loop_seconds(remote()))
+                here.append(count / _loop_seconds(local()))
+            result[kind] = {"fps": statistics.median(over), "in_process_fps": statistics.median(here)}
+        return result
+    finally:
+        bench_targets.use_numpy(False)  # drops the host's scene
+
+
 def run_bench(env_name=None, config=None, backend=None, protocol=None, quick=False):
     """Run every measurement against one environment; return the figures as a dict."""
     if env_name is None:
         env_name, config = "bench", {"environments": {"bench": {}}}
+    config_arg = config
     config, provider, env = prepare(env_name, config, backend)
     noop_calls = 200 if quick else 2000
     frame_rounds = 2 if quick else 6
@@ -154,6 +307,7 @@ def run_bench(env_name=None, config=None, backend=None, protocol=None, quick=Fal
         if not numpy_frames:  # what arrived are plain buffers: send back buffers of the same sizes
             frame = [make_blob(memoryview(part).nbytes, False) for part in frame]
         memcpy = _memcpy(frame)
+        memcpy_shared = _memcpy_to_shared(frame)
         nbytes = sum(memoryview(p).nbytes for p in frame)
         kinds = {
             "frame_to_host": lambda: remote_env.call(TARGETS + ":frame"),
@@ -162,21 +316,27 @@ def run_bench(env_name=None, config=None, backend=None, protocol=None, quick=Fal
         }
         steady = {kind: [] for kind in kinds}
         first = {kind: [] for kind in kinds}
-        copies = []
+        copies, shared_copies = [], []
         for fn in kinds.values():
             fn()
         for _ in range(frame_rounds):
             for kind, fn in kinds.items():
                 copies += _timed(memcpy, FRAME_BLOCK)
+                if memcpy_shared is not None:
+                    shared_copies += _timed(memcpy_shared, FRAME_BLOCK)
                 block = _timed(fn, 1 + FRAME_BLOCK)
                 first[kind].append(block[0])
                 steady[kind] += block[1:]
+        del frame, memcpy, memcpy_shared
+        loop = measure_render_loop(remote_env, numpy_frames, RENDER_FRAMES // 3 if quick else RENDER_FRAMES,
+                                   frame_rounds)
         negotiated = remote_env.protocol
         worker_python = remote_env.worker_python
     finally:
         remote_env.close()
         pipe.close()
     start_s, python_s = measure_start(config, provider, env, protocol, start_reps)
+    opening = measure_open(env.name, config_arg, provider, env, backend or provider.name, protocol, start_reps)
 
     result = {
         "protocol": negotiated,
@@ -192,16 +352,30 @@ def run_bench(env_name=None, config=None, backend=None, protocol=None, quick=Fal
         "frame_to_worker_ms": _ms(steady["frame_to_worker"]),
         "memcpy_ms": _ms(copies),
         "first_call_ms": {kind: _ms(times) for kind, times in first.items()},
+        "memcpy_to_shared_ms": _ms(shared_copies) if shared_copies else None,
         "start_ms": start_s * 1e3,
         "python_start_ms": python_s * 1e3,
+        "render_loop": loop,
+        "render_frame_mb": 4 * bench_targets.RENDER_SHAPE[0] * bench_targets.RENDER_SHAPE[1] * 3 / 1e6,
     }
+    result.update({key: opening[key] for key in ("open_to_first_result_ms", "open_phases_ms", "cli_call_ms",
+                                                  "host_python_start_ms")})
+    result["open_python_start_ms"] = opening["python_start_ms"]
     result["ratios"] = {
         "noop_vs_pipe": result["noop_us_median"] / result["pipe_noop_us_median"],
         "frame_to_host_vs_memcpy": result["frame_to_host_ms"] / result["memcpy_ms"],
         "frame_to_host_prealloc_vs_memcpy": result["frame_to_host_prealloc_ms"] / result["memcpy_ms"],
         "frame_to_worker_vs_memcpy": result["frame_to_worker_ms"] / result["memcpy_ms"],
         "start_vs_python_start": result["start_ms"] / result["python_start_ms"],
+        "open_to_first_result_vs_python_start": result["open_to_first_result_ms"] / result["open_python_start_ms"],
+        "cli_call_vs_pythons_start": result["cli_call_ms"] / (result["open_python_start_ms"]
+                                                              + result["host_python_start_ms"]),
+        "render_loop_vs_in_process": loop["plain"]["fps"] / loop["plain"]["in_process_fps"],
+        "render_loop_allocated_vs_in_process": loop["allocated"]["fps"] / loop["allocated"]["in_process_fps"],
     }
+    if shared_copies:
+        result["ratios"]["frame_to_worker_vs_memcpy_to_shared"] = (result["frame_to_worker_ms"]
+                                                                   / result["memcpy_to_shared_ms"])
     return result
 
 
@@ -279,8 +453,9 @@ def format_sweep(sweep):
     return "\n".join(lines)
 
 
-def plot_sweep(sweep, path):
-    """Draw throughput against message size for each protocol and direction into ``path`` (needs matplotlib)."""
+def plot_sweep(sweep, path, bench=None):
+    """Draw throughput against message size for each protocol and direction into ``path`` (needs matplotlib);
+    with ``bench`` (a :func:`run_bench` result), also open to first result by phase and the render loop."""
     try:
         import matplotlib
 
@@ -289,7 +464,14 @@ def plot_sweep(sweep, path):
     except ImportError:
         raise UserError("--plot needs matplotlib: pip install 'nbcore[plot]'") from None
     sizes = sweep["sizes"]
-    fig, ax = plt.subplots(figsize=(9, 5.5))
+    if bench is None:
+        fig, ax = plt.subplots(figsize=(9, 5.5))
+    else:
+        fig = plt.figure(figsize=(13, 9))
+        grid = fig.add_gridspec(2, 2, height_ratios=(3, 2))
+        ax = fig.add_subplot(grid[0, :])
+        _plot_open(fig.add_subplot(grid[1, 0]), bench)
+        _plot_render_loop(fig.add_subplot(grid[1, 1]), bench)
     for name, entry in sweep["protocols"].items():
         name = "%s (%s)" % (name, entry["negotiated"])
         line, = ax.plot(sizes, _gbps(sizes, entry["to_host_ms"]), marker="o", label=name + ", worker -> host")
@@ -310,6 +492,32 @@ def plot_sweep(sweep, path):
     plt.close(fig)
 
 
+def _plot_open(ax, bench):
+    """Stacked bars: the phases of open to first result, beside the environment's python -c pass."""
+    left = 0.0
+    for name, ms in bench["open_phases_ms"].items():
+        ax.barh("open to first result", ms, left=left, label=name.replace("_", " "))
+        left += ms
+    ax.barh("nbcore call", bench["cli_call_ms"], color="grey")
+    ax.barh("python -c pass (env)", bench["open_python_start_ms"], color="black")
+    ax.set_xlabel("ms (fresh host process)")
+    ax.set_title("opening an environment (%s, %s)" % (bench["backend"], bench["protocol"]))
+    ax.legend(fontsize="small")
+
+
+def _plot_render_loop(ax, bench):
+    """Grouped bars: the render loop's frames/s through the worker and in-process, plain and allocated."""
+    kinds = ("plain", "allocated")
+    for offset, (key, label) in enumerate((("fps", "worker generator"), ("in_process_fps", "in-process"))):
+        ax.bar([i + 0.4 * offset for i in range(len(kinds))], [bench["render_loop"][k][key] for k in kinds],
+               width=0.4, label=label)
+    ax.set_xticks([i + 0.2 for i in range(len(kinds))])
+    ax.set_xticklabels(["fresh arrays", "allocate_ndarray"])
+    ax.set_ylabel("frames/s (%.1f MB each)" % bench["render_frame_mb"])
+    ax.set_title("render loop")
+    ax.legend(fontsize="small")
+
+
 def format_report(result):
     """Human-readable lines for ``nbcore bench`` without ``--json``."""
     r, x = result, result["ratios"]
@@ -328,4 +536,15 @@ def format_report(result):
             r["first_call_ms"]["frame_to_worker"]),
         "start           %8.1f ms  %.2fx python -c pass (%.1f ms)" % (
             r["start_ms"], x["start_vs_python_start"], r["python_start_ms"]),
-    ])
+        "open to first result, fresh host process %6.1f ms  %.2fx python -c pass (%.1f ms); %s" % (
+            r["open_to_first_result_ms"], x["open_to_first_result_vs_python_start"], r["open_python_start_ms"],
+            ", ".join("%s %.1f" % item for item in r["open_phases_ms"].items())),
+        "nbcore call      %8.1f ms  %.2fx the host's and the env's python -c pass (%.1f + %.1f ms)" % (
+            r["cli_call_ms"], x["cli_call_vs_pythons_start"], r["host_python_start_ms"], r["open_python_start_ms"]),
+        "render loop     %8.1f frames/s  %.2fx in-process (%.1f); %s %.1f frames/s  %.2fx in-process (%.1f)" % (
+            r["render_loop"]["plain"]["fps"], x["render_loop_vs_in_process"], r["render_loop"]["plain"]["in_process_fps"],
+            allocator, r["render_loop"]["allocated"]["fps"], x["render_loop_allocated_vs_in_process"],
+            r["render_loop"]["allocated"]["in_process_fps"]),
+    ] + ([] if r["memcpy_to_shared_ms"] is None else [
+        "frame to worker %.2fx memcpy into shared memory (%.2f ms)" % (
+            x["frame_to_worker_vs_memcpy_to_shared"], r["memcpy_to_shared_ms"])]))

@@ -5,7 +5,7 @@ import sys
 from .. import __version__
 from ..errors import NbcoreError
 from ..home import check_writable, home_variable, nbcore_home
-from ..plugin.registry import KNOWN_PROVIDERS, get_registry
+from ..plugin.registry import get_registry
 from ..host.store import folder_bytes
 
 
@@ -22,6 +22,7 @@ def diagnose(config_path=None):
         "uv": shutil.which("uv"),
         "backends": {}, "protocols": {}, "config": None, "problems": problems,
     }
+    report["interpreters"] = interpreters_found()
     unwritable = check_writable(home)
     report["home"]["writable"] = unwritable is None
     if unwritable:
@@ -39,9 +40,9 @@ def diagnose(config_path=None):
         report["protocols"][name] = {"available": reason is None, "reason": reason}
         if reason:
             problems.append("protocol %s is unavailable: %s" % (name, reason))
-    for name, package in KNOWN_PROVIDERS.items():
-        if name not in registry.backends and name not in registry.protocols:
-            problems.append("%s is not installed: pip install %s" % (name, package))
+    problems.extend(registry.broken.values())
+    report["not_installed"] = {name: registry.hint(name) for kind in ("backend", "protocol")
+                               for name in registry.absent(kind)}
     if report["uv"] is None:
         problems.append("uv is not on PATH: venv environments are created with pip (slower); pip install uv")
     try:
@@ -70,7 +71,26 @@ def format_diagnosis(report):
             lines.append("%s %-10s %s" % (kind[:-1], name, "ok" if state["available"] else "unavailable: " + state["reason"]))
             for label, cache in state.get("caches", {}).items():
                 lines.append("  %s: %s (%.1f MB)" % (label, cache["path"], cache["bytes"] / 1e6))
+    for name, hint in report["not_installed"].items():
+        lines.append("not installed: %s (%s)" % (name, hint))
+    lines += format_interpreters(report)
     if report["config"]:
         lines.append("config: %s (%s)" % (report["config"]["path"], ", ".join(report["config"]["environments"])))
     lines += ["problem: " + p for p in report["problems"]] or ["no problems found"]
     return "\n".join(lines)
+
+
+def interpreters_found():
+    """The Pythons the venv backend can use (PATH, pyenv, uv, mise, asdf) and the version managers installed."""
+    from ..host.interpreters import discover, version_managers
+
+    return {"found": [i.to_dict() for i in discover()], "version_managers": list(version_managers())}
+
+
+def format_interpreters(report):
+    """One line per interpreter found: version, where it was found, path."""
+    pythons = report["interpreters"]
+    lines = ["pythons: %d found (version managers: %s)" % (
+        len(pythons["found"]), ", ".join(pythons["version_managers"]) or "none")]
+    lines += ["  %-8s %-6s %s" % (i["version"], i["source"], i["path"]) for i in pythons["found"]]
+    return lines

@@ -127,14 +127,15 @@ def cmd_plugins(args):
     from ..plugin.registry import get_registry
 
     registry = get_registry()
-    data = [dict(vars(p)) for p in registry.plugins.values()]
+    data = [dict(vars(p), features={b: sorted(registry.backends[b].features) for b in p.backends})
+            for p in registry.plugins.values()]
     rows = [dict(d, provides=", ".join(d["backends"] + d["protocols"]),
                  kind="built-in" if d["builtin"] else "plugin") for d in data]
     _emit(args, data, rows, ["name", "distribution", "version", "kind", "provides"])
 
 
 def cmd_backends(args):
-    from ..plugin.registry import KNOWN_BACKENDS, get_registry
+    from ..plugin.registry import get_registry
 
     registry = get_registry()
     data = []
@@ -142,11 +143,12 @@ def cmd_backends(args):
         reason = provider.check_available()
         plugin = registry.plugin_of("backend", name)
         data.append({"name": name, "plugin": plugin.distribution or plugin.name, "available": reason is None,
-                     "reason": reason or "", "description": provider.description})
-    for name, package in KNOWN_BACKENDS.items():
-        if name not in registry.backends:
-            data.append({"name": name, "plugin": package, "available": False, "reason": "not installed (pip install %s)" % package,
-                         "description": ""})
+                     "reason": reason or "", "description": provider.description,
+                     "features": sorted(provider.features)})
+    for name in registry.absent("backend"):
+        hint = registry.hint(name)
+        data.append({"name": name, "plugin": None, "available": False, "reason": "not installed (%s)" % hint,
+                     "hint": hint, "description": "", "features": []})
     _emit(args, data, data, ["name", "plugin", "available", "reason"])
 
 
@@ -209,19 +211,16 @@ def cmd_lock(args):
     from ..host.launch import prepare
     from ..plugin.progress import Progress
 
-    config, provider, env = prepare(args.env, args.config, args.backend)
+    config, provider, env = prepare(args.env, args.config, args.backend, feature="lock")
     path = Path(args.output or "%s.lock" % env.name).resolve()
-    try:
-        provider.lock(env, path, Progress())
-    except NotImplementedError as exc:
-        raise UserError("%s; the conda backend writes lock files (--backend conda)" % exc) from None
+    provider.lock(env, path, Progress())
 
 
 def cmd_shell(args):
     from ..plugin.backend import WorkerLaunch
     from ..host.launch import prepare, staged_worker_path
 
-    config, provider, env = prepare(args.env, args.config, args.backend)
+    config, provider, env = prepare(args.env, args.config, args.backend, feature="shell")
     command = args.command_after_dashes
     launch = WorkerLaunch(worker_path=staged_worker_path(), cwd=Path.cwd(), variables={})
     try:
@@ -282,7 +281,7 @@ def cmd_bench(args):
 
         result["sweep"] = run_sweep(args.env, args.config, args.backend, quick=args.quick)
         if args.plot:
-            plot_sweep(result["sweep"], args.plot)
+            plot_sweep(result["sweep"], args.plot, result)
     if args.json:
         _emit(args, result)
     else:
@@ -331,7 +330,7 @@ def cmd_push(args):
     names = sorted(config.environments) if args.all else [args.env]
     pushed = []
     for name in names:
-        _, provider, env = prepare(name, config, args.backend, install=False)
+        _, provider, env = prepare(name, config, args.backend, install=False, feature="publish")
         progress = Progress()
         ensure_installed(provider, env, progress)
         pushed.append(provider.publish(env, args.registry, progress, skip_existing=args.skip_existing))

@@ -7,7 +7,7 @@ Schema (see ``docs/configuration.md``)::
     registry: registry.example.org    # optional registry of published environment images
     environments:
       NAME:
-        python: "3.11"            # interpreter version (default: the host's)
+        python: "3.11"            # interpreter version or range (default: the host's)
         packages: [numpy]         # pip requirements
         install_script: "..."     # shell, run inside the env after creation
         backends: [docker, venv]  # preferred order for automatic selection
@@ -21,14 +21,18 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from ..errors import ConfigError
-from ..plugin.registry import KNOWN_BACKENDS
+from ..plugin.registry import known_backend_names
 from ..spec import EnvironmentSpec
 
 DEFAULT_FILE = "nbcore.yaml"
 
+_SPECIFIER = r"\s*(~=|===?|!=|<=?|>=?)\s*\d+(\.\d+)*(\.\*)?\s*"
+#: A spec's ``python``: a version prefix, or comma-separated PEP 440 specifiers.
+PYTHON_PATTERN = r"^(\d+(\.\d+){0,2}|%s(,%s)*)$" % (_SPECIFIER, _SPECIFIER)
+
 _GENERIC_SPEC = {
-    "python": {"type": ["string", "number"], "pattern": r"^\d+(\.\d+){0,2}$",
-               "description": "Python version, e.g. \"3.9\" (default: the host's version)"},
+    "python": {"type": ["string", "number"], "pattern": PYTHON_PATTERN,
+               "description": "Python version (\"3.10\", \"3.10.13\") or range (\">=3.9,<3.11\"); default: the host's"},
     "packages": {"type": "array", "items": {"type": "string"}, "description": "pip requirements"},
     "install_script": {"type": "string", "description": "shell script run inside the environment after creation"},
     "backends": {"type": "array", "items": {"type": "string"}, "description": "preferred backends, in order"},
@@ -58,7 +62,7 @@ class Config:
 def schema(backends) -> dict:
     """The JSON Schema of the whole file, with one section per registered backend."""
     spec_props = dict(_GENERIC_SPEC)
-    for name in KNOWN_BACKENDS:
+    for name in known_backend_names():
         spec_props.setdefault(name, {"type": "object"})
     for name, provider in backends.items():
         if name not in _GENERIC_SPEC:  # the ``python`` backend must not shadow the ``python:`` version key

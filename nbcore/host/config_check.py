@@ -22,6 +22,7 @@ def check(text, where, file_schema):
     if root is None:
         raise ConfigError("%s: the file is empty; it needs an 'environments:' mapping" % where)
     _check_duplicates(root, where)
+    _check_python_numbers(root, data, where)
     validator = jsonschema.Draft202012Validator(file_schema)
     errors = sorted(validator.iter_errors(data), key=lambda e: (len(list(e.absolute_path)), str(e.message)))
     if errors:
@@ -88,10 +89,28 @@ def _check_duplicates(node, where):
             _check_duplicates(v, where)
 
 
+def _check_python_numbers(root, data, where):
+    """An unquoted ``python: 3.10`` is the number 3.1 to YAML: an error asking to quote it."""
+    environments = data.get("environments") if isinstance(data, dict) else None
+    if not isinstance(environments, dict):
+        return
+    for name, spec in environments.items():
+        if not isinstance(spec, dict) or not isinstance(spec.get("python"), (int, float)):
+            continue
+        line_node, node = _locate(root, ["environments", name, "python"])
+        if isinstance(node, yaml.ScalarNode) and node.value != str(spec["python"]):
+            raise ConfigError('%s:%d: environments.%s.python: %s is read by YAML as the number %s; quote it: '
+                              'python: "%s"' % (where, line_node.start_mark.line + 1, name, node.value,
+                                                spec["python"], node.value))
+
+
 def _describe(error, root, where):
     path = list(error.absolute_path)
     dotted = ".".join(str(p) for p in path) or "(top level)"
     line_node, node = _locate(root, path)
+    if path and path[-1] == "python" and error.validator == "pattern":
+        return ('%s:%d: %s: %r is neither a Python version ("3.10", "3.10.13") nor a range (">=3.9,<3.11")'
+                % (where, line_node.start_mark.line + 1, dotted, error.instance))
     if error.validator == "additionalProperties":
         extra = [k for k in error.instance if k not in error.schema.get("properties", {})]
         key = extra[0] if extra else "?"

@@ -98,8 +98,11 @@ def resolve_config(config: Union[None, str, os.PathLike, dict, Config], registry
     return load_config(path, registry.backends)
 
 
-def prepare(name, config=None, backend=None, progress=None, install=True):
-    """Resolve config, backend and environment; install it when needed.  Return ``(config, provider, env)``."""
+def prepare(name, config=None, backend=None, progress=None, install=True, feature=None):
+    """Resolve config, backend and environment; install it when needed.  Return ``(config, provider, env)``.
+
+    ``feature`` (a :data:`~nbcore.plugin.backend.FEATURES` name): the command needs it; a backend without it
+    is a one-line error before anything is built."""
     registry = get_registry()
     config = resolve_config(config, registry)
     spec = config.spec(name)
@@ -107,6 +110,8 @@ def prepare(name, config=None, backend=None, progress=None, install=True):
     provider, how = choose_backend(registry, lambda b: make_environment(home, b, name, spec), spec,
                                    requested=backend, config_default=config.backend)
     log.info("backend %s (%s)", provider.name, how)
+    if feature:
+        registry.require(provider, feature)
     env = make_environment(home, provider, name, spec)
     if install:
         ensure_installed(provider, env, progress or Progress())

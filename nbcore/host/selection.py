@@ -20,7 +20,8 @@ from typing import List, Optional, Tuple
 
 from ..errors import BackendUnavailable, UserError
 from ..plugin.protocol import FALLBACK, UPGRADE
-from ..plugin.registry import KNOWN_BACKENDS, missing_hint
+from ..plugin.registry import missing_hint
+from .interpreters import python_range_refused
 
 log = logging.getLogger("nbcore")
 
@@ -31,7 +32,11 @@ def _env(name):
 
 def _unavailable(provider, env_for):
     """Why ``provider`` cannot run the environment (None when it can)."""
-    return provider.check_available() or provider.check_spec(env_for(provider))
+    reason = provider.check_available()
+    if reason:
+        return reason
+    env = env_for(provider)
+    return python_range_refused(provider, env.spec.python) or provider.check_spec(env)
 
 
 def _summary(registry, env_for) -> str:
@@ -43,16 +48,18 @@ def _summary(registry, env_for) -> str:
 
 
 def _others(registry, env_for, chosen) -> str:
-    """The installed backends other than ``chosen``, those that cannot run the environment marked (no reasons:
-    the message is about ``chosen``)."""
-    parts = [name if _unavailable(provider, env_for) is None else name + " (unavailable)"
-             for name, provider in sorted(registry.backends.items()) if name != chosen]
-    return "other installed backends: %s (`nbcore backends` says why)" % (", ".join(parts) or "none")
+    """The other installed backends that can run the environment (the message is about ``chosen``), else
+    the known ones that are not installed and how to install them."""
+    able = ["%s (--backend %s)" % (name, name) for name, provider in sorted(registry.backends.items())
+            if name != chosen and _unavailable(provider, env_for) is None]
+    if able:
+        return "other installed backends that can run it: " + ", ".join(able)
+    return "no other installed backend can run it" + _installable(registry)
 
 
 def _installable(registry) -> str:
-    missing = [n for n in KNOWN_BACKENDS if n not in registry.backends]
-    return "; installable: " + ", ".join("%s (pip install %s)" % (n, KNOWN_BACKENDS[n]) for n in missing) if missing else ""
+    missing = registry.absent("backend")
+    return "; installable: " + ", ".join("%s (%s)" % (n, registry.hint(n)) for n in missing) if missing else ""
 
 
 def choose_backend(registry, env_for, spec, requested=None, config_default=None):
@@ -75,7 +82,7 @@ def choose_backend(registry, env_for, spec, requested=None, config_default=None)
     if choice:
         provider = registry.backends.get(choice)
         if provider is None:
-            raise BackendUnavailable("unknown backend %r%s; %s" % (choice, missing_hint(choice), _summary(registry, env_for)))
+            raise BackendUnavailable("unknown backend %r%s; %s" % (choice, missing_hint(choice, registry), _summary(registry, env_for)))
         reason = _unavailable(provider, env_for)
         if reason:
             raise BackendUnavailable("backend %r cannot run this environment: %s; %s"
@@ -86,7 +93,7 @@ def choose_backend(registry, env_for, spec, requested=None, config_default=None)
     for name in order:
         provider = registry.backends.get(name)
         if provider is None:
-            reasons.append("%s: not installed%s" % (name, missing_hint(name)))
+            reasons.append("%s: not installed%s" % (name, missing_hint(name, registry)))
             continue
         reason = _unavailable(provider, env_for)
         if reason is None:
@@ -113,7 +120,7 @@ def preferred_backends(spec, registry) -> List[str]:
     """The backends ``spec`` itself asks for: its ``backends:`` list, else the backend of its only section."""
     if spec.backends:
         return list(spec.backends)
-    sections = [name for name in spec.sections if name in registry.backends or name in KNOWN_BACKENDS]
+    sections = [name for name in spec.sections if name in registry.backends or name in registry.absent("backend")]
     return sections if len(sections) == 1 else []
 
 
@@ -140,7 +147,7 @@ def plan_protocols(registry, names: List[str]) -> Tuple[object, List[Tuple[str, 
     fallback = registry.protocols.get(fallback_name)
     reason = None
     if fallback is None:
-        reason = "unknown protocol%s" % missing_hint(fallback_name)
+        reason = "unknown protocol%s" % missing_hint(fallback_name, registry)
     else:
         reason = fallback.check_available()
         if reason is None and FALLBACK not in fallback.roles:
@@ -159,7 +166,7 @@ def plan_protocols(registry, names: List[str]) -> Tuple[object, List[Tuple[str, 
             continue
         provider = registry.protocols.get(name)
         if provider is None:
-            log.info("protocol %s skipped: unknown protocol%s", name, missing_hint(name))
+            log.info("protocol %s skipped: unknown protocol%s", name, missing_hint(name, registry))
             continue
         if UPGRADE not in provider.roles:
             log.info("protocol %s skipped: it cannot replace an established connection", name)

@@ -12,17 +12,17 @@ from ..errors import (BackendUnavailable, ConfigError, InstallError, NbcoreError
 from ..home import nbcore_home
 from ..spec import EnvironmentSpec
 from .auth import ANSWER_BYTES, AuthenticationError, host_challenge, host_verify
-from .backend import BackendProvider, Command, Environment, WorkerLaunch, host_environment
+from .backend import FEATURES, BackendProvider, Command, Environment, WorkerLaunch, host_environment
 from .environments import install_environment, list_environments
 from .process import OutputReader, OutputTail, SubprocessWorker, WorkerProcess
 from .progress import Progress
 from .protocol import (FALLBACK, UPGRADE, ListenAddress, Listener, ProtocolProvider, connect_timeout,
                        keepalive_seconds)
-from .registry import CapabilityMissing, Register, get_registry, hookimpl
+from .registry import CapabilityMissing, FeatureMissing, Register, get_registry, hookimpl
 
 __all__ = [
     "ANSWER_BYTES", "AuthenticationError", "BackendProvider", "BackendUnavailable", "CapabilityMissing", "Command",
-    "ConfigError", "Environment", "EnvironmentSpec", "FALLBACK", "InstallError", "ListenAddress", "Listener",
+    "ConfigError", "Environment", "EnvironmentSpec", "FALLBACK", "FEATURES", "FeatureMissing", "InstallError", "ListenAddress", "Listener",
     "NbcoreError", "OutputReader", "OutputTail", "PluginError", "Progress", "ProtocolProvider", "Register",
     "SubprocessWorker", "UPGRADE", "UserError", "WorkerError", "WorkerLaunch", "WorkerProcess", "get_registry",
     "connect_timeout", "hookimpl", "host_challenge", "host_environment", "host_verify", "install_environment",

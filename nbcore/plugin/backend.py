@@ -1,12 +1,14 @@
 """What a backend plugin provides: the :class:`BackendProvider` and its worker handles."""
 import abc
 import dataclasses
+import functools
 import os
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
-from typing import Callable, ClassVar, Dict, List, Optional, Tuple
+from typing import Callable, ClassVar, Dict, FrozenSet, List, Optional, Tuple
 
 from ..errors import UserError
 from ..spec import EnvironmentSpec
@@ -70,6 +72,31 @@ class WorkerLaunch:
         """The variables nbcore sets for the worker: :attr:`variables`, ``PYTHONPATH`` and unbuffered output."""
         return dict(self.variables, PYTHONPATH=str(self.worker_path), PYTHONUNBUFFERED="1")
 
+    def worker_environment(self, base: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+        """Deprecated since 0.2 (removed in 0.3): use ``host_environment(launch.worker_variables())``.
+
+        ``base`` (default ``os.environ``) without :data:`HOST_PYTHON_VARIABLES`, plus
+        :meth:`worker_variables`.
+        """
+        warnings.warn("WorkerLaunch.worker_environment() is deprecated since nbcore 0.2 and goes in 0.3; "
+                      "use nbcore.plugin.host_environment(launch.worker_variables())",
+                      DeprecationWarning, stacklevel=2)
+        env = {k: v for k, v in (os.environ if base is None else base).items() if k not in HOST_PYTHON_VARIABLES}
+        env.update(self.worker_variables())
+        return env
+
+
+#: What a backend may be able to do beyond installing, each with the words messages use for it.  A backend's
+#: :attr:`~BackendProvider.features` are derived from the methods its class implements.
+FEATURES = {
+    "command": "run commands inside its environments",
+    "start_worker": "start workers",
+    "shell": "open a shell inside its environments (nbcore shell)",
+    "lock": "write lock files (nbcore lock)",
+    "publish": "publish images (nbcore push)",
+    "list_environments": "list its environments itself (nbcore envs --backend)",
+}
+
 
 class BackendProvider(abc.ABC):
     """A way to create environments and run commands and workers in them (venv, conda, docker, ...).
@@ -77,9 +104,10 @@ class BackendProvider(abc.ABC):
     Subclasses set :attr:`name` and implement :meth:`check_available`,
     :meth:`install`, and either :meth:`command` with :meth:`worker_python`
     (from which the worker start and ``nbcore shell`` follow) or
-    :meth:`start_worker` itself; the rest has working defaults.  nbcore calls
-    :meth:`install` only when the environment is not ready yet, under a
-    cross-process lock, in a fresh empty ``env.path``; it marks the
+    :meth:`start_worker` itself; the rest has working defaults.  What a
+    backend can do is derived from what it implements (:attr:`features`).
+    nbcore calls :meth:`install` only when the environment is not ready yet,
+    under a cross-process lock, in a fresh empty ``env.path``; it marks the
     environment ready itself once :meth:`install` returns.
     """
 
@@ -97,9 +125,20 @@ class BackendProvider(abc.ABC):
     #: unavailable, opening the environment is an error instead of a quiet move to another backend.
     #: For backends that decide where the code runs (a cluster), not only how it is isolated.
     required_by_section: ClassVar[bool] = False
+    #: Whether a spec's ``python:`` may be a range (``">=3.9,<3.11"``) on this backend; a backend that
+    #: leaves it False is told only versions (``"3.10"``, ``"3.10.13"``) and a range is a one-line error.
+    accepts_python_ranges: ClassVar[bool] = False
     #: The keys of its own that :meth:`list_environments` adds to each record, shown as the first columns of
     #: ``nbcore envs --backend NAME`` (e.g. the node an environment is on).
     environment_columns: ClassVar[Tuple[str, ...]] = ()
+
+    @property
+    def features(self) -> FrozenSet[str]:
+        """The :data:`FEATURES` this backend has, derived from the methods its class overrides: ``command``
+        (:meth:`command`), ``start_worker`` (:meth:`start_worker`, or :meth:`command` with
+        :meth:`worker_python`), ``shell`` (:meth:`shell`, :meth:`shell_command` or :meth:`command`),
+        ``lock``, ``publish`` and ``list_environments`` (the methods of those names)."""
+        return _features(type(self))
 
     @abc.abstractmethod
     def check_available(self) -> Optional[str]:
@@ -186,8 +225,7 @@ class BackendProvider(abc.ABC):
         Return ``{"name", "image", "digest", "skipped"}``; ``skip_existing`` leaves an image the
         registry already holds alone (``skipped`` true).  Backends without images keep this default.
         """
-        raise UserError("the %s backend cannot publish images (nbcore push needs one that can, e.g. --backend docker)"
-                        % self.name)
+        raise UserError("the %s backend cannot publish images (nbcore push)" % self.name)
 
     def list_environments(self) -> Optional[List[dict]]:
         """The environments ``nbcore envs --backend NAME`` lists, for backends that keep them elsewhere than in
@@ -199,3 +237,17 @@ class BackendProvider(abc.ABC):
     def remove(self, env: Environment) -> None:
         """Delete the environment and anything it owns outside ``env.path`` (images, caches)."""
         shutil.rmtree(env.path, ignore_errors=True)
+
+
+def _overrides(cls, method: str) -> bool:
+    return getattr(cls, method) is not getattr(BackendProvider, method)
+
+
+@functools.lru_cache(maxsize=None)
+def _features(cls) -> FrozenSet[str]:
+    has = {name for name in ("command", "start_worker", "lock", "publish", "list_environments") if _overrides(cls, name)}
+    if "command" in has and _overrides(cls, "worker_python"):
+        has.add("start_worker")
+    if "command" in has or _overrides(cls, "shell") or _overrides(cls, "shell_command"):
+        has.add("shell")
+    return frozenset(has)

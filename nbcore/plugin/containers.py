@@ -131,7 +131,7 @@ class SetEnv:
 class BuildRecipe:
     """An image, neutrally: a base, files to add, variables for the build only, and steps.
 
-    Engines render it (nb-docker as a Dockerfile); no field is engine-specific.
+    Engines render it (a Dockerfile, a definition file); no field is engine-specific.
     """
 
     base: str

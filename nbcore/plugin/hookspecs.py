@@ -27,7 +27,9 @@ def nbcore_register(register):
     """
 
 
-@hookspec
+@hookspec(warn_on_impl=DeprecationWarning(
+    "the hook nbcore_register_backends is deprecated since nbcore 0.2 and goes in 0.3; implement "
+    "nbcore_register(register) and call register.backend(provider)"))
 def nbcore_register_backends(register):
     """Register backend providers (the 0.1 form of :func:`nbcore_register`).
 
@@ -39,10 +41,14 @@ def nbcore_register_backends(register):
     implementations are called (not firstresult).
 
     .. versionadded:: 0.1
+    .. deprecated:: 0.2
+       Implement :func:`nbcore_register`; this hook goes in 0.3.
     """
 
 
-@hookspec
+@hookspec(warn_on_impl=DeprecationWarning(
+    "the hook nbcore_register_protocols is deprecated since nbcore 0.2 and goes in 0.3; implement "
+    "nbcore_register(register) and call register.protocol(provider)"))
 def nbcore_register_protocols(register):
     """Register protocol providers (the 0.1 form of :func:`nbcore_register`).
 
@@ -54,4 +60,6 @@ def nbcore_register_protocols(register):
     implementations are called (not firstresult).
 
     .. versionadded:: 0.1
+    .. deprecated:: 0.2
+       Implement :func:`nbcore_register`; this hook goes in 0.3.
     """

@@ -13,12 +13,14 @@ import importlib
 import logging
 import os
 import re
+from pathlib import Path
 from typing import Dict, List, Optional
 
 import pluggy
 
 from ..errors import PluginError, UserError
-from .backend import BackendProvider
+from .backend import FEATURES, BackendProvider
+from .catalog import FIRST_PARTY, KnownPlugin
 from .protocol import FALLBACK, UPGRADE, ProtocolProvider
 
 GROUP = "nbcore"
@@ -31,22 +33,6 @@ DEFAULT_PLUGINS = (
     "nbcore.builtin.tcp_pickle",
 )
 
-#: Which pip package provides a backend, protocol or capability that is not installed (hints for messages).
-KNOWN_BACKENDS = {
-    "conda": "nb-conda",
-    "docker": "nb-docker",
-    "apptainer": "nb-apptainer",
-    "ray": "nb-ray",
-}
-KNOWN_PROTOCOLS = {
-    "shm-pickle": "nb-shm",
-}
-KNOWN_CAPABILITIES = {
-    "conda-prefix": "nb-conda",
-    "docker-image": "nb-docker",
-}
-KNOWN_PROVIDERS = dict(KNOWN_BACKENDS, **KNOWN_PROTOCOLS)
-
 #: What a backend, protocol or capability name may look like.
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_.-]*$")
 
@@ -55,6 +41,10 @@ log = logging.getLogger("nbcore")
 
 class CapabilityMissing(UserError):
     """A plugin asked for a capability that no installed plugin offers."""
+
+
+class FeatureMissing(UserError):
+    """A command needs a feature the chosen backend does not have (:data:`nbcore.plugin.FEATURES`)."""
 
 
 @dataclasses.dataclass
@@ -84,8 +74,11 @@ class Register:
         self._plugin = plugin
 
     def backend(self, provider: BackendProvider) -> None:
-        """Offer a backend (``--backend NAME``)."""
+        """Offer a backend (``--backend NAME``); it must be able to run a command or start a worker."""
         self._add("backend", provider, BackendProvider)
+        if not {"command", "start_worker"} & provider.features:
+            self._fail("registered the backend %r, which can neither run a command nor start a worker (implement "
+                       "command() and worker_python(), or start_worker())" % provider.name)
 
     def protocol(self, provider: ProtocolProvider) -> None:
         """Offer a protocol (a name in ``NBCORE_PROTOCOL`` lists)."""
@@ -98,6 +91,14 @@ class Register:
         """Offer ``implementation`` to other plugins under ``name`` (see :meth:`Registry.capability`)."""
         self._check_name("capability", name)
         self._claim("capability", name, implementation)
+
+    def hint(self, name: str, command: str) -> None:
+        """Say how to install the provider or capability ``name`` when it is absent (e.g. a companion
+        plugin's ``pip install ...``); nbcore's messages about ``name`` then show ``command``."""
+        self._check_name("hint", name)
+        if not isinstance(command, str) or not command.strip() or "\n" in command:
+            self._fail("declared the hint %r for %r; a hint is one line" % (command, name))
+        self._registry.hints[name] = command.strip()
 
     def _add(self, kind, provider, base):
         if not isinstance(provider, base):
@@ -123,7 +124,7 @@ class Register:
         getattr(self._plugin, _PLURALS[kind]).append(name)
 
     def _fail(self, message):
-        raise PluginError("plugin %r %s" % (self._plugin.name, message))
+        raise PluginError("plugin %r %s" % (self._plugin.name, message), plugin=self._plugin.name)
 
 
 _PLURALS = {"backend": "backends", "protocol": "protocols", "capability": "capabilities"}
@@ -142,6 +143,10 @@ class Registry:
         self.capabilities: Dict[str, object] = {}
         self.plugins: Dict[str, PluginInfo] = {}
         self.provided_by: Dict[str, str] = {}
+        #: Plugins whose entry point failed to load: name -> the one-line problem (the others still work).
+        self.broken: Dict[str, str] = {}
+        #: Install commands plugins declared for names they do not provide (:meth:`Register.hint`).
+        self.hints: Dict[str, str] = {}
 
     def table(self, kind: str) -> dict:
         """The name -> provider table of ``kind`` (``backend``, ``protocol`` or ``capability``)."""
@@ -162,7 +167,8 @@ class Registry:
                 except PluginError:
                     raise
                 except Exception as exc:
-                    raise PluginError("plugin %r failed in %s: %s" % (plugin.name, hook_name, exc)) from exc
+                    raise PluginError("plugin %r failed in %s: %s" % (plugin.name, hook_name, exc),
+                                      plugin=plugin.name) from exc
 
     def plugin_of(self, kind: str, name: str) -> PluginInfo:
         """The plugin that registered ``kind`` ``name``."""
@@ -173,9 +179,39 @@ class Registry:
         try:
             return self.capabilities[name]
         except KeyError:
-            package = KNOWN_CAPABILITIES.get(name)
-            fix = "pip install %s provides it" % package if package else "no known plugin provides it"
-            raise CapabilityMissing("this needs %r, which no installed plugin offers (%s)" % (name, fix)) from None
+            hint = self.hint(name)
+            raise CapabilityMissing("this needs %r, which no installed plugin offers (%s)"
+                                    % (name, hint + " provides it" if hint else "no known plugin provides it")) from None
+
+    def with_feature(self, feature: str) -> List[str]:
+        """The names of the registered backends that have ``feature`` (one of :data:`FEATURES`), sorted."""
+        if feature not in FEATURES:
+            raise ValueError("unknown backend feature %r (known: %s)" % (feature, ", ".join(FEATURES)))
+        return sorted(name for name, provider in self.backends.items() if feature in provider.features)
+
+    def require(self, provider: BackendProvider, feature: str) -> None:
+        """Raise :class:`FeatureMissing` (one line: the backend, the feature, the backends that have it) unless
+        ``provider`` has ``feature``."""
+        if feature in provider.features:
+            return
+        others = self.with_feature(feature)
+        raise FeatureMissing("the %s backend cannot %s; backends that can: %s"
+                             % (provider.name, FEATURES[feature], ", ".join(others) or "none installed"))
+
+    def hint(self, name: str) -> Optional[str]:
+        """How to install the backend, protocol or capability ``name`` (``pip install ...``), or None when
+        no plugin is known to provide it.  A first-party plugin is named by its folder when nbcore runs
+        from a source checkout that has it, else by its distribution."""
+        if name in self.hints:
+            return self.hints[name]
+        known = _known(name)
+        return _install_command(known) if known else None
+
+    def absent(self, kind: str) -> List[str]:
+        """The ``kind`` names (``backend``, ``protocol``, ``capability``) that nbcore's own plugins provide and
+        that are not registered here; :meth:`hint` says how to install each."""
+        table, field = self.table(kind), _PLURALS[kind]
+        return sorted(n for plugin in FIRST_PARTY for n in getattr(plugin, field) if n not in table)
 
     def auto_backends(self) -> List[BackendProvider]:
         """Backends tried by automatic selection, highest :attr:`~BackendProvider.auto_priority` first."""
@@ -193,6 +229,18 @@ class Registry:
 
 def _by_preference(protocols):
     return sorted(protocols, key=lambda p: (-p.preference, p.name))
+
+
+def _entry_points():
+    """``(entry point, distribution)`` for every entry point in the group ``nbcore``, each name once."""
+    import importlib.metadata
+
+    seen = set()
+    for dist in importlib.metadata.distributions():
+        for entry_point in dist.entry_points:
+            if entry_point.group == GROUP and entry_point.name not in seen:
+                seen.add(entry_point.name)
+                yield entry_point, dist
 
 
 def _disabled():
@@ -215,28 +263,37 @@ def build_registry(plugins=(), autoload: Optional[bool] = None) -> Registry:
         pm.set_blocked(name)
     if autoload is None:
         autoload = not os.environ.get("NBCORE_DISABLE_PLUGIN_AUTOLOAD")
+    broken = {}
     if autoload:
-        try:
-            pm.load_setuptools_entrypoints(GROUP)
-        except Exception as exc:
-            raise PluginError("an installed nbcore plugin failed to load: %s: %s "
-                              "(NBCORE_DISABLE_PLUGINS=name skips it)" % (type(exc).__name__, exc)) from exc
-        for plugin, dist in pm.list_plugin_distinfo():
-            name = pm.get_name(plugin)
-            infos[name] = PluginInfo(name, plugin.__name__, dist.project_name, dist.version, False)
+        for entry_point, dist in _entry_points():
+            if pm.get_plugin(entry_point.name) is not None or pm.is_blocked(entry_point.name):
+                continue
+            distribution = dist.metadata["Name"]
+            try:
+                plugin = entry_point.load()
+                pm.register(plugin, name=entry_point.name)
+            except Exception as exc:  # one broken plugin must not take the others down
+                problem = "plugin %r (%s %s) failed to load: %s: %s" % (
+                    entry_point.name, distribution, dist.version, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+                log.warning("%s; the other plugins work (NBCORE_DISABLE_PLUGINS=%s skips it)", problem, entry_point.name)
+                broken[entry_point.name] = problem
+                continue
+            infos[entry_point.name] = PluginInfo(entry_point.name, getattr(plugin, "__name__", entry_point.value),
+                                                 distribution, dist.version, False)
     for plugin in plugins:
         name = getattr(plugin, "__name__", repr(plugin))
         try:
             pm.register(plugin, name=name)
         except pluggy.PluginValidationError as exc:
-            raise PluginError(str(exc)) from exc
+            raise PluginError(str(exc), plugin=name) from exc
         infos[name] = PluginInfo(name, name, None, None, False)
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise PluginError(str(exc)) from exc
+        raise PluginError(str(exc), plugin=pm.get_name(exc.plugin)) from exc
     registry = Registry(pm)
     registry.plugins = infos
+    registry.broken = broken
     registry.collect()
     return registry
 
@@ -252,7 +309,25 @@ def get_registry() -> Registry:
     return _registry
 
 
-def missing_hint(name: str) -> str:
-    """A hint for a provider that is not installed: which package provides it."""
-    package = KNOWN_PROVIDERS.get(name)
-    return " (pip install %s provides it)" % package if package else ""
+def _known(name: str) -> Optional[KnownPlugin]:
+    return next((p for p in FIRST_PARTY if name in p.backends + p.protocols + p.capabilities), None)
+
+
+def _install_command(plugin: KnownPlugin) -> str:
+    """``pip install ./plugins/nb-x`` from a source checkout that has the plugin, ``pip install nb-x`` elsewhere."""
+    folder = Path(__file__).resolve().parents[2] / plugin.folder
+    if not (folder / "pyproject.toml").is_file():
+        return "pip install %s" % plugin.distribution
+    relative = os.path.relpath(folder)
+    return "pip install %s" % (folder if relative.startswith("..") else "./" + relative)
+
+
+def known_backend_names() -> List[str]:
+    """The backends nbcore's own plugins provide, installed or not (a spec may have a section of each)."""
+    return sorted(n for plugin in FIRST_PARTY for n in plugin.backends)
+
+
+def missing_hint(name: str, registry: Optional[Registry] = None) -> str:
+    """`` (pip install ... provides it)`` for a provider that is not installed, or ``""`` when none is known."""
+    hint = (registry or get_registry()).hint(name)
+    return " (%s provides it)" % hint if hint else ""

@@ -9,11 +9,14 @@ import pickle
 from .allocation import allocate_buffer, allocate_ndarray
 
 FRAME_SHAPES = ((1080, 1920, 3), (1080, 1920, 1))
+#: The render loop's frame: float32 RGB at 1080p (24.9 MB).
+RENDER_SHAPE = (1080, 1920, 3)
 #: Bytes per element of the frame (float32).
 ITEMSIZE = 4
 _numpy = None
 _frame = None
 _blob = None
+_scene = None
 
 
 def noop():
@@ -30,9 +33,9 @@ def has_numpy():
 
 def use_numpy(host_has_numpy):
     """Make frames and blobs numpy arrays from now on if this environment has numpy too; return whether it does."""
-    global _numpy, _frame, _blob
+    global _numpy, _frame, _blob, _scene
     _numpy = host_has_numpy and has_numpy()
-    _frame = _blob = None
+    _frame = _blob = _scene = None
     return _numpy
 
 
@@ -82,6 +85,32 @@ def make_blob(nbytes, use_numpy):
 
         return np.ones(nbytes, dtype=np.uint8)
     return pickle.PickleBuffer(bytearray(b"\1" * nbytes))
+
+
+def render_loop(count, allocated):
+    """A generator "rendering" ``count`` frames: each is computed from a fixed scene (a few passes over
+    the pixels, like a cheap shader), into a fresh array or, with ``allocated``, into one from
+    ``allocate_ndarray`` (``allocate_buffer`` without numpy)."""
+    nbytes = ITEMSIZE * RENDER_SHAPE[0] * RENDER_SHAPE[1] * RENDER_SHAPE[2]
+    global _scene
+    if _numpy:
+        import numpy as np
+
+        if _scene is None:
+            _scene = np.random.default_rng(1).random(RENDER_SHAPE, dtype=np.float32)
+        scene = _scene
+        for index in range(count):
+            out = allocate_ndarray(RENDER_SHAPE, "float32") if allocated else np.empty(RENDER_SHAPE, np.float32)
+            np.multiply(scene, 0.5 + index / (2.0 * count), out=out)
+            np.sqrt(out, out=out)
+            yield out
+        return
+    scene = bytes(range(256)) * (nbytes // 256)
+    for index in range(count):
+        out = allocate_buffer(nbytes) if allocated else bytearray(nbytes)
+        out[:] = scene
+        out[0] = index & 255
+        yield pickle.PickleBuffer(out)
 
 
 def consume(frame):

@@ -1,4 +1,6 @@
 """The channel: a connected link that carries pickled messages between host and worker."""
+import pickle
+
 from . import framing
 from .pickling import DecodeError, EncodeError, Pickling, unpickle
 
@@ -72,8 +74,19 @@ class SocketChannel(Channel):
         self._framer.send_message(data, [b.raw() for b in buffers] if buffers else ())
 
     def recv(self):
-        data, buffers = self._framer.recv_message()
+        data, buffers = self._framer.recv_message(stream=True)
+        if isinstance(data, framing.PickleStream):  # a large pickle: unpickled as it arrives
+            return self._load_stream(data)
         return unpickle(data, buffers)
+
+    @staticmethod
+    def _load_stream(stream):
+        try:
+            return pickle.load(stream)
+        except Exception as exc:
+            raise DecodeError(exc) from exc
+        finally:
+            stream.finish()  # skips what was left unread; a lost connection replaces the error it caused
 
     def keepalive(self, seconds):
         framing.keepalive(self.sock, seconds)

@@ -10,6 +10,11 @@ On the wire::
 
 The crc32 covers the counts and the table, so garbage or a truncated stream is
 reported as a :class:`ProtocolError` before anything large is allocated.
+
+Large buffers are received straight into their final memory (``recv_into``), and
+a large pickle without out-of-band buffers (a ``bytes`` or ``str`` result, or
+arrays pickled below protocol 5) is unpickled straight from the socket
+(:class:`PickleStream`), so a result never needs twice its size in the receiver.
 """
 import mmap
 import os
@@ -24,6 +29,8 @@ HEADER = struct.Struct("<4sIQI")
 MAX_BUFFERS = 1 << 20
 READ_AHEAD = 64 * 1024
 LARGE_BUFFER = 1 << 20
+#: A pickle at least this large with no out-of-band buffers is unpickled from the socket as it arrives.
+STREAM_PICKLE = 8 << 20
 IOV_MAX = 512
 
 
@@ -193,8 +200,12 @@ class SocketFramer:
                 raise ConnectionClosed("the peer closed the connection in the middle of a message")
             pos += n
 
-    def recv_message(self):
-        """Return ``(pickle_bytes, buffers)`` of the next message."""
+    def recv_message(self, stream=False):
+        """Return ``(pickle_bytes, buffers)`` of the next message.
+
+        With ``stream``, a pickle of :data:`STREAM_PICKLE` bytes or more that has no
+        out-of-band buffers comes as a :class:`PickleStream` still to be read instead.
+        """
         while self._end - self._start < HEADER.size:
             self._fill()
         magic, count, pickle_len, crc = HEADER.unpack_from(self._scratch, self._start)
@@ -209,6 +220,8 @@ class SocketFramer:
             if pickle_len > MAX_MESSAGE_BYTES:
                 raise ProtocolError("message of %d bytes is larger than this machine's memory" % pickle_len)
             start = self._start
+            if stream and pickle_len >= STREAM_PICKLE:
+                return PickleStream(self, pickle_len), ()
             if self._end - start >= pickle_len:  # the usual case: the whole message came in one read
                 self._start = start + pickle_len
                 return bytes(self._view[start:start + pickle_len]), ()
@@ -227,6 +240,78 @@ class SocketFramer:
                 self._read_into(memoryview(buf))
             buffers.append(buf)
         return data, buffers
+
+
+class PickleStream:
+    """The pickle of a message still on the socket, as a file for ``pickle.load``.
+
+    ``pickle.load`` reads large ``bytes`` objects with :meth:`readinto`, straight
+    into the object it builds.  Call :meth:`finish` afterwards, whether unpickling
+    succeeded or not: it skips what was left unread (the next message starts
+    after it) and re-raises a lost connection met while reading.
+    """
+
+    def __init__(self, framer, size):
+        self._framer = framer
+        self._left = size
+        self._error = None
+
+    def _guard(self, read, *args):
+        try:
+            return read(*args)
+        except ConnectionClosed as exc:
+            self._error = exc
+            raise
+
+    def read(self, n=-1):
+        n = self._left if n is None or n < 0 else min(n, self._left)
+        self._left -= n
+        if n <= READ_AHEAD:
+            return self._guard(self._framer._take, n)
+        out = bytearray(n)
+        self._guard(self._framer._read_into, memoryview(out))
+        return out
+
+    def readinto(self, target):
+        target = memoryview(target).cast("B")
+        n = min(target.nbytes, self._left)
+        self._left -= n
+        self._guard(self._framer._read_into, target[:n])
+        return n
+
+    def readline(self):
+        framer, line = self._framer, bytearray()
+        while self._left and not line.endswith(b"\n"):
+            if framer._end == framer._start:
+                self._guard(framer._fill)
+            end = min(framer._end, framer._start + self._left)
+            newline = framer._scratch.find(b"\n", framer._start, end)
+            stop = end if newline < 0 else newline + 1
+            line += framer._view[framer._start:stop]
+            self._left -= stop - framer._start
+            framer._start = stop
+        return bytes(line)
+
+    def peek(self, n=0):
+        """Bytes already received (at least one unless the pickle is all read), without consuming them."""
+        framer = self._framer
+        if self._left and framer._end == framer._start:
+            self._guard(framer._fill)
+        return bytes(framer._view[framer._start:framer._start + min(framer._end - framer._start, self._left)])
+
+    def finish(self):
+        """Skip the unread rest of the pickle; raise :class:`ConnectionClosed` if the connection was lost."""
+        if self._error is None and self._left:
+            junk = memoryview(bytearray(min(self._left, LARGE_BUFFER)))
+            try:
+                while self._left:
+                    n = min(self._left, junk.nbytes)
+                    self._framer._read_into(junk[:n])
+                    self._left -= n
+            except ConnectionClosed as exc:
+                self._error = exc
+        if self._error is not None:
+            raise self._error
 
 
 #: Socket buffer size on loopback: small enough that bytes the sender copies into the kernel are

@@ -269,3 +269,40 @@ def test_doctor_shows_the_package_cache_and_its_size(tmp_path):
     assert caches["conda repodata"]["path"] == str(tmp_path / "home" / "conda" / "repodata")
     text = run_nbcore("doctor", cwd=tmp_path, env=variables).stdout
     assert "  conda packages: %s (0.1 MB)" % (tmp_path / "pkgs") in text.splitlines()
+
+
+def _pip_report(prefix, *items):
+    import json
+
+    from nb_conda.prefix import PIP_REPORT
+
+    report = prefix / PIP_REPORT
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(json.dumps({"install": [dict(metadata={"name": n, "version": "1.0"}, download_info=info)
+                                              for n, info in items]}))
+
+
+def test_locked_pip_packages_all_get_a_sha256(tmp_path):
+    from nb_conda.integrity import file_digest
+    from nb_conda.prefix import pip_installed
+
+    wheel = tmp_path / "local-1.0-py3-none-any.whl"
+    wheel.write_bytes(b"not hashed by pip")
+    _pip_report(tmp_path, ("hashed", {"url": "https://x/hashed-1.0.whl", "archive_info": {"hashes": {"sha256": "ab" * 32}}}),
+                ("old-pip", {"url": "https://x/old-1.0.whl", "archive_info": {"hash": "sha256=" + "cd" * 32}}),
+                ("local", {"url": wheel.as_uri(), "archive_info": {}}))
+    assert [(p["name"], p["url"], p["sha256"]) for p in pip_installed(tmp_path)] == [
+        ("hashed", "https://x/hashed-1.0.whl", "ab" * 32), ("old-pip", "https://x/old-1.0.whl", "cd" * 32),
+        ("local", wheel.as_uri(), file_digest(wheel))]
+
+
+@pytest.mark.parametrize("info", [{"url": "file:///src/method", "dir_info": {"editable": True}},
+                                  {"url": "https://github.com/o/method", "vcs_info": {"vcs": "git", "commit_id": "0"}}])
+def test_a_pip_package_with_no_archive_cannot_be_locked(tmp_path, info):
+    from nbcore.plugin import InstallError
+    from nb_conda.prefix import pip_installed
+
+    _pip_report(tmp_path, ("method", info))
+    with pytest.raises(InstallError, match="cannot lock the pip package method 1.0: it was installed from .*"
+                                           "install it from install_script"):
+        pip_installed(tmp_path)

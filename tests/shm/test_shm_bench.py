@@ -15,8 +15,10 @@ def test_bench_reports_the_allocate_ndarray_frame(nbcore_home):
     assert result["ratios"]["frame_to_host_prealloc_vs_memcpy"] > 0
     assert set(result["first_call_ms"]) == {"frame_to_host", "frame_to_host_prealloc", "frame_to_worker"}
     assert all(ms > 0 for ms in result["first_call_ms"].values())
+    assert result["memcpy_to_shared_ms"] > 0 and result["ratios"]["frame_to_worker_vs_memcpy_to_shared"] > 0
     report = format_report(result)
     assert "allocate_ndarray" in report and "first call" in report
+    assert "open to first result" in report and "render loop" in report and "into shared memory" in report
 
 
 def test_size_sweep_compares_both_protocols(nbcore_home, tmp_path):
@@ -31,3 +33,11 @@ def test_size_sweep_compares_both_protocols(nbcore_home, tmp_path):
     pytest.importorskip("matplotlib")
     plot_sweep(sweep, tmp_path / "sweep.png")
     assert (tmp_path / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # with the bench's figures: opening an environment by phase, and the render loop
+    bench = {"backend": "venv", "protocol": "shm-pickle5-buffers", "cli_call_ms": 200.0, "open_python_start_ms": 15.0,
+             "open_phases_ms": {"import": 30.0, "plugins": 40.0, "config_and_store": 5.0, "worker": 40.0,
+                                "first_call": 1.0},
+             "render_loop": {"plain": {"fps": 20.0, "in_process_fps": 30.0},
+                             "allocated": {"fps": 29.0, "in_process_fps": 30.0}}, "render_frame_mb": 24.9}
+    plot_sweep(sweep, tmp_path / "all.png", bench)
+    assert (tmp_path / "all.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,2 +1,2 @@
 """nb-apptainer: the ``apptainer`` backend for nbcore (workers run in Apptainer or SingularityCE containers)."""
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -94,15 +94,18 @@ def activation_script(prefix: Path, path: str, progress) -> str:
 
 
 def write_lock(prefix: Path, request: settings.CondaRequest, pip: List[dict], path: Path, progress) -> int:
-    """Write the conda packages of ``prefix`` and the ``pip`` ones (name, version, url) as a rattler lock file.
+    """Write the conda packages of ``prefix`` and the ``pip`` ones (name, version, url, sha256) as a rattler lock
+    file, a sha256 for every entry.
 
     Return how many packages it holds.
     """
     return run_engine("lock", progress, "writing the lock file", prefix=str(prefix), path=str(path),
-                      channels=settings.channel_urls(request), pip=pip)["packages"]
+                      channels=settings.channel_urls(request), pip=pip,
+                      pkgs_dir=str(settings.package_cache()))["packages"]
 
 
-def read_lock(lock_file: Path, progress) -> dict:
-    """A lock file's packages: ``conda`` (``URL#md5``, an ``@EXPLICIT`` list for conda, mamba and micromamba)
-    and ``pip`` (the locations pip installs, without resolving)."""
-    return run_engine("read_lock", progress, "reading the lock file", lock_file=str(lock_file))
+def read_lock(lock_file: Path, progress, conda: bool = True) -> dict:
+    """A lock file's packages, every archive on this machine checked against the lock's hash: ``pip`` (name, url
+    and sha256 of what pip installs, without resolving) and, with ``conda``, ``conda`` (``URL#md5``, an
+    ``@EXPLICIT`` list for conda, mamba and micromamba)."""
+    return run_engine("read_lock", progress, "reading the lock file", lock_file=str(lock_file), conda=conda)

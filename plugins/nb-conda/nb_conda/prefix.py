@@ -23,11 +23,13 @@ from typing import Callable, Dict, List, Mapping, Optional
 
 from nbcore.plugin import InstallError
 
-from . import activation, embedded, engines, settings
+from . import activation, embedded, engines, integrity, settings
 
 Runner = Callable[..., None]
 #: pip's report of what the spec's pip step installed (``pip install --report``), read by :meth:`CondaPrefixBuilder.lock`.
 PIP_REPORT = "conda-meta/nbcore-pip-report"
+#: The lock file's pip packages with their hashes, as pip reads them (``--require-hashes``).
+LOCKED_PIP = "conda-meta/nbcore-locked-pip.txt"
 #: Output lines quoted when a step fails.
 TAIL_LINES = 12
 #: Host variables a step must not inherit (they would point into another Python or env).
@@ -79,10 +81,12 @@ class CondaPrefixBuilder:
             _record_variables(prefix, request.variables)
         self._record_activation(prefix, base, run, progress)
         env = dict(self.activation(prefix, base), **(variables or {}))
-        locked_pip = embedded.read_lock(request.lock_file, progress)["pip"] if request.lock_file else []
-        if locked_pip:  # exactly what was installed when the lock was written: no resolution
-            self._pip(prefix, run, progress, ["--no-deps", *locked_pip], env, request.base_dir,
-                      "installing %d pip packages from the lock file" % len(locked_pip))
+        locked_pip = embedded.read_lock(request.lock_file, progress, conda=False)["pip"] if request.lock_file else []
+        if locked_pip:  # exactly what was installed when the lock was written: no resolution, every hash checked
+            requirements = prefix / LOCKED_PIP
+            requirements.write_text("".join("%s --hash=sha256:%s\n" % (p["url"], p["sha256"]) for p in locked_pip))
+            self._pip(prefix, run, progress, ["--no-deps", "--require-hashes", "-r", str(requirements)], env,
+                      request.base_dir, "installing %d pip packages from the lock file" % len(locked_pip))
         elif request.pip:
             self._pip(prefix, run, progress, list(request.pip), env, request.base_dir,
                       "installing pip packages " + " ".join(request.pip))
@@ -126,7 +130,11 @@ class CondaPrefixBuilder:
 
 
 def pip_installed(prefix: Path) -> List[dict]:
-    """What the spec's pip step installed (name, version, url with ``#sha256=``), from pip's report."""
+    """What the spec's pip step installed (name, version, url, sha256), from pip's report.
+
+    An archive pip reports without a hash (a local file) is hashed here; a folder or a VCS checkout has no
+    archive to hash, so it cannot be locked: :class:`InstallError`.
+    """
     report = prefix / PIP_REPORT
     if not report.is_file():
         return []
@@ -136,12 +144,23 @@ def pip_installed(prefix: Path) -> List[dict]:
         url = info.get("url")
         if not url:
             continue
-        archive = info.get("archive_info") or {}
+        name, version = item["metadata"]["name"], item["metadata"]["version"]
+        if "archive_info" not in info:
+            raise InstallError("cannot lock the pip package %s %s: it was installed from %s, a folder or a VCS "
+                               "checkout with no archive to hash; install it from install_script, or from a wheel "
+                               "or sdist file" % (name, version, url))
+        archive = info["archive_info"]
         sha256 = archive.get("hashes", {}).get("sha256")
         if not sha256 and str(archive.get("hash", "")).startswith("sha256="):  # pip < 23.1 writes one "hash"
             sha256 = archive["hash"].split("=", 1)[1]
-        packages.append({"name": item["metadata"]["name"], "version": item["metadata"]["version"],
-                         "url": url + "#sha256=" + sha256 if sha256 and "#" not in url else url})
+        url = url.split("#", 1)[0]
+        if not sha256:
+            path = integrity.local_path(url)
+            if path is None or not os.path.isfile(path):
+                raise InstallError("cannot lock the pip package %s %s: pip reported no sha256 for %s and it is not "
+                                   "a file here to hash" % (name, version, url))
+            sha256 = integrity.file_digest(path)
+        packages.append({"name": name, "version": version, "url": url, "sha256": sha256})
     return packages
 
 

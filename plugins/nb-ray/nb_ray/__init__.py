@@ -1,2 +1,2 @@
 """nb-ray: an nbcore backend that runs each environment's worker on a node of a Ray cluster."""
-__version__ = "0.1.0"
+__version__ = "0.2.0"
