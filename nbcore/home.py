@@ -2,6 +2,7 @@
 import contextlib
 import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Optional
@@ -85,3 +86,60 @@ def check_writable(home: Path) -> Optional[str]:
     except OSError as exc:
         return "cannot write to %s (%s)" % (folder, exc.strerror or exc)
     return None
+
+
+#: Modes of what nbcore writes for this user alone (the config cache) and of what others may read (environments).
+PRIVATE_FILE, PRIVATE_FOLDER = 0o600, 0o700
+SHARED_FILE, SHARED_FOLDER = 0o644, 0o755
+
+
+def untrusted(st: os.stat_result) -> Optional[str]:
+    """Why a file or folder with status ``st`` (from ``lstat``) may have been written by another user, or None.
+
+    Trusted: owned by this user (or root) and writable by nobody else.
+    """
+    if st.st_uid not in (os.geteuid(), 0):
+        return "it belongs to uid %d, not to you (uid %d)" % (st.st_uid, os.geteuid())
+    if st.st_mode & 0o022:
+        return "it is writable by %s" % ("its group" if st.st_mode & 0o020 else "other users")
+    return None
+
+
+def untrusted_path(path) -> Optional[str]:
+    """:func:`untrusted` of ``path`` itself (a symbolic link is never trusted); None when it does not exist."""
+    try:
+        st = os.lstat(str(path))
+    except FileNotFoundError:
+        return None
+    if stat.S_ISLNK(st.st_mode):
+        return "it is a symbolic link"
+    return untrusted(st)
+
+
+def make_folder(path, mode: int) -> None:
+    """Create ``path`` and its missing parents with ``mode`` whatever the umask; existing folders stay as they are."""
+    path = Path(path)
+    if path.is_dir():
+        return
+    make_folder(path.parent, mode)
+    try:
+        os.mkdir(str(path))
+    except FileExistsError:
+        return
+    os.chmod(str(path), mode)
+
+
+def write_file(path, text: str, mode: int) -> None:
+    """Replace ``path`` with ``text`` atomically (a new file of this user renamed into place), with ``mode``
+    whatever the umask: a file another user planted there is replaced, never written through."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), mode)
+            f.write(text)
+        os.replace(tmp, str(path))
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

@@ -2,6 +2,7 @@
 import dataclasses
 import hashlib
 import json
+import os
 from typing import Dict, Optional, Tuple
 
 
@@ -24,11 +25,22 @@ class EnvironmentSpec:
     base_dir: Optional[str] = None
     #: The registry of published images named by the config file's top level (not part of the identity).
     registry: Optional[str] = None
+    #: The worker's working directory (``cwd:``, absolute; None: the host's); not part of the identity.
+    cwd: Optional[str] = None
+    #: Extra import folders (``pythonpath:``, absolute), first on the worker's ``sys.path``; not part of the identity.
+    pythonpath: Tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, data, source="", base_dir=None, registry=None):
         data = dict(data or {})
+        folder = base_dir or os.getcwd()
+        cwd = data.pop("cwd", None)
+        pythonpath = data.pop("pythonpath", ()) or ()
+        if isinstance(pythonpath, str):
+            pythonpath = [pythonpath]
         return cls(
+            cwd=os.path.normpath(os.path.join(folder, os.path.expanduser(cwd))) if cwd else None,
+            pythonpath=tuple(os.path.normpath(os.path.join(folder, os.path.expanduser(p))) for p in pythonpath),
             python=str(data.pop("python")) if data.get("python") is not None else None,
             packages=tuple(data.pop("packages", ()) or ()),
             install_script=data.pop("install_script", None),

@@ -4,13 +4,16 @@ Enable in a plugin's ``conftest.py`` with ``pytest_plugins = ["nbcore.testing"]`
 
 * :func:`engine_unavailable` skips a test whose engine is missing, or fails it
   when the engine is listed in ``NBCORE_REQUIRE_ENGINES`` (``docker,conda,...``).
+* ``NBCORE_SKIP_ENGINES=docker,conda,...`` skips the tests marked with those
+  engines (``docker`` takes ``registry`` with it), with that reason, even where
+  the engine runs.
 * ``nbcore_home`` points ``NBCORE_HOME`` at a folder shared by the whole test
   run (environments are slow to build; their hash keeps them apart).
 * :func:`find_pythons` / :func:`python_or_skip` find interpreters of another Python
   version (``python3.8`` ...) wherever this machine keeps them.
 * :func:`read_line` reads a child's output line with a time limit.
-* ``nbcore_home`` points ``NBCORE_HOME`` at a folder shared by the whole test
-  run (environments are slow to build; their hash keeps them apart).
+* :func:`wait_until` polls a condition with a time limit; :func:`pid_alive` and
+  :func:`wait_gone` watch processes (zombies count as ended).
 * ``fresh_registry`` rebuilds the plugin registry for one test.
 """
 import glob
@@ -20,6 +23,7 @@ import subprocess
 import sys
 import sysconfig
 import threading
+import time
 
 import pytest
 
@@ -29,8 +33,44 @@ def required_engines():
     return {e.strip() for e in os.environ.get("NBCORE_REQUIRE_ENGINES", "").split(",") if e.strip()}
 
 
+#: Test markers that name an engine; a skipped engine also skips the markers listed with it.
+ENGINE_MARKERS = {"docker": ("docker", "registry"), "apptainer": ("apptainer",), "conda": ("conda",),
+                  "ray": ("ray",), "registry": ("registry",), "slurm": ("slurm",)}
+
+
+def skipped_engines():
+    """The engines named in ``NBCORE_SKIP_ENGINES``."""
+    return {e.strip() for e in os.environ.get("NBCORE_SKIP_ENGINES", "").split(",") if e.strip()}
+
+
+def _skip_reason(markers):
+    for engine in sorted(skipped_engines()):
+        if set(ENGINE_MARKERS.get(engine, (engine,))) & markers:
+            return "%s tests skipped: NBCORE_SKIP_ENGINES=%s" % (engine, os.environ.get("NBCORE_SKIP_ENGINES"))
+    return None
+
+
+def pytest_configure(config):
+    both = skipped_engines() & required_engines()
+    if both:
+        raise pytest.UsageError("%s is both required (NBCORE_REQUIRE_ENGINES) and skipped (NBCORE_SKIP_ENGINES); "
+                                "unset one" % ", ".join(sorted(both)))
+
+
+def pytest_collection_modifyitems(config, items):
+    if not skipped_engines():
+        return
+    for item in items:
+        reason = _skip_reason({mark.name for mark in item.iter_markers()})
+        if reason:
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
 def engine_unavailable(engine: str, reason: str):
     """Skip the running test because ``engine`` cannot run, or fail it when the engine is required."""
+    skipped = _skip_reason({engine})
+    if skipped:
+        pytest.skip(skipped, allow_module_level=True)
     if engine in required_engines():
         pytest.fail("%s is required (NBCORE_REQUIRE_ENGINES) but unavailable: %s" % (engine, reason), pytrace=False)
     pytest.skip("%s unavailable: %s" % (engine, reason), allow_module_level=True)
@@ -106,6 +146,39 @@ def read_line(stream, timeout=60.0):
     if not box:
         pytest.fail("no line from the child within %.0f s" % timeout, pytrace=False)
     return box[0]
+
+
+def wait_until(condition, timeout: float, what: str, interval: float = 0.05) -> None:
+    """Poll ``condition()`` until it is true; fail the test, naming ``what``, after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail("timed out after %.0f s waiting for %s" % (timeout, what), pytrace=False)
+        time.sleep(interval)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        with open("/proc/%d/stat" % pid) as stat:
+            state = stat.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def wait_gone(pid: int, timeout: float = 10.0, what: str = "") -> None:
+    """Wait until process ``pid`` has ended; else kill it (nothing outlives the test) and fail, naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid):
+        if time.monotonic() > deadline:
+            try:
+                os.kill(pid, 9)
+            except OSError:
+                pass
+            pytest.fail("process %d is still alive after %.0f s%s" % (pid, timeout, ": " + what if what else ""),
+                        pytrace=False)
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="session")

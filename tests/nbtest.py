@@ -8,6 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+from nbcore.testing import pid_alive  # noqa: F401 (the tests import it from here)
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 #: Variables that change what nbcore picks; a developer's shell must not leak them into the suite.
@@ -107,16 +109,6 @@ def cli_json(*args, **kwargs):
     result = run_nbcore(*args, **kwargs)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
-
-
-def pid_alive(pid):
-    """Whether process ``pid`` exists and is not a zombie."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    return state != "Z"
 
 
 #: Functions the engine tests' workers import from the working directory (each suite adds its own ``info()``).

@@ -1,6 +1,7 @@
 """The ``nbcore`` command line: listings, call, shell, errors as one line, Ctrl-C."""
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -237,6 +238,32 @@ def test_verbose_logs_backend_and_protocol(project):
     assert result.returncode == 0, result.stderr
     assert "backend venv (requested)" in result.stderr
     assert "via tcp-pickle5-buffers" in result.stderr
+
+
+def test_the_first_ctrl_c_says_at_once_that_the_call_is_being_cancelled(project):
+    pid_file = project / "worker.pid"
+    process = subprocess.Popen([sys.executable, "-m", "nbcore", "call", "demo", "mod:sleepy", "--args", json.dumps([str(pid_file)]),
+                                "--backend", "venv"], cwd=str(project), env=clean_environ(),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (pid_file.exists() and pid_file.read_text()):
+            assert time.monotonic() < deadline and process.poll() is None, process.stderr.read() if process.poll() else ""
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        deadline, line = time.monotonic() + 5, ""
+        while "cancelling" not in line:  # (the install's lines come first)
+            ready, _, _ = select.select([process.stderr], [], [], max(0.0, deadline - time.monotonic()))
+            assert ready, "nothing printed within 5 s of Ctrl-C"
+            line = process.stderr.readline()
+        assert process.poll() is None, "the call does not poll: it is still running"
+        assert line == "nbcore: cancelling the call to mod:sleepy; press Ctrl-C again to stop the worker\n"
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=10)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    assert "cancelling" not in err, "said once"
 
 
 def test_ctrl_c_twice_stops_the_call_and_its_worker(project):

@@ -9,7 +9,8 @@ from nbtest import SHM_INSTALLED, cli_json, run_nbcore, write
 
 pytestmark = pytest.mark.usefixtures("clean_env")
 
-DOCTOR_KEYS = {"nbcore", "python", "home", "uv", "backends", "protocols", "config", "problems", "interpreters", "not_installed"}
+DOCTOR_KEYS = {"nbcore", "python", "home", "uv", "backends", "protocols", "config", "environments", "problems", "notes",
+               "interpreters", "not_installed"}
 HOST_PYTHON = "%d.%d.%d" % sys.version_info[:3]
 
 

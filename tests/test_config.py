@@ -70,6 +70,20 @@ def test_unknown_top_level_key(backends):
     assert "allowed here" in message and "environments" in message
 
 
+@pytest.mark.parametrize("text, line, expected", [
+    ("environment:\n  demo: {}\n", 1, "unknown key 'environment' (did you mean 'environments'? allowed here: "),
+    ("environments: {}\nbackends: venv\n", 2, "unknown key 'backends' (did you mean 'backend'? "),
+    ("environments:\n  demo:\n    pakages: [numpy]\n", 3, "unknown key 'environments.demo.pakages' (did you mean "
+                                                         "'environments.demo.packages'? "),
+    ("environments:\n  demo:\n    instal_script: ls\n", 3, "(did you mean 'environments.demo.install_script'? "),
+    ("environments:\n  demo:\n    venv:\n      zzz: 1\n", 4, "unknown key 'environments.demo.venv.zzz' (allowed here"),
+])
+def test_unknown_keys_get_a_suggestion_at_their_line(backends, text, line, expected):
+    message = config_error(text, backends)
+    assert message.startswith("nbcore.yaml:%d: " % line) and expected in message, message
+    assert "\n" not in message
+
+
 def test_unknown_spec_key(backends):
     message = config_error("environments:\n  demo:\n    python: '3.11'\n    pakages: [numpy]\n", backends)
     assert message.startswith("nbcore.yaml:4: unknown key 'environments.demo.pakages'")

@@ -22,8 +22,7 @@ from nbcore.plugin.protocol import ListenAddress
 from nbcore.worker import tcp_pickle as tcp_worker
 from nbcore.worker.auth import NONCE_BYTES, AuthenticationError
 from nbcore.worker.framing import encode_header
-from nbcore.testing import read_line
-
+from nbcore.testing import read_line, wait_gone
 from nbtest import clean_environ, pid_alive, write
 
 NUMPY = {"environments": {"demo": {"packages": ["numpy"]}}}
@@ -192,13 +191,6 @@ def test_second_ctrl_c_kills_the_worker(venv_env, later):
     wait_gone(pid, 5)
     with pytest.raises(WorkerError, match="killed after a second interrupt"):
         venv_env.call("operator:add", 1, 2)
-
-
-def wait_gone(pid, timeout):
-    deadline = time.monotonic() + timeout
-    while pid_alive(pid):
-        assert time.monotonic() < deadline, "process %d is still alive" % pid
-        time.sleep(0.05)
 
 
 def test_secret_is_not_in_argv(venv_env):

@@ -16,6 +16,7 @@ from nbcore.errors import InstallError
 from nbcore.plugin.process import OutputReader, OutputTail, SubprocessWorker
 from nbcore.plugin.progress import Progress
 
+from nbcore.testing import wait_until
 from nbtest import clean_environ, write
 
 EMPTY = {"environments": {"demo": {}}}
@@ -42,13 +43,6 @@ def sleeps_with(token):
         if os.path.basename(argv[0]) == b"sleep" and token.encode() in argv[1:]:
             found.append(int(entry))
     return found
-
-
-def wait_until(condition, what, timeout=20):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting: " + what
-        time.sleep(0.02)
 
 
 class WatchingStream(io.StringIO):
@@ -202,12 +196,11 @@ def test_close_ends_the_workers_children_and_leaks_nothing(workdir):
     for token in tokens:
         env = open_backend("demo", config=EMPTY, backend="venv", protocol="tcp-pickle")
         env.call("nbt_children:spawn_children", token)
-        wait_until(lambda: len(sleeps_with(token)) == 2, "the worker's two sleep children")
+        wait_until(lambda: len(sleeps_with(token)) == 2, 20, "the worker's two sleep children")
         env.close()
         assert threading.active_count() == threads, "a reader thread outlived close()"
     assert open_fds() == fds, "close() leaked file descriptors"
-    wait_until(lambda: not any(sleeps_with(token) for token in tokens), "children of closed workers to end",
-               timeout=5)
+    wait_until(lambda: not any(sleeps_with(token) for token in tokens), 5, "children of closed workers to end")
 
 
 def test_carriage_return_progress_of_a_worker_reaches_stderr_during_the_call(workdir, monkeypatch):
@@ -223,11 +216,11 @@ def test_carriage_return_progress_of_a_worker_reaches_stderr_during_the_call(wor
 def test_subprocess_worker_kill_ends_its_group():
     token = sleep_token()
     worker = SubprocessWorker(["sh", "-c", "sleep %s & sleep %s" % (token, token)], env=None, cwd=".", echo=False)
-    wait_until(lambda: len(sleeps_with(token)) == 2, "both sleeps")
+    wait_until(lambda: len(sleeps_with(token)) == 2, 20, "both sleeps")
     worker.kill()
     worker.kill()  # idempotent
     assert worker.poll() == -signal.SIGKILL
-    wait_until(lambda: not sleeps_with(token), "the group to end", timeout=5)
+    wait_until(lambda: not sleeps_with(token), 5, "the group to end")
 
 
 # install steps --------------------------------------------------------------------------------
@@ -267,7 +260,7 @@ def test_install_step_leaves_nothing_running(tmp_path):
     progress = Progress(quiet=True)
     progress.run(["sh", "-c", "(sleep %s; echo nbt-late) & echo started" % token], step="a step that forks")
     assert "nbt-late" not in progress.tail.text()
-    wait_until(lambda: not sleeps_with(token), "the step's background child to end", timeout=5)
+    wait_until(lambda: not sleeps_with(token), 5, "the step's background child to end")
 
 
 def test_sigterm_of_install_stops_the_script_and_removes_the_half_built_env(tmp_path, nbcore_home):
@@ -281,8 +274,8 @@ def test_sigterm_of_install_stops_the_script_and_removes_the_half_built_env(tmp_
     cli = subprocess.Popen([sys.executable, "-m", "nbcore", "install", "term", "--backend", "venv"], cwd=str(tmp_path),
                            env=clean_environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wait_until(lambda: marker.exists() and sleeps_with(token) or cli.poll() is not None,
-                   "the install script to start", timeout=120)
+        wait_until(lambda: marker.exists() and sleeps_with(token) or cli.poll() is not None, 120,
+                   "the install script to start")
         assert cli.poll() is None, cli.communicate()
         cli.send_signal(signal.SIGTERM)
         _, err = cli.communicate(timeout=30)
@@ -292,7 +285,7 @@ def test_sigterm_of_install_stops_the_script_and_removes_the_half_built_env(tmp_
     assert cli.returncode == 143, err
     assert err.strip().splitlines()[-1] == "nbcore: terminated"
     assert "Traceback" not in err
-    wait_until(lambda: not sleeps_with(token), "the install script's sleep to end", timeout=5)
+    wait_until(lambda: not sleeps_with(token), 5, "the install script's sleep to end")
     envs = os.path.join(nbcore_home, "envs", "venv")
     left = [name for name in os.listdir(envs) if name.startswith("term-")]
     assert all(name.endswith(".lock") for name in left), "half-built environment left: %s" % left

@@ -192,8 +192,8 @@ def test_a_wildcard_bind_advertises_an_address_the_worker_can_reach(monkeypatch)
     monkeypatch.delenv("NBCORE_ADVERTISE", raising=False)
     where = ListenAddress.from_environment()
     assert where.bind == "0.0.0.0" and where.advertised_host() not in ("0.0.0.0", "")
-    monkeypatch.setenv("NBCORE_ADVERTISE", "head-node.cluster")
-    assert ListenAddress.from_environment().advertised_host() == "head-node.cluster"
+    monkeypatch.setenv("NBCORE_ADVERTISE", "localhost")
+    assert ListenAddress.from_environment().advertised_host() == "localhost"
     assert ListenAddress(bind="127.0.0.1").advertised_host() == "127.0.0.1"
 
 
@@ -207,10 +207,10 @@ def test_tcp_pickle_listens_in_the_port_range_and_advertises(monkeypatch):
     taken.bind(("127.0.0.1", free))
     try:
         monkeypatch.setenv("NBCORE_PORTS", "%d-%d" % (free, free + 1))
-        monkeypatch.setenv("NBCORE_ADVERTISE", "worker-visible.example")
+        monkeypatch.setenv("NBCORE_ADVERTISE", "localhost")
         listener = TcpPickle().listen(ListenAddress.from_environment())
         try:
-            assert listener.address == "worker-visible.example:%d" % (free + 1)
+            assert listener.address == "localhost:%d" % (free + 1)
             assert listener.sock.getsockname() == ("127.0.0.1", free + 1)
         finally:
             listener.close()
@@ -258,3 +258,59 @@ def test_a_launch_offers_the_worker_code_as_a_folder_and_as_a_content_addressed_
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         names = tar.getnames()
     assert "nbcore/worker/serve.py" in names and all((launch.worker_path / n).exists() for n in names)
+
+
+def test_a_capability_with_an_interface_must_implement_it():
+    from nbcore.plugin import CondaPrefixCapability, DockerImageCapability
+    from nbcore.plugin.capabilities import INTERFACES
+
+    assert INTERFACES == {"docker-image": DockerImageCapability, "conda-prefix": CondaPrefixCapability}
+
+    def nbcore_register(register):
+        register.capability("docker-image", object())
+
+    with pytest.raises(PluginError, match=r"plugin 'nbtest_register' offers the capability 'docker-image' with a "
+                                          r"object, which is not a nbcore.plugin.DockerImageCapability"):
+        registry_with(nbcore_register)
+
+    class Images(DockerImageCapability):
+        def image_for(self, name, spec):
+            return None
+
+        def digest(self, name, credentials=None, plain_http=False):
+            return None
+
+        def fingerprint(self, spec):
+            return None
+
+    def nbcore_register(register):  # noqa: F811 (a second plugin's hook)
+        register.capability("docker-image", Images())
+
+    assert isinstance(registry_with(nbcore_register).capability("docker-image"), DockerImageCapability)
+
+
+def test_first_party_capabilities_implement_their_interfaces():
+    from nbcore.plugin.capabilities import INTERFACES
+
+    registry = plugins.get_registry()
+    for name, interface in INTERFACES.items():
+        if name in registry.capabilities:
+            assert isinstance(registry.capabilities[name], interface), name
+
+
+def test_a_backend_plan_is_prepared_once_per_environment(tmp_path):
+    class Planned(Backend):
+        prepared = 0
+
+        def prepare(self, env):
+            Planned.prepared += 1
+            return {"image": "img-" + env.name}
+
+    backend = Planned("planned")
+    env = make_environment(tmp_path, backend, "demo", EnvironmentSpec())
+    assert backend.plan(env) == {"image": "img-demo"} and backend.plan(env) is backend.plan(env)
+    assert Planned.prepared == 1
+    other = make_environment(tmp_path, backend, "demo", EnvironmentSpec())  # another open: planned again
+    backend.plan(other)
+    assert Planned.prepared == 2 and other == env
+    assert Backend("plain").prepare(env) is None  # the default plans nothing

@@ -16,6 +16,8 @@ import threading
 import time
 import traceback
 
+from pathlib import Path
+
 import pytest
 
 from nbcore import open_backend
@@ -25,6 +27,7 @@ from nbcore.worker import rpc
 from nbcore.worker.channel import DecodeError, EncodeError, SocketChannel
 from nbcore.worker.framing import ProtocolError
 
+from nbcore.testing import wait_gone, wait_until
 from nbtest import clean_environ, pid_alive, run_nbcore, write
 
 MODULE = "nbt_failures_mod"
@@ -237,13 +240,6 @@ def f(name):
     return "%s:%s" % (MODULE, name)
 
 
-def wait_gone(pid, timeout=10):
-    deadline = time.monotonic() + timeout
-    while pid_alive(pid):
-        assert time.monotonic() < deadline, "process %d is still alive" % pid
-        time.sleep(0.05)
-
-
 # the channel contract -------------------------------------------------------------------------
 
 @pytest.fixture(params=[2, 5])
@@ -302,7 +298,7 @@ def test_describe_error_never_raises(monkeypatch):
         raise OddError("detail")
     except OddError as exc:
         error = exc
-    pickled, type_name, message, text = rpc._describe_error(error)
+    pickled, type_name, message, text = rpc.describe_error(error)
     assert pickled is None, "an exception without a message is not rebuilt on the host"
     assert type_name == "OddError" and message == "OddError('detail')"
     assert "test_describe_error_never_raises" in text
@@ -311,10 +307,10 @@ def test_describe_error_never_raises(monkeypatch):
         raise RecursionError("formatting failed")
 
     monkeypatch.setattr(traceback, "format_exception", broken)
-    _, _, _, text = rpc._describe_error(error)
+    _, _, _, text = rpc.describe_error(error)
     assert "test_describe_error_never_raises" in text and text.endswith("OddError: OddError('detail')\n")
     monkeypatch.setattr(traceback, "format_tb", broken)
-    assert rpc._describe_error(error)[3] == "OddError: OddError('detail')\n"
+    assert rpc.describe_error(error)[3] == "OddError: OddError('detail')\n"
 
 
 def test_result_whose_reduce_raises_stays_remote(env):
@@ -457,18 +453,11 @@ def run_in_thread(function, *args):
     return thread, outcome
 
 
-def wait_for(path, timeout=30):
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        assert time.monotonic() < deadline, "%s never appeared" % path
-        time.sleep(0.02)
-
-
 def test_close_stops_a_call_running_in_another_thread(fresh_venv_env, tmp_path):
     pid = fresh_venv_env.call(f("pid"))
     started = str(tmp_path / "started")
     caller, outcome = run_in_thread(fresh_venv_env.call, f("sleep_forever"), started)
-    wait_for(started)
+    wait_until(Path(started).exists, 60, "%s to appear" % started)
     fresh_venv_env.connection.shutdown_grace = 0.5
     closer, _ = run_in_thread(fresh_venv_env.close)
     closer.join(30)

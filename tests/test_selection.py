@@ -78,9 +78,11 @@ def test_config_wins_over_automatic(registry):
 
 
 def test_automatic_follows_preferred_order_then_default(registry):
-    assert choose(registry, EnvironmentSpec(backends=("broken", "beta", "alpha"))) == ("beta", "automatic")
+    assert choose(registry, EnvironmentSpec(backends=("broken", "beta", "alpha"))) == (
+        "beta", "automatic: the first available of the spec's backends: [broken, beta, alpha]")
     # nothing preferred: the default order (conda, docker, apptainer, venv) ends on venv
-    assert choose(registry) == ("venv", "automatic")
+    name, how = choose(registry)
+    assert name == "venv" and how.startswith("automatic: the first available of ")
 
 
 def test_automatic_reports_every_reason_when_nothing_fits():
@@ -184,7 +186,8 @@ def test_python_39_found_on_path(clear_interpreter_cache, monkeypatch, tmp_path)
     registry = plugins.build_registry(autoload=False)
     spec = EnvironmentSpec(python="3.9")
     assert choose(registry, spec, tmp_path, requested="venv") == ("venv", "requested")
-    assert choose(registry, spec, tmp_path) == ("venv", "automatic")
+    name, how = choose(registry, spec, tmp_path)
+    assert name == "venv" and how.startswith("automatic")
     assert os.path.samefile(venv_backend.find_interpreter("3.9"), python39)
     # the in-process backend runs the host's Python, so it cannot provide 3.9
     with pytest.raises(BackendUnavailable, match="the host runs Python 3.1"):
@@ -247,3 +250,26 @@ def test_plan_protocols_falls_back_with_logged_reasons(caplog):
     plan_protocols(registry, ["tcp-pickle", "shm-pickle"])
     if "shm-pickle" not in registry.protocols:
         assert "shm-pickle skipped: unknown protocol (pip install ./plugins/nb-shm provides it)" in caplog.text
+
+
+def test_a_ready_build_keeps_its_backend_when_a_preferred_one_appears():
+    conda_like, venv_like = FakeBackend("newer"), FakeBackend("older")
+    conda_like.auto_priority, venv_like.auto_priority = 200, 100
+    registry = make_registry(conda_like, venv_like)
+    built = {"older"}
+    is_built = lambda provider: provider.name in built  # noqa: E731
+    name, how = choose(registry, is_built=is_built)
+    assert name == "older" and how.startswith("automatic: it has a ready build of this spec (a new build would use newer")
+    # asked for: --rebuild (prefer_built=False), --backend, a backends: list
+    assert choose(registry, is_built=is_built, prefer_built=False)[0] == "newer"
+    assert choose(registry, is_built=is_built, requested="newer")[0] == "newer"
+    assert choose(registry, EnvironmentSpec(backends=("newer", "older")), is_built=is_built)[0] == "newer"
+    # not built yet, or built on the first choice too: the first choice
+    built.clear()
+    assert choose(registry, is_built=is_built)[0] == "newer"
+    built.update({"newer", "older"})
+    assert choose(registry, is_built=is_built)[0] == "newer"
+    # a ready build on a backend that cannot run here does not count
+    venv_like.reason = "gone"
+    built.discard("newer")
+    assert choose(registry, is_built=is_built)[0] == "newer"

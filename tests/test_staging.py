@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from nbcore.host.staging import STAMP, stage_worker, worker_archive
+from nbcore.host.staging import stage_worker, worker_archive
+from nbcore.plugin.staging import STAMP
 from nbcore.plugin.registry import get_registry
 
 RPC = "nbcore/worker/rpc.py"

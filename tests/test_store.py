@@ -15,6 +15,7 @@ from nbcore.plugin.progress import Progress
 from nbcore.spec import EnvironmentSpec
 from nbcore.host.store import READY_MARKER, ensure_installed, is_ready, list_environments, make_environment
 
+from nbcore.testing import read_line, wait_until
 from nbtest import clean_environ, run_nbcore, write
 
 pytestmark = pytest.mark.usefixtures("clean_env")
@@ -142,13 +143,6 @@ def test_concurrent_installs_build_once(tmp_path):
     assert [(e["name"], e["backend"], e["ready"]) for e in envs] == [("demo", "venv", True)]
 
 
-def wait_for(path, timeout=60):
-    deadline = time.monotonic() + timeout
-    while not Path(path).exists():
-        assert time.monotonic() < deadline, "%s never appeared" % path
-        time.sleep(0.05)
-
-
 def install_that_hangs_the_first_time(tmp_path):
     """Start an install whose first build hangs; return once it hangs: ``(config, home, builds file, process)``."""
     count, started = tmp_path / "builds", tmp_path / "started"
@@ -158,18 +152,19 @@ def install_that_hangs_the_first_time(tmp_path):
         """ % (count, count, started))
     home = tmp_path / "home"
     first = start_install(config, home)
-    wait_for(started)
+    wait_until(Path(started).exists, 60, "%s to appear" % started)
     return config, home, count, first
 
 
 def test_killed_installer_is_recovered(tmp_path):
     config, home, count, first = install_that_hangs_the_first_time(tmp_path)
     waiting = start_install(config, home)  # blocks on the lock held by the first installer
-    time.sleep(0.5)
+    seen = read_line(waiting.stderr, 120)  # once it says so (a loaded machine may take seconds to get there)
     assert waiting.poll() is None
     os.killpg(first.pid, signal.SIGKILL)
     first.communicate()
     out, err = waiting.communicate(timeout=120)
+    err = seen + err
     assert waiting.returncode == 0, err
     assert "another process is installing" in err and "removing the unfinished environment" in err
     assert count.read_text().splitlines() == ["build", "build"]

@@ -127,15 +127,33 @@ def test_ready_environment_opens_on_a_home_made_read_only_later(tmp_path):
 
 def test_disk_full_at_the_ready_marker_is_cleaned_up_in_process(tmp_path, monkeypatch):
     """The same as with a real full disk, for machines where no tmpfs can be mounted."""
-    real_write_text = Path.write_text
+    real_fdopen = os.fdopen
 
-    def write_text(path, data, *args, **kwargs):
-        if path.name.startswith(READY_MARKER + ".") and path.name.endswith(".tmp"):
-            real_write_text(path, data[:10], *args, **kwargs)
+    class FullDisk:
+        """A file whose writes stop after 10 characters for want of space."""
+
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def fileno(self):
+            return self.f.fileno()
+
+        def write(self, data):
+            self.f.write(data[:10])
+            self.f.flush()
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real_write_text(path, data, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "write_text", write_text)
+    def fdopen(fd, *args, **kwargs):
+        f = real_fdopen(fd, *args, **kwargs)
+        return FullDisk(f) if READY_MARKER in os.readlink("/proc/self/fd/%d" % fd) else f
+
+    monkeypatch.setattr(os, "fdopen", fdopen)
     env = make_environment(tmp_path, CountingBackend(), "demo", EnvironmentSpec())
     with pytest.raises(HomeNotWritable) as raised:
         ensure_installed(CountingBackend(), env, QuietProgress())

@@ -9,7 +9,7 @@ import threading
 from ..plugin.backend import BackendProvider
 from ..plugin.process import WorkerProcess
 from ..plugin.registry import hookimpl
-from ..worker import serve
+from ..worker import rpc, serve
 from ..host.interpreters import python_matches
 
 
@@ -28,6 +28,7 @@ class ThreadWorker(WorkerProcess):
             if cwd not in sys.path:  # as in a worker process: modules in the host's cwd import
                 sys.path.insert(0, cwd)
             variables = launch.variables
+            rpc.add_import_paths([p for p in variables.get(serve.PATHS_VARIABLE, "").split(os.pathsep) if p])
             self.worker = serve.connect(variables[serve.ADDRESS_VARIABLE],
                                         bytes.fromhex(variables[serve.SECRET_VARIABLE]),
                                         serve.load_protocols(variables[serve.PROTOCOLS_VARIABLE]))

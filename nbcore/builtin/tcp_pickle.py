@@ -1,12 +1,11 @@
 """The built-in ``tcp-pickle`` protocol: the fallback every worker can reach."""
 import logging
-import select
 import socket
 import time
 
 from ..errors import WorkerError
 from ..plugin.registry import hookimpl
-from ..plugin.protocol import FALLBACK, Listener, ListenAddress, ProtocolProvider
+from ..plugin.protocol import FALLBACK, Listener, ListenAddress, ProtocolProvider, readable
 from ..plugin.auth import ANSWER_BYTES, AuthenticationError, host_challenge, host_verify
 from ..worker.channel import SocketChannel
 from ..worker.framing import configure_socket
@@ -58,7 +57,7 @@ class TcpListener(Listener):
                                       "(NBCORE_CONNECT_TIMEOUT sets the limit)" % timeout)
                 for conn in [c for c, state in pending.items() if state[2] <= now]:
                     self._reject(pending, conn, "no answer to the challenge")
-                ready, _, _ = select.select([self.sock] + list(pending), [], [], min(0.1, deadline - now))
+                ready = readable([self.sock] + list(pending), min(0.1, deadline - now))
                 for conn in ready:
                     if conn is self.sock:
                         self._challenge(pending)
@@ -117,6 +116,7 @@ class TcpListener(Listener):
 
     def close(self):
         self.sock.close()
+
 
 
 class TcpPickle(ProtocolProvider):

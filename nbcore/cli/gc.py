@@ -26,6 +26,7 @@ def collect_garbage(config_paths: Sequence = (), unreferenced=False, older_than_
 
     ``unreferenced`` also removes every environment no given config describes; ``older_than_days``
     also removes every one not opened for that many days.  Folders being installed are left alone.
+    Then each backend removes what it keeps besides environments (:meth:`BackendProvider.collect_garbage`).
     """
     registry = get_registry()
     paths = list(config_paths) or [p for p in [find_config_file()] if p is not None]
@@ -52,6 +53,8 @@ def collect_garbage(config_paths: Sequence = (), unreferenced=False, older_than_
             removed.append(record)
             if not dry_run:
                 _remove(registry, record)
+    for provider in registry.backends.values():
+        removed += provider.collect_garbage(unreferenced, older_than_days, dry_run)
     return removed
 
 

@@ -28,6 +28,17 @@ def _json_flag(parser):
     return parser
 
 
+def _days(text):
+    """A number of days for ``--older-than``: finite and not negative."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError("%r is not a number of days; use a number of 0 or more, e.g. 30" % text)
+    return value
+
+
 def build_parser():
     common = _common(argparse.ArgumentParser(add_help=False))
     parser = argparse.ArgumentParser(prog="nbcore", description="Run Python code in isolated environments.")
@@ -43,9 +54,12 @@ def build_parser():
     _json_flag(command("protocols", "list protocols and whether they are available here"))
     envs = _json_flag(command("envs", "list installed environments"))
     envs.add_argument("--all", action="store_true", help="also list unfinished environments")
-    install = command("install", "create an environment (no-op when it is ready)")
+    install = _json_flag(command("install", "create an environment (no-op when it is ready)"))
     install.add_argument("env")
     install.add_argument("--force", action="store_true", help="rebuild even if ready")
+    install.add_argument("--rebuild", action="store_true",
+                         help="choose the backend afresh, ignoring ready builds on other backends (e.g. after "
+                              "installing a plugin), and build there")
     lock = command("lock", "write a lock file of an environment (installed first when needed)")
     lock.add_argument("env")
     lock.add_argument("-o", "--output", help="lock file to write (default: ./ENV.lock)")
@@ -72,7 +86,7 @@ def build_parser():
                             _common(argparse.ArgumentParser(add_help=False), configs=True)))
     gc.add_argument("--unreferenced", action="store_true",
                     help="also remove every environment no given config describes (other projects' too)")
-    gc.add_argument("--older-than", type=float, metavar="DAYS",
+    gc.add_argument("--older-than", type=_days, metavar="DAYS",
                     help="also remove every environment not opened for DAYS days")
     gc.add_argument("--dry-run", action="store_true", help="only list what would be removed, with sizes")
     push = _json_flag(command("push", "build an environment's image when needed and push it to a registry"))
@@ -201,8 +215,16 @@ def cmd_install(args):
     from ..plugin.progress import Progress
     from ..host.store import ensure_installed
 
-    config, provider, env = prepare(args.env, args.config, args.backend, install=False)
-    built = ensure_installed(provider, env, Progress(), force=args.force)
+    on_event = None
+    if args.json:  # JSON Lines: one event per line as it happens, the outcome last
+        def on_event(event):
+            print(json.dumps(event), file=args.document, flush=True)
+
+    config, provider, env = prepare(args.env, args.config, args.backend, install=False, announce=_say,
+                                    prefer_built=not args.rebuild)
+    built = ensure_installed(provider, env, Progress(on_event=on_event), force=args.force)
+    if on_event is not None:
+        on_event({"event": "done", "env": env.name, "backend": provider.name, "path": str(env.path), "built": built})
     if not built:
         print("nbcore: environment %s (%s) is already installed at %s" % (env.name, provider.name, env.path), file=sys.stderr)
 
@@ -255,8 +277,12 @@ def _parse_json(text, what):
         raise UserError("%s is not valid JSON: %s" % (what, exc)) from None
 
 
+def _say(line):
+    print("nbcore: " + line, file=sys.stderr)
+
+
 def cmd_call(args):
-    from ..host.launch import open_backend
+    from ..host.launch import prepare, start
 
     if args.args == args.kwargs == "-":
         raise UserError("--args and --kwargs cannot both read standard input: give one of them as @FILE")
@@ -264,7 +290,8 @@ def cmd_call(args):
     call_kwargs = _parse_json(args.kwargs, "--kwargs")
     if not isinstance(call_args, list) or not isinstance(call_kwargs, dict):
         raise UserError("--args must be a JSON list and --kwargs a JSON object")
-    with open_backend(args.env, args.config, args.backend, args.protocol) as env:
+    config, provider, environment = prepare(args.env, args.config, args.backend, announce=_say, announce_news_only=True)
+    with start(config, provider, environment, args.protocol) as env:
         result = env.call(args.target, *call_args, **call_kwargs)
         if args.json:
             _emit(args, {"result": result, "backend": env.backend, "protocol": env.protocol})
@@ -379,6 +406,8 @@ def _run_command(args):
         sys.stdout.flush()
         args.document.flush()
         return code
+    except NotImplementedError as exc:  # a backend (or protocol) without the feature the command needs
+        raise UserError("nbcore %s: %s" % (args.command, exc or "the backend cannot do this")) from None
     except BrokenPipeError:
         if not _reader_gone(args.document):
             raise
@@ -418,6 +447,9 @@ def main(argv=None):
         print("nbcore: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
+        if getattr(exc, "nbcore_target", None):  # the worker could not find the target: the user's typo or path
+            print("nbcore: error: %s: %s" % (type(exc).__name__, exc), file=sys.stderr)
+            return 2
         if isinstance(exc.__cause__, RemoteTraceback):
             print(exc.__cause__.text.rstrip(), file=sys.stderr)
             print("nbcore: error: the call raised %s: %s" % (type(exc).__name__, exc), file=sys.stderr)

@@ -11,6 +11,8 @@ Schema (see ``docs/configuration.md``)::
         packages: [numpy]         # pip requirements
         install_script: "..."     # shell, run inside the env after creation
         backends: [docker, venv]  # preferred order for automatic selection
+        cwd: .                    # the worker's working directory (relative to this file's folder)
+        pythonpath: [src]         # extra import folders (relative to this file's folder)
         docker: {...}             # one section per backend, validated by its plugin
 
 Errors name the file, the line and the key.
@@ -36,6 +38,10 @@ _GENERIC_SPEC = {
     "packages": {"type": "array", "items": {"type": "string"}, "description": "pip requirements"},
     "install_script": {"type": "string", "description": "shell script run inside the environment after creation"},
     "backends": {"type": "array", "items": {"type": "string"}, "description": "preferred backends, in order"},
+    "cwd": {"type": "string", "minLength": 1,
+            "description": "the worker's working directory, relative to the config file's folder (default: the host's)"},
+    "pythonpath": {"type": ["array", "string"], "items": {"type": "string", "minLength": 1}, "minLength": 1,
+                   "description": "extra import folders, relative to the config file's folder, first on sys.path"},
 }
 
 

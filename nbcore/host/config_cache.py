@@ -8,14 +8,23 @@ and the installed plugins'), so a valid file's parsed data is kept under
 is a miss and goes through the full check again, with the same messages.
 Invalid files are never remembered.  A cache that cannot be read or written
 (read-only home, a damaged entry) is a miss, never an error.
+
+A validated config is trusted as it is (its ``install_script`` runs), so the
+cache is this user's alone: the folder ``0700`` and its entries ``0600``
+whatever the umask, and an entry or folder another user owns or could have
+written is ignored with a warning and rebuilt.
 """
 import hashlib
 import json
+import logging
 import os
+import shutil
 import tempfile
 
 from .. import __version__
-from ..home import nbcore_home
+from ..home import PRIVATE_FILE, PRIVATE_FOLDER, nbcore_home, untrusted, untrusted_path, write_file
+
+log = logging.getLogger("nbcore")
 
 #: Entries kept; when there are more, the least recently written go.
 MAX_ENTRIES = 64
@@ -36,14 +45,26 @@ def _folder():
 
 
 def load(key):
-    """The value stored under ``key``, or None."""
+    """The value stored under ``key``, or None (a miss: also for an entry another user could have written)."""
     if key is None:
         return None
+    folder = _folder()
+    path = folder / (key + ".json")
     try:
-        with open(str(_folder() / (key + ".json")), encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
+        fd = os.open(str(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
         return None
+    with os.fdopen(fd, encoding="utf-8") as f:
+        folder_problem = untrusted_path(folder)
+        problem = folder_problem or untrusted(os.fstat(fd))
+        if problem:
+            log.warning("ignored the cached configuration %s: %s; it is checked again and the cache rebuilt",
+                        folder if folder_problem else path, problem)
+            return None
+        try:
+            return json.load(f)
+        except (OSError, ValueError):
+            return None
 
 
 def store(key, value):
@@ -58,18 +79,25 @@ def store(key, value):
         return
     folder = _folder()
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=str(folder))
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-            os.replace(tmp, str(folder / (key + ".json")))
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        _private_folder(folder)
+        write_file(folder / (key + ".json"), text, PRIVATE_FILE)
         _prune(folder)
     except OSError:
         pass
+
+
+def _private_folder(folder):
+    """Make ``folder`` exist as this user's alone; one another user could write into is moved aside and removed."""
+    if untrusted_path(folder):
+        aside = tempfile.mkdtemp(prefix=".untrusted-", dir=str(folder.parent))
+        os.rename(str(folder), os.path.join(aside, folder.name))
+        shutil.rmtree(aside, ignore_errors=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.mkdir(str(folder), PRIVATE_FOLDER)
+    except FileExistsError:
+        return
+    os.chmod(str(folder), PRIVATE_FOLDER)
 
 
 def _prune(folder):

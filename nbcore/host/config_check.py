@@ -3,6 +3,8 @@
 Imported only when :mod:`.config_cache` does not know the text (both libraries
 take a while to import).  Errors name the file, the line and the key.
 """
+import difflib
+
 import jsonschema
 import yaml
 
@@ -26,7 +28,8 @@ def check(text, where, file_schema):
     validator = jsonschema.Draft202012Validator(file_schema)
     errors = sorted(validator.iter_errors(data), key=lambda e: (len(list(e.absolute_path)), str(e.message)))
     if errors:
-        best = max(errors, key=lambda e: len(list(e.absolute_path)))
+        # the deepest error; at one depth, an unknown key before a missing one (``environment:`` for ``environments:``)
+        best = max(errors, key=lambda e: (len(list(e.absolute_path)), e.validator == "additionalProperties"))
         raise ConfigError(_describe(best, root, where))
     lines = {name: _locate(root, ["environments", name])[0].start_mark.line + 1
              for name in data.get("environments") or {}}
@@ -114,9 +117,12 @@ def _describe(error, root, where):
     if error.validator == "additionalProperties":
         extra = [k for k in error.instance if k not in error.schema.get("properties", {})]
         key = extra[0] if extra else "?"
-        allowed = ", ".join(sorted(error.schema.get("properties", {})))
+        known = sorted(error.schema.get("properties", {}))
         prefix = dotted + "." if path else ""
-        return "%s:%d: unknown key %r (allowed here: %s)" % (where, _line_of_key(node, key), prefix + str(key), allowed)
+        close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+        hint = "did you mean %r? " % (prefix + close[0]) if close else ""
+        return "%s:%d: unknown key %r (%sallowed here: %s)" % (where, _line_of_key(node, key), prefix + str(key), hint,
+                                                              ", ".join(known))
     if "propertyNames" in error.relative_schema_path:  # the instance is the offending name, the path its mapping
         return "%s:%d: %s: name %s" % (where, _line_of_key(node, error.instance), dotted, error.message)
     if error.validator == "required":

@@ -1,14 +1,20 @@
 """The host side of the RPC: a connection to one worker and the proxies of remote objects."""
 import itertools
 import pickle
+import sys
 import threading
 import time
 
+from ..cli.signals import Terminated
 from ..errors import RemoteError, RemoteTraceback, ResultError, WorkerError
+from ..worker import callbacks
+from ..worker.cancel import CancelledError
 from ..worker.channel import DecodeError, EncodeError
 from ..worker.framing import ConnectionClosed, ProtocolError
-from ..worker.rpc import ERROR, OK, REF, STOP, lookup
+from ..worker.rpc import CALLBACK, ERROR, OK, REF, RELEASE, STOP, describe_error, lookup
+from ..worker.pickling import dumps, unpickle
 from ..worker.versions import cannot_rebuild, this_side
+from .callbacks import lend, lend_callables, lend_result
 
 SHUTDOWN_GRACE = 5.0
 #: Errors of unpickling a result that mean the host lacks its code; such a result comes back as a proxy.
@@ -18,7 +24,11 @@ MISSING_CODE = (ImportError, AttributeError)
 class Connection:
     """Sends requests to a worker and turns its replies into values, proxies or exceptions.
 
-    Thread-safe: concurrent requests are serialised.
+    Thread-safe: concurrent requests are serialised.  Host callables passed as
+    arguments are lent to the worker (:mod:`nbcore.host.callbacks`); when the
+    worker calls one, it runs here, in the thread waiting for the call.  Such a
+    callback may call into the same environment again (a nested request on
+    this connection, served by the worker while it waits for the callback).
     """
 
     #: Seconds :meth:`close` waits for a running call and then for the worker to exit before it kills it.
@@ -29,8 +39,10 @@ class Connection:
         self.control = control
         self.process = process
         self._ids = itertools.count(1)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: a callback may call into the worker again
         self._released = []
+        #: Ids of host objects lent to the worker and not yet released by it.
+        self._lent = set()
         self._closed = False
         self._failure = None
         #: The id of the request waiting for its reply (None when idle), for :meth:`cancel` from another thread.
@@ -50,36 +62,44 @@ class Connection:
             raise WorkerError("the environment was closed; open it again to call into it")
         if self._failure is not None:
             raise WorkerError(self._failure)
+        lent = []
+        args, kwargs = lend_callables(args, kwargs or {}, lent)
         with self._lock:
+            self._lent.update(lent)
             call_id = next(self._ids)
             released, self._released = self._released, []
-            self.current_call = call_id
+            outer_call, self.current_call = self.current_call, call_id
             try:
                 try:
-                    self.channel.send((call_id, op, target, args, kwargs or {}, released))
+                    self.channel.send((call_id, op, target, args, kwargs, released))
                 except EncodeError as exc:  # nothing was sent: the arguments' own error
                     self._released.extend(released)
+                    self._take_back(lent)
                     raise exc.error from None
                 except (ConnectionClosed, OSError) as exc:
                     self._fail(exc)
-                reply = self._wait_reply(call_id)
+                reply = self._wait_reply(call_id, target)
                 if reply[0] is None:  # the worker could not read the request: it released nothing either
                     self._released.extend(released)
+                    self._take_back(lent)
             finally:
-                self.current_call = None
+                self.current_call = outer_call
         return self._unpack(reply)
 
-    def _wait_reply(self, call_id):
-        """The reply to ``call_id``.  Ctrl-C cancels the call, waits for it to end, then re-raises;
-        a second Ctrl-C kills the worker."""
+    def _wait_reply(self, call_id, target):
+        """The reply to ``call_id``.  Ctrl-C cancels the call (saying so once on stderr), waits for it to end,
+        then re-raises; a second Ctrl-C kills the worker."""
         try:
             return self._recv(call_id)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
             self.cancel(call_id)
+            if not isinstance(interrupt, Terminated) and not getattr(interrupt, "nbcore_announced", False):
+                _say("nbcore: cancelling the call to %s; press Ctrl-C again to stop the worker" % _describe_target(target))
+                interrupt.nbcore_announced = True  # an outer call (this one ran inside a callback) says nothing more
             try:
                 reply = self._recv(call_id)
             except ResultError:
-                raise KeyboardInterrupt from None
+                raise interrupt from None
             except KeyboardInterrupt:
                 self.process.kill()
                 self._failure = "the worker was killed after a second interrupt"
@@ -89,12 +109,72 @@ class Connection:
             raise
 
     def _recv(self, call_id):
+        """The reply to ``call_id``, serving the worker's callbacks meanwhile."""
+        while True:
+            reply = self._recv_message(call_id)
+            if reply[1] == CALLBACK:
+                self._serve_callback(call_id, reply[0], *reply[2])
+            else:
+                return reply
+
+    def _recv_message(self, call_id):
+        """The next message other than RELEASE (which is handled here)."""
+        while True:
+            try:
+                message = self.channel.recv()
+            except DecodeError as exc:
+                return self._keep_unreadable(call_id, exc)
+            except (ConnectionClosed, ProtocolError, OSError) as exc:
+                self._fail(exc)
+            if message[1] != RELEASE:
+                return message
+            self._take_back(message[2])
+
+    def _take_back(self, object_ids):
+        callbacks.take_back(object_ids)
+        self._lent.difference_update(object_ids)
+
+    def _serve_callback(self, call_id, callback_id, payload, released):
+        """Run a host callback the worker asked for (in this thread) and send the answer."""
+        self._take_back(released)
+        interrupted = None
         try:
-            return self.channel.recv()
-        except DecodeError as exc:
-            return self._keep_unreadable(call_id, exc)
-        except (ConnectionClosed, ProtocolError, OSError) as exc:
+            op, target, args, kwargs = unpickle(payload)
+            if op == "call":
+                result = callbacks.host_object(target)(*args, **kwargs)
+            elif op == "method":
+                result = getattr(callbacks.host_object(target[0]), target[1])(*args, **kwargs)
+            elif op == "getattr":
+                result = getattr(callbacks.host_object(target[0]), target[1])
+            else:
+                raise ValueError("unknown callback request %r" % (op,))
+            answer = self._answer_value(result)
+        except KeyboardInterrupt as exc:  # Ctrl-C in the callback: the call is cancelled, the worker hears why
+            interrupted = exc
+            self.cancel(call_id)
+            answer = (ERROR, describe_error(CancelledError("the host was interrupted during the callback")))
+        except BaseException as exc:  # the worker sees every failure of the callback, as the host sees the worker's
+            answer = (ERROR, describe_error(exc))
+        answer_released, self._released = self._released, []
+        try:
+            self.channel.send((callback_id, "answer", answer, (), {}, answer_released))
+        except (ConnectionClosed, OSError) as exc:
             self._fail(exc)
+        if interrupted is not None:
+            raise interrupted
+
+    def _answer_value(self, result):
+        """A callback's result for the worker: ``(OK, pickled result)``, or ``(REF, description)`` when it does not pickle."""
+        lent = []
+        try:
+            value = (OK, dumps(lend_result(result, lent), self.channel.pickle_protocol))
+        except Exception:
+            self._take_back(lent)
+            lent = []
+            marker = lend(result, lent)
+            value = (REF, (marker.object_id,) + marker.description)
+        self._lent.update(lent)
+        return value
 
     def _keep_unreadable(self, call_id, failure):
         """The reply to ``call_id`` did not unpickle here (``failure``, a :class:`DecodeError`): ask the
@@ -107,6 +187,9 @@ class Connection:
         try:
             self.channel.send((next(self._ids), "keep", call_id, (), {}, []))
             reply = self.channel.recv()
+            while reply[1] == RELEASE:
+                self._take_back(reply[2])
+                reply = self.channel.recv()
         except DecodeError as exc:
             raise ResultError(describe_unreadable(None, exc, peer)) from None
         except (ConnectionClosed, ProtocolError, OSError) as exc:
@@ -180,6 +263,23 @@ class Connection:
         self.process.kill()  # reaps and joins output readers; a no-op for ended workers
         self.channel.close()
         self.control.close()
+        self._take_back(list(self._lent))
+
+
+def _say(line):
+    try:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    except Exception:  # a closed stderr must not turn Ctrl-C into another error
+        pass
+
+
+def _describe_target(target):
+    if isinstance(target, str):
+        return target
+    if isinstance(target, tuple) and len(target) == 2 and isinstance(target[1], str):
+        return "method %s" % target[1]
+    return "a remote object"
 
 
 def rebuild_exception(value):
@@ -283,6 +383,9 @@ class RemoteMethod:
 
     def __call__(self, *args, **kwargs):
         return self.owner._nb_connection.request("method", (self.owner._nb_id, self.name), args, kwargs)
+
+    def __reduce__(self):  # passed back as an argument: the worker's own bound method
+        return getattr, (self.owner, self.name)
 
     def __repr__(self):
         return "<remote method %s of %r>" % (self.name, self.owner)

@@ -6,6 +6,7 @@ import weakref
 from pathlib import Path
 from typing import Optional, Union
 
+from .. import settings
 from ..worker import serve
 from .connection import Connection
 from .config import Config, config_from_dict, find_config_file, load_config
@@ -13,9 +14,9 @@ from ..errors import BackendUnavailable, ConfigError, WorkerError
 from ..home import nbcore_home
 from ..plugin.registry import get_registry
 from ..plugin.progress import Progress
-from .selection import choose_backend, plan_protocols, protocol_list
+from .selection import KEPT_BUILD, choose_backend, plan_protocols, protocol_list
 from .staging import stage_worker, worker_archive
-from .store import InUse, ensure_installed, make_environment
+from .store import InUse, ensure_installed, is_ready, make_environment
 from ..plugin.backend import WorkerLaunch
 from ..plugin.protocol import ListenAddress, connect_timeout, keepalive_seconds
 from ..worker.framing import ConnectionClosed, ProtocolError
@@ -98,21 +99,31 @@ def resolve_config(config: Union[None, str, os.PathLike, dict, Config], registry
     return load_config(path, registry.backends)
 
 
-def prepare(name, config=None, backend=None, progress=None, install=True, feature=None):
+def prepare(name, config=None, backend=None, progress=None, install=True, feature=None, announce=None,
+            prefer_built=True, announce_news_only=False):
     """Resolve config, backend and environment; install it when needed.  Return ``(config, provider, env)``.
 
     ``feature`` (a :data:`~nbcore.plugin.backend.FEATURES` name): the command needs it; a backend without it
-    is a one-line error before anything is built."""
+    is a one-line error before anything is built.  ``announce(line)``, when given, receives one line saying
+    which backend was chosen and why (with ``announce_news_only``, only when the environment is about to be
+    built or a ready build was kept over the first choice); ``prefer_built=False`` chooses as if nothing were
+    built yet (``nbcore install --rebuild``).
+    """
+    settings.check()
     registry = get_registry()
     config = resolve_config(config, registry)
     spec = config.spec(name)
     home = nbcore_home()
     provider, how = choose_backend(registry, lambda b: make_environment(home, b, name, spec), spec,
-                                   requested=backend, config_default=config.backend)
+                                   requested=backend, config_default=config.backend,
+                                   is_built=lambda b: is_ready(make_environment(home, b, name, spec), warn=False),
+                                   prefer_built=prefer_built)
     log.info("backend %s (%s)", provider.name, how)
     if feature:
         registry.require(provider, feature)
     env = make_environment(home, provider, name, spec)
+    if announce is not None and not (announce_news_only and KEPT_BUILD not in how and is_ready(env, warn=False)):
+        announce("environment %s: backend %s (%s)" % (name, provider.name, how))
     if install:
         ensure_installed(provider, env, progress or Progress())
     return config, provider, env
@@ -127,7 +138,8 @@ def staged_worker_path():
     return stage_worker(nbcore_home(), _worker_modules())
 
 
-def worker_launch(address, secret, fallback, candidates):
+def worker_launch(address, secret, fallback, candidates, spec=None):
+    """What the backend needs to start the worker; ``spec``'s ``cwd:`` and ``pythonpath:`` apply when given."""
     protocols = [fallback] + [p for _, p in candidates]
     variables = {
         serve.ADDRESS_VARIABLE: address,
@@ -135,7 +147,15 @@ def worker_launch(address, secret, fallback, candidates):
         serve.PROTOCOLS_VARIABLE: ",".join("%s=%s" % (p.name, p.worker_module) for p in protocols),
         serve.KEEPALIVE_VARIABLE: str(keepalive_seconds()),
     }
-    return WorkerLaunch(worker_path=staged_worker_path(), cwd=Path.cwd(), variables=variables,
+    cwd = Path.cwd()
+    if spec is not None and spec.cwd:
+        cwd = Path(spec.cwd)
+        if not cwd.is_dir():
+            raise ConfigError("%s: cwd: %s is not a folder; make it or fix the path (relative to the config "
+                              "file's folder)" % (spec.source or "the spec", cwd))
+    if spec is not None and spec.pythonpath:
+        variables[serve.PATHS_VARIABLE] = os.pathsep.join(spec.pythonpath)
+    return WorkerLaunch(worker_path=staged_worker_path(), cwd=cwd, variables=variables,
                         worker_archive=lambda: worker_archive(_worker_modules()))
 
 
@@ -160,7 +180,11 @@ def _start_and_connect(config, provider, env, protocol):
     fallback, candidates = plan_protocols(registry, names)
     listener = fallback.listen(ListenAddress.from_environment())
     secret = os.urandom(32)
-    launch = worker_launch(listener.address, secret, fallback, candidates)
+    try:
+        launch = worker_launch(listener.address, secret, fallback, candidates, env.spec)
+    except BaseException:
+        listener.close()
+        raise
     try:
         process = provider.start_worker(env, launch)
     except BaseException:

@@ -7,7 +7,11 @@ whose section the spec has and that :attr:`~nbcore.plugin.BackendProvider.requir
 (it must run the spec: unavailable is an error, not a reason to try another);
 then the first available backend in the environment's ``backends:`` list (or,
 without one, the backend of the spec's only backend section), then every backend
-with an ``auto_priority``, highest first.
+with an ``auto_priority``, highest first.  Without a ``backends:`` list, an
+available backend that already has a ready build of the same spec wins over
+the first in that order (``is_built``), so installing a plugin does not move
+built environments to it; ``prefer_built=False`` (``nbcore install --rebuild``)
+turns that off.
 
 Protocols: ``NBCORE_PROTOCOL`` (alias ``NERFBASELINES_PROTOCOL``), else the
 config file's ``protocol:``, else :func:`default_protocols` (the preferred
@@ -24,6 +28,8 @@ from ..plugin.registry import missing_hint
 from .interpreters import python_range_refused
 
 log = logging.getLogger("nbcore")
+#: Said of a backend chosen because it has a ready build of the spec.
+KEPT_BUILD = "it has a ready build of this spec"
 
 
 def _env(name):
@@ -62,8 +68,9 @@ def _installable(registry) -> str:
     return "; installable: " + ", ".join("%s (%s)" % (n, registry.hint(n)) for n in missing) if missing else ""
 
 
-def choose_backend(registry, env_for, spec, requested=None, config_default=None):
-    """Return ``(provider, how)``; ``env_for(provider)`` builds the Environment to check."""
+def choose_backend(registry, env_for, spec, requested=None, config_default=None, is_built=None, prefer_built=True):
+    """Return ``(provider, how)``; ``env_for(provider)`` builds the Environment to check, ``is_built(provider)``
+    says whether that backend has a ready build of the spec (None: nothing counts as built)."""
     choice, how = requested, "requested"
     if not choice and _env("BACKEND"):
         choice, how = _env("BACKEND"), "from NBCORE_BACKEND"
@@ -90,16 +97,35 @@ def choose_backend(registry, env_for, spec, requested=None, config_default=None)
         return provider, how
     order = list(dict.fromkeys(preferred_backends(spec, registry) + [b.name for b in registry.auto_backends()]))
     reasons = []
-    for name in order:
+    for index, name in enumerate(order):
         provider = registry.backends.get(name)
         if provider is None:
             reasons.append("%s: not installed%s" % (name, missing_hint(name, registry)))
             continue
         reason = _unavailable(provider, env_for)
         if reason is None:
-            return provider, "automatic"
+            return _keep_built(registry, env_for, spec, order, index, is_built if prefer_built else None)
         reasons.append("%s: %s" % (name, reason))
     raise BackendUnavailable("no backend can run this environment (%s)%s" % ("; ".join(reasons), _installable(registry)))
+
+
+def _keep_built(registry, env_for, spec, order, index, is_built):
+    """``(provider, how)`` for automatic selection: ``order[index]`` (the first available backend), unless the spec has
+    no ``backends:`` list and a later available backend of ``order`` already has a ready build of it."""
+    first = registry.backends[order[index]]
+    if spec.backends and first.name in spec.backends:
+        listed = "the spec's backends: [%s]" % ", ".join(spec.backends)
+    else:
+        listed = ", ".join(order)
+    first_choice = (first, "automatic: the first available of %s" % listed)
+    if is_built is None or spec.backends or is_built(first):
+        return first_choice
+    for name in order[index + 1:]:
+        provider = registry.backends.get(name)
+        if provider is not None and is_built(provider) and _unavailable(provider, env_for) is None:
+            return provider, ("automatic: %s (a new build would use %s; `nbcore install --rebuild` or "
+                              "--backend %s moves it)" % (KEPT_BUILD, first.name, first.name))
+    return first_choice
 
 
 def required_backend(spec, registry) -> Optional[str]:

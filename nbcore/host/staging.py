@@ -10,28 +10,16 @@ under ``NBCORE_HOME/worker/<first 16 hex digits>/`` with a stamp file holding th
 whole hash, every file ``0644`` and every folder ``0755`` whatever the umask.
 Before a folder is reused its stamp, the contents and modes of its files and
 the owner of everything in it are checked; a folder that fails is rebuilt
-beside it and swapped in.
+beside it and swapped in (:func:`nbcore.plugin.staging.stage_files`).
 """
 import hashlib
 import importlib.util
 import io
-import os
-import shutil
-import stat
 import tarfile
-import tempfile
 from pathlib import Path
 from typing import Dict, Iterable, Tuple
 
-from ..home import writing_into
-
-#: The file in a staged folder holding the sha256 of its archive.
-STAMP = "nbcore-worker.sha256"
-FILE_MODE = 0o644
-FOLDER_MODE = 0o755
-#: Python's bytecode cache: created with the folders (so never under the umask), its ``.pyc`` files tolerated.
-BYTECODE = "__pycache__"
-
+from ..plugin.staging import FILE_MODE, FOLDER_MODE, folders_of, stage_files
 
 def _module_files(module_name: str) -> Dict[str, Path]:
     """Map relative target paths to source files for one module or package."""
@@ -62,16 +50,11 @@ def worker_files(worker_modules: Iterable[str]) -> Dict[str, bytes]:
     return dict(sorted(files.items()))
 
 
-def _folders(files: Dict[str, bytes]):
-    """Every folder that holds one of ``files`` (relative, parents first)."""
-    return sorted({"/".join(target.split("/")[:i]) for target in files for i in range(1, target.count("/") + 1)})
-
-
 def _archive(files: Dict[str, bytes]) -> bytes:
     """A tar of ``files`` that depends on nothing else: fixed order, modes, owners and times."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for folder in _folders(files):
+        for folder in folders_of(files):
             info = tarfile.TarInfo(folder)
             info.type, info.mode = tarfile.DIRTYPE, FOLDER_MODE
             tar.addfile(info)
@@ -107,111 +90,6 @@ def stage_worker(home: Path, worker_modules: Iterable[str]) -> Path:
     """Return a folder holding ``nbcore.worker`` and ``worker_modules``, ready for PYTHONPATH."""
     files = worker_files(worker_modules)
     digest = _digest(files)
-    folder = home / "worker" / digest[:16]
-    if not _intact(folder, files, digest):
-        with writing_into(folder.parent):
-            _replace(folder, files, digest)
-    return folder
+    return stage_files(home / "worker" / digest[:16], files, digest)
 
 
-def _trusted(st: os.stat_result) -> bool:
-    """Owned by this user (or root) and writable by nobody else."""
-    return st.st_uid in (os.getuid(), 0) and not st.st_mode & 0o022
-
-
-def _intact(folder: Path, files: Dict[str, bytes], digest: str) -> bool:
-    """Whether ``folder`` holds exactly ``files`` and the stamp of ``digest``, every entry trusted.
-
-    Contents are compared only for files changed after the stamp was written (a newer ``ctime``,
-    which no program can set back short of changing the clock); for the others the owner, mode
-    and size checks suffice, which keeps reuse cheap.
-    """
-    stamp = digest.encode() + b"\n"
-    folders = _folders(files)
-    known = set(folders)
-    try:
-        with open(str(folder / STAMP), "rb") as f:
-            if f.read() != stamp:
-                return False
-            stamped = os.fstat(f.fileno()).st_ctime_ns
-        changed = []
-        seen = 0
-        for relative in [""] + folders:
-            path = os.path.join(str(folder), relative) if relative else str(folder)  # no "/": lstat the link itself
-            st = os.lstat(path)
-            if not stat.S_ISDIR(st.st_mode) or not _trusted(st):
-                return False
-            with os.scandir(path) as entries:
-                for entry in entries:
-                    target = relative + "/" + entry.name if relative else entry.name
-                    st = entry.stat(follow_symlinks=False)
-                    if not _trusted(st):
-                        return False
-                    if stat.S_ISDIR(st.st_mode) and (target in known or entry.name == BYTECODE):
-                        continue
-                    if target == STAMP:
-                        seen += 1
-                        continue
-                    if not stat.S_ISREG(st.st_mode) or target not in files or st.st_size != len(files[target]):
-                        return False
-                    seen += 1
-                    if st.st_ctime_ns > stamped:
-                        changed.append(target)
-        if seen != len(files) + 1:
-            return False
-        for target in changed:
-            with open(os.path.join(str(folder), target), "rb") as f:
-                if f.read() != files[target]:
-                    return False
-    except OSError:
-        return False
-    return True
-
-
-def _replace(folder: Path, files: Dict[str, bytes], digest: str) -> None:
-    """Build the folder beside ``folder`` and rename it into place, moving a damaged one aside first."""
-    _make_folder(folder.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=".staging-", dir=str(folder.parent)))
-    try:
-        _write_tree(tmp, files, digest)
-        for _ in range(3):  # other processes may be staging the same folder at once
-            try:
-                os.rename(str(tmp), str(folder))
-                return
-            except OSError:
-                if _intact(folder, files, digest):
-                    return
-            aside = Path(tempfile.mkdtemp(prefix=".damaged-", dir=str(folder.parent)))
-            try:
-                os.rename(str(folder), str(aside / folder.name))
-            except FileNotFoundError:
-                pass
-            shutil.rmtree(str(aside), ignore_errors=True)
-        os.rename(str(tmp), str(folder))
-    finally:
-        shutil.rmtree(str(tmp), ignore_errors=True)
-
-
-def _write_tree(root: Path, files: Dict[str, bytes], digest: str) -> None:
-    os.chmod(str(root), FOLDER_MODE)
-    for relative in _folders(files):
-        for made in (root / relative, root / relative / BYTECODE):
-            os.mkdir(str(made))
-            os.chmod(str(made), FOLDER_MODE)
-    for target, data in list(files.items()) + [(STAMP, digest.encode() + b"\n")]:
-        fd = os.open(str(root / target), os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), FILE_MODE)
-            f.write(data)
-
-
-def _make_folder(path: Path) -> None:
-    """Create ``path`` and its missing parents as ``0755`` whatever the umask; existing folders stay as they are."""
-    if path.is_dir():
-        return
-    _make_folder(path.parent)
-    try:
-        os.mkdir(str(path))
-    except FileExistsError:
-        return
-    os.chmod(str(path), FOLDER_MODE)

@@ -21,6 +21,11 @@ while its worker runs, so removing it (``nbcore gc``, an older build replaced by
 a new one) and rebuilding it wait for, or skip, environments in use.
 Once a new build of an environment is ready, the older builds of the same name,
 backend and project are removed (:func:`remove_superseded`).
+
+Environment folders are ``0755`` and ready markers ``0644`` whatever the umask
+(readable by others, e.g. the user a container runs as; writable by this user
+alone).  A folder or marker another user owns or could write into is not ready:
+it is ignored with a warning and rebuilt.
 """
 import contextlib
 import fcntl
@@ -28,19 +33,24 @@ import json
 import logging
 import os
 import shutil
-import threading
+import tempfile
 import time
 from pathlib import Path
 from typing import List, Optional
 
 from ..plugin.backend import Environment
+from ..plugin.process import end_install_steps, installing
 from ..errors import InstallError
-from ..home import writing_into
+from ..home import SHARED_FILE, SHARED_FOLDER, make_folder, untrusted_path, write_file, writing_into
+from ..settings import install_timeout
 from ..spec import EnvironmentSpec
 
 log = logging.getLogger("nbcore")
 
 READY_MARKER = "nbcore-env.json"
+#: The fields of a ready marker nbcore reads, with the types they may have; any other makes the marker damaged.
+MARKER_FIELDS = {"name": (str,), "backend": (str,), "hash": (str,), "spec": (dict,), "source": (str, type(None)),
+                 "project": (str, type(None)), "projects": (list,), "created": (int, float)}
 
 
 def env_folder(home: Path, backend: str, name: str, spec_hash: str) -> Path:
@@ -56,10 +66,19 @@ def make_environment(home: Path, provider, name: str, spec: EnvironmentSpec) -> 
 def read_record(folder: Path, warn=True) -> Optional[dict]:
     """The ready marker of the environment in ``folder``, or None when it is missing or damaged (with a warning)."""
     marker = folder / READY_MARKER
+    problem = untrusted_path(folder) or untrusted_path(marker)
+    if problem:
+        if warn and marker.exists():
+            log.warning("ignored the environment at %s: %s; it is rebuilt", folder, problem)
+        return None
     try:
         record = json.loads(marker.read_text())
         if not isinstance(record, dict):
             raise ValueError("not a JSON object")
+        for field, kinds in MARKER_FIELDS.items():
+            if field in record and not isinstance(record[field], kinds):
+                raise ValueError("%r is %s, not %s" % (field, type(record[field]).__name__,
+                                                       " or ".join(k.__name__ for k in kinds)))
         return record
     except FileNotFoundError:
         return None
@@ -174,10 +193,6 @@ class InUse:
             os.close(fd)
 
 
-def _lock_timeout():
-    return float(os.environ.get("NBCORE_INSTALL_TIMEOUT", "7200"))
-
-
 def ensure_installed(provider, env: Environment, progress, force=False) -> bool:
     """Install ``env`` unless it is ready; return True when this call built it.
 
@@ -188,31 +203,36 @@ def ensure_installed(provider, env: Environment, progress, force=False) -> bool:
         mark_used(env)
         return False
     with writing_into(env.path.parent):
-        env.path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(env.path.parent, SHARED_FOLDER)
     waiting = "another process is installing %s (%s); waiting for it" % (env.name, env.backend)
     # An environment opened right after its install holds the lock shared while open, so a waiter stops
     # waiting once the install it waited for is done.
     ready = lambda: is_ready(env, warn=False) and provider.is_installed(env)  # noqa: E731
-    with install_lock(env.path, _lock_timeout(), lambda: progress.step(waiting), ready) as held:
+    with install_lock(env.path, install_timeout(), lambda: progress.step(waiting), ready) as held:
         if not held and not force and ready():
             mark_used(env)
             return False
         if not held:
             raise InstallError("gave up waiting for the install of %s after %.0f s (NBCORE_INSTALL_TIMEOUT)"
-                               % (env.name, _lock_timeout()))
+                               % (env.name, install_timeout()))
         if not force and is_ready(env, warn=False) and provider.is_installed(env):
             mark_used(env)
             return False
         if env.path.exists():
             progress.step("removing the unfinished environment at %s" % env.path)
+            left = end_install_steps(env.path)
+            if left:
+                progress.step("killed %d process(es) an earlier, interrupted install of it left running" % left)
             provider.remove(env)
-            shutil.rmtree(env.path, ignore_errors=True)
+            _remove_folder(env.path)
         progress.step("installing environment %s with the %s backend into %s" % (env.name, env.backend, env.path))
         started = time.monotonic()
         try:
             with writing_into(env.path):
-                env.path.mkdir()
-                provider.install(env, progress)
+                os.mkdir(str(env.path), SHARED_FOLDER)
+                os.chmod(str(env.path), SHARED_FOLDER)
+                with installing(env.path):
+                    provider.install(env, progress)
                 write_record(env)
         except BaseException:
             shutil.rmtree(env.path, ignore_errors=True)
@@ -220,6 +240,15 @@ def ensure_installed(provider, env: Environment, progress, force=False) -> bool:
         progress.step("environment %s is ready (%.1f s)" % (env.name, time.monotonic() - started))
     remove_superseded(provider, env, progress)
     return True
+
+
+def _remove_folder(folder: Path) -> None:
+    """Remove ``folder``; what cannot be removed (another user's files) is moved out of the way first."""
+    shutil.rmtree(str(folder), ignore_errors=True)
+    if os.path.lexists(str(folder)):
+        aside = tempfile.mkdtemp(prefix=".removed-", dir=str(folder.parent))
+        os.rename(str(folder), os.path.join(aside, folder.name))
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def remove_superseded(provider, env: Environment, progress) -> None:
@@ -256,14 +285,7 @@ def write_record(env: Environment) -> None:
 
 def _write_marker(folder: Path, record: dict) -> None:
     """Replace the ready marker atomically (a temporary file of this process renamed into place)."""
-    tmp = folder / ("%s.%d-%d.tmp" % (READY_MARKER, os.getpid(), threading.get_ident()))
-    try:
-        tmp.write_text(json.dumps(record, indent=2))
-        os.replace(tmp, folder / READY_MARKER)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    write_file(folder / READY_MARKER, json.dumps(record, indent=2), SHARED_FILE)
 
 
 def list_environments(home: Path, sizes=True) -> List[dict]:

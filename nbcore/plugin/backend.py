@@ -17,13 +17,18 @@ from .process import SubprocessWorker, WorkerProcess
 
 @dataclasses.dataclass(frozen=True)
 class Environment:
-    """One environment as a backend sees it: a named spec and the folder reserved for it."""
+    """One environment as a backend sees it: a named spec and the folder reserved for it.
+
+    nbcore makes one per open or install and hands the same object to every hook of that
+    open, so what a backend derives from it once (:meth:`BackendProvider.plan`) is kept here.
+    """
 
     name: str
     spec: EnvironmentSpec
     backend: str
     spec_hash: str
     path: Path
+    _plan: object = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
 
 @dataclasses.dataclass
@@ -140,6 +145,18 @@ class BackendProvider(abc.ABC):
         ``lock``, ``publish`` and ``list_environments`` (the methods of those names)."""
         return _features(type(self))
 
+    def prepare(self, env: Environment) -> object:
+        """What this backend derives from ``env`` before doing anything with it (settings, image names, the
+        interpreter inside): its plan, computed once per open or install.  Hooks read it with :meth:`plan`.
+        Default: None."""
+        return None
+
+    def plan(self, env: Environment) -> object:
+        """:meth:`prepare`'s answer for ``env``, computed on first use and kept with ``env`` (one open)."""
+        if env._plan is None:
+            object.__setattr__(env, "_plan", self.prepare(env))  # Environment is frozen; the plan is a cache
+        return env._plan
+
     @abc.abstractmethod
     def check_available(self) -> Optional[str]:
         """Return None when the backend can run here, else a one-line reason with a fix."""
@@ -171,7 +188,8 @@ class BackendProvider(abc.ABC):
         Implement it once and the worker start, ``nbcore shell`` and install
         steps that run inside the environment all follow from it.
         """
-        raise NotImplementedError("the %s backend cannot run commands inside its environments" % self.name)
+        raise NotImplementedError("the %s backend cannot run commands inside its environments; use one that can "
+                                  "(e.g. --backend venv)" % self.name)
 
     def worker_python(self, env: Environment) -> str:
         """The Python interpreter inside ``env`` that runs the worker (a path or name :meth:`command` resolves)."""
@@ -233,6 +251,13 @@ class BackendProvider(abc.ABC):
         backend.  Each record has the keys of ``nbcore envs --json`` (unfinished ones with ``ready`` False),
         plus the keys of :attr:`environment_columns`."""
         return None
+
+    def collect_garbage(self, unreferenced: bool, older_than_days: Optional[float], dry_run: bool) -> List[dict]:
+        """What ``nbcore gc`` removes besides environments: what this backend keeps in this machine's
+        ``NBCORE_HOME`` outside them (files shipped to a cluster node), by the same options.  Remove it (only
+        list it with ``dry_run``) and return a record per item with ``name``, ``backend``, ``reason``, ``bytes``
+        and ``path``.  The default keeps nothing there."""
+        return []
 
     def remove(self, env: Environment) -> None:
         """Delete the environment and anything it owns outside ``env.path`` (images, caches)."""

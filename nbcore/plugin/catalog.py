@@ -22,5 +22,6 @@ FIRST_PARTY = (
     KnownPlugin("nb-docker", "plugins/nb-docker", backends=("docker",), capabilities=("docker-image",)),
     KnownPlugin("nb-apptainer", "plugins/nb-apptainer", backends=("apptainer",)),
     KnownPlugin("nb-ray", "plugins/nb-ray", backends=("ray",)),
+    KnownPlugin("nb-slurm", "plugins/nb-slurm", backends=("slurm",)),
     KnownPlugin("nb-shm", "plugins/nb-shm", protocols=("shm-pickle",)),
 )

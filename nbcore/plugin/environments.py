@@ -28,3 +28,11 @@ def list_environments(sizes: bool = True) -> List[dict]:
     from ..host.store import list_environments as list_store
 
     return list_store(nbcore_home(), sizes)
+
+
+def environment_ready(provider: BackendProvider, env: Environment) -> bool:
+    """Whether ``env`` is built and ready (its ready marker is there and ``provider.is_installed`` agrees), for
+    launchers that build environments elsewhere (on a cluster node sharing ``NBCORE_HOME``) and check from here."""
+    from ..host.store import is_ready
+
+    return is_ready(env, warn=False) and provider.is_installed(env)

@@ -4,19 +4,27 @@
 it echoes a child's output to the host's stderr as it comes (``\\r`` progress updates
 included) and keeps a bounded :class:`OutputTail` for error messages.
 :class:`LocalProcess` runs a local command in a session of its own and ends the
-whole process group when killed; :class:`SubprocessWorker` is that, as a worker handle.
+whole process group, and every process below the command, when killed;
+:class:`SubprocessWorker` is that, as a worker handle.  Install steps run under
+the guard of :mod:`nbcore.worker.descendants` and carry :data:`INSTALL_STEP_VARIABLE`,
+so that nothing they start outlives the installer or meets a later rebuild.
 """
 import abc
 import codecs
 import collections
+import contextlib
+import errno
 import os
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 from typing import Optional
+
+from ..worker import descendants
 
 
 #: Most bytes read from a child's output at once.
@@ -224,18 +232,85 @@ class OutputReader:
             self._wake.close()
 
 
+#: The variable every guarded command (an install step) and what it starts carry: the folder being installed.
+#: A later install of the same folder finds the survivors of a killed one by it (:func:`end_install_steps`).
+INSTALL_STEP_VARIABLE = "NBCORE_INSTALL_STEP_OF"
+_installing = threading.local()
+
+
+@contextlib.contextmanager
+def installing(folder):
+    """Mark the guarded commands this thread starts inside the block as install steps of ``folder``."""
+    previous = getattr(_installing, "folder", None)
+    _installing.folder = str(folder)
+    try:
+        yield
+    finally:
+        _installing.folder = previous
+
+
+def end_install_steps(folder) -> int:
+    """Kill every process left running by an earlier install of ``folder`` (with what it started); return how
+    many there were.  Call it holding the folder's install lock: no live install is running then."""
+    needle = os.fsencode("\0%s=%s\0" % (INSTALL_STEP_VARIABLE, folder))
+    found = []
+    for name in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open("/proc/%s/environ" % name, "rb") as f:
+                if needle in b"\0" + f.read() + b"\0":
+                    found.append(int(name))
+        except OSError:
+            continue
+    for pid in found:
+        _kill_tree(pid)
+    return len(found)
+
+
+def _kill_tree(pid):
+    """SIGKILL ``pid`` and every process below it (set-sid ones included)."""
+    try:
+        os.kill(pid, signal.SIGSTOP)  # it starts nothing more while its tree is walked
+    except OSError:
+        return
+    descendants.end_descendants(pid)
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _guarded(argv, env, cwd):
+    """``argv`` run by the guard of :mod:`nbcore.worker.descendants`, and its environment marked when installing.
+
+    A missing program is a :class:`FileNotFoundError` here, as without the guard."""
+    program = argv[0]
+    if os.sep in program:
+        found = os.path.exists(os.path.join(str(cwd) if cwd is not None else "", program))
+    else:
+        found = shutil.which(program, path=(env if env is not None else os.environ).get("PATH")) is not None
+    if not found:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+    folder = getattr(_installing, "folder", None)
+    if folder is not None:
+        env = dict(os.environ if env is None else env, **{INSTALL_STEP_VARIABLE: folder})
+    return [sys.executable, "-I", descendants.__file__, str(os.getpid())] + argv, env
+
+
 class LocalProcess:
     """A local command in a session (and process group) of its own, its output followed by an :class:`OutputReader`.
 
-    :meth:`kill` ends the whole group, so what the command started goes with it,
-    and stops the reader even when a process that escaped the group holds the pipe.
+    :meth:`kill` ends the whole group and every process below the command (those that left the group with
+    ``setsid`` too, as long as the command is their subreaper), and stops the reader even when a process
+    that escaped holds the pipe.  ``guard`` runs the command under the guard of
+    :mod:`nbcore.worker.descendants`: it and all it starts die with this process, even by ``kill -9``.
     """
 
     def __init__(self, argv, env=None, cwd=None, echo=True, stream=None, prefix="", tail=None,
-                 name="nbcore-output"):
+                 name="nbcore-output", guard=False):
         self.argv = [str(arg) for arg in argv]
+        argv, env = _guarded(self.argv, env, cwd) if guard else (self.argv, env)
         self.process = subprocess.Popen(
-            self.argv, env=env, cwd=None if cwd is None else str(cwd), stdin=subprocess.DEVNULL,
+            argv, env=env, cwd=None if cwd is None else str(cwd), stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
         )
         self._killed = False
@@ -261,6 +336,12 @@ class LocalProcess:
         """End the command and every process of its group, reap it, stop the reader (idempotent)."""
         if not self._killed:
             self._killed = True
+            if self.process.poll() is None:
+                # While the command lives (a subreaper), what it started is below it, set-sid or not; stopped,
+                # it neither starts more nor exits on its own while they are killed.
+                with contextlib.suppress(OSError):
+                    os.kill(self.process.pid, signal.SIGSTOP)
+                descendants.end_descendants(self.process.pid)
             try:
                 # The group id stays taken while any member lives, so this reaches only our processes.
                 os.killpg(self.process.pid, signal.SIGKILL)

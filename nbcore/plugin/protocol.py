@@ -1,11 +1,11 @@
 """What a protocol plugin provides: the :class:`ProtocolProvider` and the fallback listener."""
 import abc
 import dataclasses
-import os
+import select
 import socket
 from typing import Callable, ClassVar, FrozenSet, Optional, Tuple
 
-from ..errors import UserError
+from .. import settings
 
 from ..worker.channel import Channel
 
@@ -20,16 +20,16 @@ WILDCARDS = ("0.0.0.0", "::", "")
 
 
 def connect_timeout() -> float:
-    """Seconds a started worker has to connect back to the host (``NBCORE_CONNECT_TIMEOUT``, default 120)."""
-    return float(os.environ.get("NBCORE_CONNECT_TIMEOUT") or 120)
+    """Seconds a started worker has to connect back to the host (``NBCORE_CONNECT_TIMEOUT``, default 120);
+    a value that is not a positive number of seconds is a :class:`~nbcore.errors.UserError`."""
+    return settings.connect_timeout()
 
 
 def keepalive_seconds() -> float:
     """Seconds after which either side counts a silent peer on the control connection as gone
-    (``NBCORE_KEEPALIVE``, default :data:`nbcore.worker.serve.DEFAULT_KEEPALIVE`)."""
-    from ..worker.serve import DEFAULT_KEEPALIVE
-
-    return float(os.environ.get("NBCORE_KEEPALIVE") or DEFAULT_KEEPALIVE)
+    (``NBCORE_KEEPALIVE``, default :data:`nbcore.worker.serve.DEFAULT_KEEPALIVE`); checked like
+    :func:`connect_timeout`."""
+    return settings.keepalive_seconds()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,10 +51,8 @@ class ListenAddress:
     @classmethod
     def from_environment(cls) -> "ListenAddress":
         """The address the host's variables ask for."""
-        ports = os.environ.get("NBCORE_PORTS")
-        return cls(bind=os.environ.get("NBCORE_BIND") or "127.0.0.1",
-                   advertise=os.environ.get("NBCORE_ADVERTISE") or None,
-                   ports=_port_range(ports) if ports else None)
+        return cls(bind=settings.bind_address(), advertise=settings.advertised_address(),
+                   ports=settings.port_range())
 
     def advertised_host(self) -> str:
         """The host name or address a worker is told to connect to."""
@@ -67,17 +65,6 @@ class ListenAddress:
     def candidate_ports(self):
         """The ports to try binding, in order (``[0]``: any port the system picks)."""
         return [0] if self.ports is None else list(range(self.ports[0], self.ports[1] + 1))
-
-
-def _port_range(text):
-    first, _, last = text.partition("-")
-    try:
-        low, high = int(first), int(last or first)
-    except ValueError:
-        low, high = 0, -1
-    if not 0 < low <= high < 65536:
-        raise UserError("NBCORE_PORTS=%r is not a port range; use e.g. 50000-50100" % text)
-    return low, high
 
 
 def _this_machine_address(family):
@@ -176,3 +163,16 @@ class ProtocolProvider(abc.ABC):
 
     def host_abort(self, state: object) -> None:
         """Release what :meth:`host_offer` prepared; called when the upgrade is not used."""
+
+
+def readable(sockets, timeout: float) -> list:
+    """The ``sockets`` that are ready to read (or closed) within ``timeout`` seconds, for accept loops.
+
+    It uses ``poll``, so any descriptor number works (``select`` stops at 1024: a host with many open
+    files could not open an environment)."""
+    poller = select.poll()
+    by_fd = {}
+    for sock in sockets:
+        by_fd[sock.fileno()] = sock
+        poller.register(sock, select.POLLIN)
+    return [by_fd[fd] for fd, _ in poller.poll(max(0.0, timeout) * 1000)]

@@ -20,6 +20,7 @@ import pluggy
 
 from ..errors import PluginError, UserError
 from .backend import FEATURES, BackendProvider
+from .capabilities import INTERFACES
 from .catalog import FIRST_PARTY, KnownPlugin
 from .protocol import FALLBACK, UPGRADE, ProtocolProvider
 
@@ -88,8 +89,13 @@ class Register:
             self._fail("protocol %r %s" % (provider.name, problem))
 
     def capability(self, name: str, implementation: object) -> None:
-        """Offer ``implementation`` to other plugins under ``name`` (see :meth:`Registry.capability`)."""
+        """Offer ``implementation`` to other plugins under ``name`` (see :meth:`Registry.capability`); for a name
+        in :data:`nbcore.plugin.capabilities.INTERFACES` it must implement that interface."""
         self._check_name("capability", name)
+        interface = INTERFACES.get(name)
+        if interface is not None and not isinstance(implementation, interface):
+            self._fail("offers the capability %r with a %s, which is not a nbcore.plugin.%s"
+                       % (name, type(implementation).__name__, interface.__name__))
         self._claim("capability", name, implementation)
 
     def hint(self, name: str, command: str) -> None:

@@ -8,6 +8,8 @@ environment it runs in does not have nbcore installed.  Code running inside a wo
 
 to cooperate with cancellation requested by the host, and to build results
 where the active protocol sends them from (no copy with ``shm-pickle``).
+Host callables passed as arguments arrive as proxies (see :mod:`.callbacks`);
+``HostUnavailable`` and ``HostError`` are what calling one may raise.
 
 The worker modules of protocol plugins build on :class:`Channel`, the
 message pickling (``Pickling``, ``unpickle``: numpy objects in a form every
@@ -24,11 +26,13 @@ if sys.version_info < MINIMUM_PYTHON:  # stop before the first syntax or module 
                      "shm-pickle): ask for a newer python in its spec\n" % (sys.version_info[:2] + MINIMUM_PYTHON))
     raise SystemExit(TOO_OLD_EXIT)
 from .allocation import allocate_buffer, allocate_ndarray
+from .callbacks import HostError, HostUnavailable
 from .cancel import CancelledError, check_cancelled, is_cancelled
 from .channel import Channel, DecodeError, EncodeError
 from .framing import ConnectionClosed, ProtocolError, write_all
 from .framing import allocate as pooled_buffer
 from .pickling import Pickling, unpickle
 
-__all__ = ["CancelledError", "Channel", "ConnectionClosed", "DecodeError", "EncodeError", "Pickling", "ProtocolError", "allocate_buffer",
-           "allocate_ndarray", "check_cancelled", "is_cancelled", "pooled_buffer", "unpickle", "write_all"]
+__all__ = ["CancelledError", "Channel", "ConnectionClosed", "DecodeError", "EncodeError", "HostError", "HostUnavailable",
+           "Pickling", "ProtocolError", "allocate_buffer", "allocate_ndarray", "check_cancelled", "is_cancelled",
+           "pooled_buffer", "unpickle", "write_all"]

@@ -35,18 +35,21 @@ import os
 import sys
 import threading
 
-from . import cancel
+from . import callbacks, cancel
 from .allocation import set_active_channel
 from .channel import DecodeError, EncodeError
+from .descendants import end_descendants
 from .framing import ConnectionClosed
-from .pickling import dumps
+from .pickling import dumps, unpickle
 from .versions import cannot_rebuild, this_side
 
-OK, REF, ERROR, STOP = 0, 1, 2, 3
+OK, REF, ERROR, STOP, CALLBACK, RELEASE = 0, 1, 2, 3, 4, 5
 
 _objects = {}
 _ids = itertools.count(1)
 _targets = {}
+#: The spec's ``pythonpath:`` folders, as put on ``sys.path``.
+_import_paths = []
 
 
 def lookup(object_id):
@@ -57,18 +60,61 @@ def lookup(object_id):
         raise LookupError("remote object %d was already released" % object_id) from None
 
 
+def add_import_paths(paths):
+    """Put the spec's ``pythonpath:`` folders first on ``sys.path`` (and name them in import errors)."""
+    for folder in reversed(paths):
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+    _import_paths[:0] = [p for p in paths if p not in _import_paths]
+
+
 def resolve(path):
-    """Import ``module:qualname`` and return the object it names."""
+    """Import ``module:qualname`` and return the object it names.
+
+    A failure is raised with a one-line message saying where the worker looked, and with the
+    attribute ``nbcore_target`` (the path) so that the host can tell it from a failure of the call.
+    """
     target = _targets.get(path)
     if target is None:
         module_name, _, qualname = path.partition(":")
         if not qualname:
             raise ValueError("expected 'module:qualname', got %r" % path)
-        target = importlib.import_module(module_name)
+        try:
+            target = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            raise _target_error(ModuleNotFoundError("%s (importing %s; %s)" % (exc, path, _where_imports_come_from()),
+                                                    name=exc.name), path) from None
         for part in qualname.split("."):
-            target = getattr(target, part)
+            try:
+                target = getattr(target, part)
+            except AttributeError:
+                import difflib  # only failing imports need it: keep it out of the worker's start
+
+                names = [n for n in dir(target) if not n.startswith("_")]
+                close = difflib.get_close_matches(part, names, n=1)
+                hint = "; did you mean %r?" % close[0] if close else ""
+                raise _target_error(AttributeError("%s has no attribute %r (target %s%s)"
+                                                   % (_describe_owner(target), part, path, hint)), path) from None
         _targets[path] = target
     return target
+
+
+def _target_error(exc, path):
+    exc.nbcore_target = path
+    return exc
+
+
+def _describe_owner(obj):
+    if isinstance(obj, type(sys)):
+        where = getattr(obj, "__file__", None)
+        return "module %r%s" % (obj.__name__, " (%s)" % where if where else "")
+    return repr(obj) if isinstance(obj, type) else "%s object" % type(obj).__name__
+
+
+def _where_imports_come_from():
+    extra = ", ".join(_import_paths) or "none (set pythonpath: in the spec)"
+    return "the worker's working directory is %s (set cwd: in the spec to change it), extra import paths: %s" % (
+        os.getcwd(), extra)
 
 
 def _keep(obj):
@@ -104,7 +150,7 @@ def _unreadable_request(exc, host):
     return explained.with_traceback(error.__traceback__)
 
 
-def _describe_error(exc):
+def describe_error(exc):
     """``(pickled exception or None, type name, message, traceback text)``, plain values only; never raises."""
     kind = type(exc)
     type_name = _text(lambda: "%s.%s" % (kind.__module__, kind.__qualname__), kind.__name__)
@@ -135,6 +181,15 @@ class Worker:
         self._finished = False
         #: ``(call_id, result)`` of the last OK reply, held until the next request (see ``keep``).
         self._last_reply = None
+        #: Held while a message that needs the host's attention is sent and, for a callback, answered.
+        self._wire = threading.RLock()
+        #: Requests in progress (more than one when a callback called into this worker again).
+        self._depth = 0
+        #: Set once a proxy of a host object exists in this worker (only then may other threads call the host).
+        self.has_host_proxies = False
+        self._callback_ids = itertools.count(1)
+        #: Ids of host objects whose proxies the worker dropped, told to the host with the next message.
+        self._released_host = []
 
     def serve(self):
         if self.control is not None:
@@ -148,28 +203,81 @@ class Worker:
         self.channel.close()
 
     def _loop(self, channel):
-        while True:
-            try:
-                call_id, op, target, args, kwargs, released = channel.recv()
-            except DecodeError as exc:  # e.g. an argument whose class exists only on the host
-                self._send_error(None, _unreadable_request(exc, channel.peer))
-                continue
-            if op == "keep":
-                self._send_kept(call_id, target)
-                continue
-            self._last_reply = None
-            for object_id in released:
-                _objects.pop(object_id, None)
-            if op == "shutdown":
-                self._finished = True
-                channel.send((call_id, OK, None))
-                return
-            if op == "release":
-                continue
-            self._run(call_id, op, target, args, kwargs)
+        while self._handle(self._receive()):
+            pass
+
+    def _receive(self):
+        """The next request, or None when it could not be unpickled (answered with ERROR)."""
+        callbacks._receiving.worker = self
+        try:
+            return self.channel.recv()
+        except DecodeError as exc:  # e.g. an argument whose class exists only on the host
+            self._send_error(None, _unreadable_request(exc, self.channel.peer))
+            return None
+
+    def _handle(self, message):
+        """Serve one request; False when it was ``shutdown``."""
+        if message is None:
+            return True
+        call_id, op, target, args, kwargs, released = message
+        if op == "keep":
+            self._send_kept(call_id, target)
+            return True
+        self._last_reply = None
+        if released:
+            self._release(released)
+        if op == "shutdown":
+            self._finished = True
+            self.channel.send((call_id, OK, None))
+            return False
+        if op == "release":
+            return True
+        if op == "answer":  # for a callback that is no longer waiting: nothing to do
+            return True
+        self._run(call_id, op, target, args, kwargs)
+        return True
+
+    @staticmethod
+    def _release(object_ids):
+        for object_id in object_ids:
+            _objects.pop(object_id, None)
+            cancel._end_iteration(object_id)
 
     def _run(self, call_id, op, target, args, kwargs):
-        cancel._set_current_call(call_id)
+        outer = cancel._set_current_call(call_id, target if op == "next" else None)
+        # no lock needed to count up: a request starts in the thread reading the channel, and no
+        # callback of another thread can be waiting then (they run only while a request does)
+        self._depth += 1
+        reply = None
+        try:
+            reply = self._execute(op, target, args, kwargs)
+        finally:
+            cancel._set_current_call(*outer)
+            cancel._forget(call_id)
+            if self.has_host_proxies:  # a callback from another thread either ends before the reply or sees depth 0
+                with self._wire:
+                    self._depth -= 1
+                    self._finish(call_id, reply)
+            else:  # no host proxy exists: no other thread can talk to the host
+                self._depth -= 1
+                self._finish(call_id, reply)
+
+    def _finish(self, call_id, reply):
+        if reply is None:
+            return
+        status, value = reply
+        if status == OK and not self._released_host:
+            try:
+                self.channel.send((call_id, OK, value))
+            except EncodeError:  # unpicklable, nested too deep, a failing __reduce__: the result stays here
+                self._send_ref(call_id, value)
+            else:
+                self._last_reply = (call_id, value)
+        else:
+            self._send_reply(call_id, status, value)
+
+    def _execute(self, op, target, args, kwargs):
+        """Run one request; ``(status, value)`` of its reply (``value`` is the object itself for REF)."""
         keep_remote = False
         try:
             if op == "call":
@@ -182,8 +290,8 @@ class Worker:
                 try:
                     result = next(_objects[target])
                 except StopIteration:
-                    self.channel.send((call_id, STOP, None))
-                    return
+                    cancel._end_iteration(target)
+                    return STOP, None
             elif op == "getattr":
                 result = getattr(_objects[target[0]], target[1])
             elif op == "import":
@@ -191,20 +299,76 @@ class Worker:
             else:
                 raise ValueError("unknown request %r" % (op,))
         except BaseException as exc:  # the host sees every failure, SystemExit and KeyboardInterrupt included
-            self._send_error(call_id, exc)
-            return
-        finally:
-            cancel._set_current_call(None)
-            cancel._forget(call_id)
+            if op == "next":
+                cancel._end_iteration(target)
+            return ERROR, exc
         if keep_remote or (result is not None and isinstance(result, collections.abc.Iterator)):
-            self._send_ref(call_id, result)
-            return
-        try:
-            self.channel.send((call_id, OK, result))
-        except EncodeError:  # unpicklable, nested too deep, a failing __reduce__: the result stays here
-            self._send_ref(call_id, result)
-            return
-        self._last_reply = (call_id, result)
+            return REF, result
+        return OK, result
+
+    def _send_reply(self, call_id, status, value):
+        if status == OK:
+            try:
+                self._reply((call_id, OK, value))
+            except EncodeError:  # unpicklable, nested too deep, a failing __reduce__: the result stays here
+                self._send_ref(call_id, value)
+                return
+            self._last_reply = (call_id, value)
+        elif status == REF:
+            self._send_ref(call_id, value)
+        elif status == ERROR:
+            self._send_error(call_id, value)
+        else:
+            self._reply((call_id, status, value))
+
+    def _reply(self, message):
+        """Send a reply, after telling the host which of its objects the worker dropped."""
+        with self._wire:
+            if self._released_host:
+                released, self._released_host = self._released_host, []
+                self.channel.send((None, RELEASE, released))
+            self.channel.send(message)
+
+    def call_host(self, op, target, args, kwargs, what):
+        """Run a host callback (see :mod:`.callbacks`) and return its result or raise its exception."""
+        with self._wire:
+            if self._depth == 0:
+                raise callbacks.HostUnavailable(
+                    "%s can only be called while the host waits for this environment (during a call into it or "
+                    "a next() of its generator); return the values instead, or pass the callback to each call" % what)
+            try:
+                payload = dumps((op, target, args, kwargs), self.channel.pickle_protocol)
+            except Exception as exc:
+                raise TypeError("the arguments for %s cannot be pickled (%s: %s); pass plain values"
+                                % (what, type(exc).__name__, exc)) from None
+            callback_id = next(self._callback_ids)
+            released, self._released_host = self._released_host, []
+            self.channel.send((callback_id, CALLBACK, (payload, released)))
+            while True:
+                message = self._receive()
+                if message is not None and message[1] == "answer" and message[0] == callback_id:
+                    break
+                if not self._handle(message):  # the host closed the environment from inside the callback
+                    raise ConnectionClosed("the host closed the environment during %s" % what)
+            self._release(message[5])
+        status, value = message[2]
+        if status == OK:
+            callbacks._receiving.worker = self
+            try:
+                return unpickle(value)
+            except DecodeError as exc:
+                raise TypeError("the result of %s cannot be rebuilt in the worker (%s); return plain values"
+                                % (what, exc)) from None
+        if status == REF:
+            return callbacks.HostProxy(self, *value)
+        error = callbacks.rebuild_host_error(value)
+        if isinstance(error, cancel.CancelledError):  # Ctrl-C on the host: the cancel on the control link may lag
+            cancel._request_current()
+        raise error
+
+    def release_host_object(self, object_id):
+        """Called when a host proxy is dropped: the host hears it with the next message."""
+        self._released_host.append(object_id)
 
     def _send_ref(self, call_id, obj):
         """Keep ``obj`` in the worker and send its reference; send the error when even that fails."""
@@ -213,7 +377,7 @@ class Worker:
         except Exception as exc:
             self._send_error(call_id, exc)
             return
-        self.channel.send((call_id, REF, ref))
+        self._reply((call_id, REF, ref))
 
     def _send_kept(self, call_id, reply_id):
         """Answer ``keep``: the result of the last reply, ``reply_id``, as a reference."""
@@ -224,7 +388,7 @@ class Worker:
             self._send_ref(call_id, last[1])
 
     def _send_error(self, call_id, exc):
-        self.channel.send((call_id, ERROR, _describe_error(exc)))
+        self._reply((call_id, ERROR, describe_error(exc)))
 
     def _watch_control(self):
         while True:
@@ -240,6 +404,7 @@ class Worker:
                 sys.stderr.flush()
             except Exception:
                 pass
+            end_descendants()
             os._exit(3)
 
     def close(self):

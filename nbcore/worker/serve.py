@@ -9,14 +9,17 @@ import importlib
 import os
 import sys
 
+from .descendants import become_subreaper, end_descendants
 from .negotiation import worker_negotiate
-from .rpc import Worker
+from .rpc import Worker, add_import_paths
 
 #: Variables the host sets for ``python -m nbcore.worker``; :func:`main` removes them before user code runs.
 ADDRESS_VARIABLE = "NBCORE_WORKER_ADDRESS"
 SECRET_VARIABLE = "NBCORE_WORKER_SECRET"
 PROTOCOLS_VARIABLE = "NBCORE_WORKER_PROTOCOLS"
 KEEPALIVE_VARIABLE = "NBCORE_WORKER_KEEPALIVE"
+#: The spec's ``pythonpath:`` folders (``os.pathsep``-separated), put first on ``sys.path``.
+PATHS_VARIABLE = "NBCORE_WORKER_PATHS"
 #: Seconds after which a host that stopped answering on the control connection counts as gone.
 DEFAULT_KEEPALIVE = 60.0
 
@@ -75,7 +78,10 @@ def serve(address, secret, protocols, keepalive=None, exit_when_host_dies=True):
 
 
 def main():
-    """``python -m nbcore.worker``: read the host's variables (and remove them), then :func:`serve`."""
+    """``python -m nbcore.worker``: read the host's variables (and remove them), then :func:`serve`.
+
+    The worker process is the subreaper of everything its code starts, and ends all of it when it exits
+    (see :mod:`.descendants`)."""
     address = os.environ.pop(ADDRESS_VARIABLE)
     secret = bytes.fromhex(os.environ.pop(SECRET_VARIABLE))
     protocols = load_protocols(os.environ.pop(PROTOCOLS_VARIABLE))
@@ -83,4 +89,14 @@ def main():
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
-    serve(address, secret, protocols, float(keepalive) if keepalive else None)
+    add_import_paths([p for p in os.environ.pop(PATHS_VARIABLE, "").split(os.pathsep) if p])
+    become_subreaper()  # what the code it runs starts stays in its tree, even after setsid
+    try:
+        try:
+            worker = connect(address, secret, protocols, float(keepalive) if keepalive else None)
+        except (OSError, ValueError) as exc:  # the host told us an address we cannot reach: one line, no traceback
+            sys.stderr.write("nbcore worker: cannot connect to the host at %s: %s\n" % (address, exc))
+            sys.exit(1)
+        worker.serve()
+    finally:
+        end_descendants(reap=True)

@@ -46,7 +46,7 @@ def test_install_builds_a_labelled_image_and_second_install_is_a_cache_hit(main_
     import docker
 
     config, provider, env, _ = main_env
-    settings, plan = provider._plan(env)
+    settings, plan = provider.plan(env)
     assert plan.built and plan.tag.startswith("nbcore/dk-main:")
     image = docker_api.inspect_image(plan.tag)
     labels = image["Config"]["Labels"]
@@ -144,7 +144,7 @@ def test_worker_container_is_removed_after_close(main_env, docker_api):
 
 def test_ready_image_runs_as_is_and_is_not_removed(project, docker_api):
     config, provider, env = prepare("dk-ready", "nbcore.yaml", backend="docker", progress=Progress(quiet=True))
-    assert not provider._plan(env)[1].built
+    assert not provider.plan(env)[1].built
     with start(config, provider, env) as remote:
         assert remote.call("platform:python_version").startswith("3.11.")
     provider.remove(env)
@@ -193,9 +193,9 @@ def test_new_build_removes_the_old_tag_and_remove_deletes_the_image(project, doc
         return prepare("dk-retag", config, backend="docker", progress=Progress(quiet=True))
 
     _, provider, first = install("echo one")
-    old_tag = provider._plan(first)[1].tag
+    old_tag = provider.plan(first)[1].tag
     _, provider, second = install("echo two")
-    new_tag = provider._plan(second)[1].tag
+    new_tag = provider.plan(second)[1].tag
     assert old_tag != new_tag
     tags = [t for image in docker_api.images(name="nbcore/dk-retag") for t in image["RepoTags"]]
     assert tags == [new_tag]

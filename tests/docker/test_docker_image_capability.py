@@ -7,7 +7,7 @@ from nbcore.host.store import make_environment
 from nbcore.plugin import CapabilityMissing, get_registry
 
 from nb_docker.backend import DockerBackend
-from nb_docker.docker_image import DockerImage
+from nbcore.plugin import DockerImage
 from nb_docker.plan import configured_registry, published_name
 
 BUILT = {"python": "3.11", "packages": ["numpy"], "docker": {"build_script": "apt-get install -y git"}}
@@ -31,14 +31,16 @@ def pushed_name(name, spec, tmp_path):
     """The name ``nbcore push`` (``DockerBackend.publish``) pushes environment ``name`` of ``spec`` to."""
     backend = DockerBackend()
     env = make_environment(tmp_path, backend, name, spec)
-    settings, plan = backend._plan(env)
+    settings, plan = backend.plan(env)
     return published_name(configured_registry(env, settings), env, plan)
 
 
 def test_a_built_environment_is_offered_under_the_name_push_publishes_it_to(tmp_path):
     spec = spec_of(BUILT)
     image = capability().image_for("demo", spec)
-    assert image == DockerImage(pushed_name("demo", spec, tmp_path), "/opt/nbcore-env/bin/python", published=True)
+    assert image == DockerImage(pushed_name("demo", spec, tmp_path), "/opt/nbcore-env/bin/python", published=True,
+                                image_hash=image.image_hash)
+    assert image.name.endswith(":" + image.image_hash[:16]), "the label a pulled image must carry"
     assert image.name.startswith("registry.example:5000/team/nbcore/demo:")
     other_engine = spec_of(dict(BUILT, apptainer={"fallback_image": "/x.sif"}), base_dir="/elsewhere")
     assert capability().image_for("demo", other_engine) == image, "another engine's section and folder do not count"

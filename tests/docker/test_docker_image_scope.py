@@ -51,7 +51,7 @@ def install(config, env_name, home, monkeypatch):
     _, provider, env = prepare(env_name, config, backend="docker", install=False)
     progress = CountingProgress()
     ensure_installed(provider, env, progress)
-    return provider._plan(env)[1].tag, progress.builds
+    return provider.plan(env)[1].tag, progress.builds
 
 
 def test_a_build_keeps_the_images_of_other_projects_and_homes(tmp_path, env_name, docker_api, base_images,
@@ -88,7 +88,7 @@ def test_removing_an_environment_keeps_the_same_image_of_another_home(tmp_path, 
     assert builds == 1
     monkeypatch.setenv("NBCORE_HOME", str(tmp_path / "home-2"))
     _, provider, env = prepare(env_name, config, backend="docker", install=False)
-    assert provider._plan(env)[1].tag == tag
+    assert provider.plan(env)[1].tag == tag
     provider.remove(env)
     assert image_exists(docker_api, tag), "another home's image went"
     monkeypatch.setenv("NBCORE_HOME", str(tmp_path / "home-1"))

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 import nbcore
-from nbcore.testing import engine_unavailable
+from nbcore.testing import engine_unavailable, pid_alive, wait_until
 
 pytest.importorskip("nb_ray", reason="nb-ray is not installed (pip install -e 'plugins/nb-ray[test]')")
 
@@ -116,23 +116,6 @@ def kill_session(sid, timeout=10.0):
         except ProcessLookupError:
             pass
     wait_until(lambda: not _session_members(sid), timeout, "the processes of session %d to end" % sid)
-
-
-def pid_alive(pid):
-    try:
-        state = Path("/proc/%d/stat" % pid).read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def wait_until(condition, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError("timed out after %.0f s waiting for %s" % (timeout, what))
 
 
 def _node_path():

@@ -59,7 +59,7 @@ def test_a_pushed_image_is_pulled_instead_of_built_and_runs(tmp_path, registry_e
     provider, env, progress = install(registry_env)
     assert progress.pulled() and not progress.built(), progress.steps
     assert any(pushed["digest"] in step for step in progress.steps), progress.steps
-    plan = provider._plan(env)[1]
+    plan = provider.plan(env)[1]
     labels = docker_api.inspect_image(plan.tag)["Config"]["Labels"]
     assert labels[LABEL_IMAGE_HASH] == plan.image_hash and pushed["image"].endswith(":" + plan.image_hash[:16])
     with open_backend(registry_env, "nbcore.yaml", backend="docker") as remote:
@@ -81,7 +81,7 @@ def test_a_pulled_image_carries_this_homes_labels_and_goes_with_its_environment(
         patch.setenv("NBCORE_HOME", publisher["NBCORE_HOME"])
         forget_locally(registry_env)
     provider, env, _ = install(registry_env)
-    plan = provider._plan(env)[1]
+    plan = provider.plan(env)[1]
     image = docker_api.inspect_image(plan.tag)
     labels = image["Config"]["Labels"]
     mine = owner_labels(env)
@@ -138,7 +138,7 @@ def test_a_published_image_of_another_spec_is_rejected(tmp_path, registry_env, o
 
     write_project(tmp_path, registry_env, open_registry)
     _, provider, env = prepare(registry_env, "nbcore.yaml", backend="docker", install=False)
-    impostor = published_name(open_registry, env, provider._plan(env)[1])
+    impostor = published_name(open_registry, env, provider.plan(env)[1])
     repository, tag = parse_repository_tag(impostor)
     docker_api.tag("nbcore-ci/python:3.11", repository, tag)  # an image without this spec's labels
     for chunk in docker_api.push(repository, tag, stream=True, decode=True):
@@ -184,7 +184,7 @@ def test_an_image_without_this_specs_image_hash_is_not_pushed(tmp_path, registry
 
     write_project(tmp_path, registry_env, open_registry)
     provider, env, _ = install(registry_env)
-    repository, tag = parse_repository_tag(provider._plan(env)[1].tag)
+    repository, tag = parse_repository_tag(provider.plan(env)[1].tag)
     docker_api.tag("nbcore-ci/python:3.11", repository, tag, force=True)  # what an older nb-docker left: no label
     result = run_nbcore("push", registry_env, "--backend", "docker")
     assert "has no org.nbcore.image-hash label of this spec" in one_line_error(result)
@@ -200,3 +200,103 @@ def test_the_docker_image_capability_names_the_image_push_published(tmp_path, re
     spec = prepare(registry_env, "nbcore.yaml", backend="docker", install=False)[2].spec
     image = get_registry().capability("docker-image").image_for(registry_env, spec)
     assert (image.name, image.python, image.published) == (pushed["image"], "/opt/nbcore-env/bin/python", True)
+
+
+def _impostor(docker_api, parent, marker):
+    """An image on top of ``parent`` that keeps its labels (the image-hash one too) but says ``marker``: what a
+    registry account that can move tags could publish; return its id."""
+    import io
+
+    dockerfile = "FROM %s\nRUN echo %s > /published-marker\n" % (parent, marker)
+    image_id = None
+    for chunk in docker_api.build(fileobj=io.BytesIO(dockerfile.encode()), decode=True, pull=False, rm=True):
+        assert "error" not in chunk, chunk
+        image_id = (chunk.get("aux") or {}).get("ID", image_id)
+    return image_id
+
+
+def _move_tag(docker_api, image_id, name):
+    from docker.utils import parse_repository_tag
+
+    repository, tag = parse_repository_tag(name)
+    docker_api.tag(image_id, repository, tag, force=True)
+    for chunk in docker_api.push(repository, tag, stream=True, decode=True):
+        assert "error" not in chunk, chunk
+    docker_api.remove_image(name)
+
+
+def test_a_tag_moved_after_its_digest_was_resolved_does_not_get_in(tmp_path, registry_env, open_registry,
+                                                                   docker_api, monkeypatch):
+    """The install pulls the digest it resolved (``repo@sha256:...``), not whatever the tag names a moment later."""
+    from nb_docker import publishing
+
+    write_project(tmp_path, registry_env, open_registry)
+    provider, env, _ = install(registry_env)
+    [pushed] = push(registry_env)
+    impostor = _impostor(docker_api, provider.plan(env)[1].tag, "impostor")
+    forget_locally(registry_env)
+
+    resolved = publishing.lookup
+
+    def lookup_then_move_the_tag(api, name):
+        digest = resolved(api, name)
+        _move_tag(docker_api, impostor, name)
+        return digest
+
+    monkeypatch.setattr(publishing, "lookup", lookup_then_move_the_tag)
+    provider, env, progress = install(registry_env)
+    monkeypatch.setattr(publishing, "lookup", resolved)
+    assert publishing.lookup(docker_api, pushed["image"]) != pushed["digest"], "the tag did not move"
+    with open_backend(registry_env, "nbcore.yaml", backend="docker") as remote:
+        assert remote.call("regtestmod:info")["marker"] == "published"
+    assert any("%s@%s" % (pushed["image"].rpartition(":")[0], pushed["digest"]) in s for s in progress.steps), \
+        progress.steps
+    recorded = json.loads((env.path / "published-image.json").read_text())
+    assert (recorded["image"], recorded["digest"]) == (pushed["image"], pushed["digest"])
+
+
+def test_a_local_image_swapped_after_the_digest_was_recorded_is_pulled_again(tmp_path, registry_env, open_registry,
+                                                                             docker_api):
+    """The environment's tag names another image than the one pulled by digest: the next start notices (a
+    warning line), pulls the recorded digest again and runs that."""
+    from docker.utils import parse_repository_tag
+
+    write_project(tmp_path, registry_env, open_registry)
+    push(registry_env)
+    forget_locally(registry_env)
+    provider, env, _ = install(registry_env)
+    tag = provider.plan(env)[1].tag
+    impostor = _impostor(docker_api, tag, "swapped")
+    docker_api.tag(impostor, *parse_repository_tag(tag), force=True)
+
+    result = run_nbcore("call", "-c", "nbcore.yaml", registry_env, "regtestmod:info", "--backend", "docker", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["result"]["marker"] == "published"
+    warnings = [line for line in result.stderr.splitlines() if "is not the image pulled" in line]
+    assert len(warnings) == 1 and "Traceback" not in result.stderr, result.stderr
+
+
+def test_the_docker_image_capability_resolves_a_published_digest_without_the_daemon(tmp_path, registry_env,
+                                                                                    open_registry, auth_registry):
+    """What engines without a daemon (nb-apptainer) pin their pulls to: the registry's manifest digest, as pushed."""
+    from nbcore.plugin import InstallError, get_registry
+
+    from nbtest import AUTH_PASSWORD, AUTH_USER
+
+    capability = get_registry().capability("docker-image")
+    write_project(tmp_path, registry_env, open_registry)
+    [pushed] = push(registry_env)
+    assert capability.digest(pushed["image"]) == pushed["digest"]
+    assert capability.digest(pushed["image"].rpartition(":")[0] + ":0000000000000000") is None
+    assert capability.digest(pushed["image"].replace(registry_env, registry_env + "-absent")) is None
+
+    write_project(tmp_path, registry_env, auth_registry)
+    write_docker_credentials(tmp_path / "docker-config", auth_registry)
+    [behind_login] = push(registry_env)
+    with pytest.raises(InstallError, match="UNAUTHORIZED: authentication required"):
+        capability.digest(behind_login["image"])
+    with pytest.raises(InstallError, match="UNAUTHORIZED: the registry refused the login"):
+        capability.digest(behind_login["image"], (AUTH_USER, "wrong"))
+    assert capability.digest(behind_login["image"], (AUTH_USER, AUTH_PASSWORD)) == behind_login["digest"]
+    with pytest.raises(InstallError, match="Connection refused"):
+        capability.digest("127.0.0.1:%d/x/nbcore/e:1" % free_port())

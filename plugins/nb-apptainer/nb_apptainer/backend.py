@@ -83,9 +83,17 @@ class ApptainerBackend(BackendProvider):
         uri = docker_image.SCHEME + image.name
         what = "the published image" if image.published else "docker.image"
         policy = pull_policy()
+        digest = None
         try:
-            images.ensure_local(engine, images.ready_plan(images.parse_source(uri, None), image.python), progress)
-        except images.ConversionError as exc:
+            if image.published:
+                digest = docker_image.resolve(engine.flavour, image.name)
+                if digest is None:
+                    raise docker_image.ResolveError(docker_image.ABSENT_CODES[0], None)
+                uri = docker_image.SCHEME + docker_image.pinned(image.name, digest)
+            ready = images.ready_plan(images.parse_source(uri, None), image.python)
+            images.ensure_local(engine, ready, progress)
+        except (images.ConversionError, docker_image.ResolveError) as exc:
+            uri = docker_image.SCHEME + image.name
             if docker_image.is_absent(exc.reason):
                 if image.published and policy == "required":
                     raise InstallError("%s is not in the registry and %s=required forbids building the environment "
@@ -98,7 +106,9 @@ class ApptainerBackend(BackendProvider):
                 raise InstallError("%s (or set %s=fallback to go on without it)" % (failure, PULL_VARIABLE)) from None
             progress.step("%s; %s (%s=fallback)" % (failure, _next_step(plan), PULL_VARIABLE))
             return False
-        docker_image.record(env, uri, image.python)
+        if image.published:
+            docker_image.check_label(engine, ready.image, image)
+        docker_image.record(env, uri, image.python, image.name, digest)
         progress.step("running %s %s (nothing to build)" % (what, uri))
         return True
 

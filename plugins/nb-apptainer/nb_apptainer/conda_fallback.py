@@ -10,7 +10,7 @@ path.  Workers run the prefix's Python with its recorded activation.
 from pathlib import Path
 from typing import Dict
 
-from nbcore.plugin import get_registry
+from nbcore.plugin import CondaPrefixCapability, get_registry
 from nbcore.plugin.containers import DEFAULT_PATH
 
 #: The conda prefix inside an environment's folder.
@@ -40,7 +40,7 @@ def prefix_of(env) -> Path:
     return env.path / PREFIX
 
 
-def builder():
+def builder() -> CondaPrefixCapability:
     """nb-conda's prefix builder (:class:`nbcore.plugin.CapabilityMissing` naming nb-conda when it is absent)."""
     return get_registry().capability("conda-prefix")
 

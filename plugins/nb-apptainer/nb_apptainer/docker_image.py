@@ -7,17 +7,31 @@ ready ``docker.image``.  Install converts it to the cached SIF and records that
 in the environment's folder, so later starts run it (no build); when the
 registry does not have it, the environment is made as without it (the conda
 fallback, or a SIF built here).  Without nb-docker nothing is asked.
+
+A published image is fetched by content: the capability asks the registry for the
+manifest digest once (with the login the engine would offer), the engine converts
+``docker://REPOSITORY@DIGEST`` (and checks the content against it), the converted
+image's ``org.nbcore.image-hash`` label must be the spec's, and the pinned URI is
+what the environment records.
 """
 import json
+import os
+import subprocess
 from typing import NamedTuple, Optional
 
-from nbcore.plugin import CapabilityMissing, get_registry
+from nbcore.plugin import CapabilityMissing, DockerImage, DockerImageCapability, InstallError, get_registry
 from nbcore.plugin.containers import UNREACHABLE_REGISTRY
 
-from .registry_login import USERNAME_VARIABLES, registry_host
+from .registry_login import USERNAME_VARIABLES, credentials, login_for, registry_host
 
-#: The file in an environment's folder naming the Docker image it runs (JSON: ``uri``, ``python``).
+#: Variables that make the engine speak plain http to registries.
+NO_HTTPS_VARIABLES = ("APPTAINER_NOHTTPS", "SINGULARITY_NOHTTPS")
+
+#: The file in an environment's folder naming the Docker image it runs (JSON: ``uri``, ``python``; for a published
+#: image also ``image`` and ``digest``).
 MARKER = "docker-image"
+#: The label of a published image holding the hash its spec must have (nb-docker's).
+LABEL_IMAGE_HASH = "org.nbcore.image-hash"
 SCHEME = "docker://"
 #: The registry's error codes for an image it does not have (distribution spec), as the engine quotes them.
 ABSENT_CODES = ("MANIFEST_UNKNOWN", "NAME_UNKNOWN")
@@ -47,9 +61,8 @@ class Recorded(NamedTuple):
     python: str
 
 
-def wanted(name: str, spec):
-    """nb-docker's image for environment ``name`` (``name``, ``python``, ``published``), or None (nothing to
-    fetch, or nb-docker not installed)."""
+def wanted(name: str, spec) -> Optional[DockerImage]:
+    """nb-docker's image for environment ``name``, or None (nothing to fetch, or nb-docker not installed)."""
     capability = _capability()
     return None if capability is None else capability.image_for(name, spec)
 
@@ -60,16 +73,66 @@ def fingerprint(spec) -> Optional[dict]:
     return None if capability is None else capability.fingerprint(spec)
 
 
-def _capability():
+def _capability() -> Optional[DockerImageCapability]:
     try:
         return get_registry().capability("docker-image")
     except CapabilityMissing:
         return None
 
 
-def record(env, uri: str, python: str) -> None:
-    """Record that ``env`` runs the converted ``uri`` with ``python``."""
-    (env.path / MARKER).write_text(json.dumps({"uri": uri, "python": python}) + "\n")
+def resolve(flavour: str, name: str) -> Optional[str]:
+    """The manifest digest of the published image ``name`` (None: the registry does not have it), asked of the
+    registry with the login the engine would offer; :class:`InstallError` when the registry cannot tell."""
+    login = login_for(flavour, SCHEME + name)
+    plain = any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes") for v in NO_HTTPS_VARIABLES)
+    try:
+        return _capability().digest(name, credentials(login, SCHEME + name), plain)
+    except InstallError as exc:
+        raise ResolveError(str(exc).rpartition(" failed: ")[2], login) from None
+
+
+class ResolveError(InstallError):
+    """The registry could not say which digest an image has; :attr:`reason` is its answer, :attr:`login` the login
+    offered."""
+
+    def __init__(self, reason: str, login):
+        super().__init__(reason)
+        self.reason, self.login = reason, login
+
+
+def pinned(name: str, digest: str) -> str:
+    """``REPOSITORY@DIGEST`` of the image ``name`` (``REPOSITORY:TAG``)."""
+    repository = name.rpartition(":")[0] if ":" in name.rpartition("/")[2] else name
+    return "%s@%s" % (repository, digest)
+
+
+def check_label(engine, sif: str, image) -> None:
+    """Remove the converted ``sif`` and raise :class:`InstallError` unless its image-hash label is the one the
+    published ``image`` must have."""
+    found = _labels(engine, sif).get(LABEL_IMAGE_HASH)
+    if found != image.image_hash:
+        os.unlink(sif)
+        raise InstallError("the published image %s is not the image of this environment: its label %s is %s, "
+                           "expected %s (publish it again with nbcore push)"
+                           % (image.name, LABEL_IMAGE_HASH, found or "missing", image.image_hash))
+
+
+def _labels(engine, sif: str) -> dict:
+    done = subprocess.run([engine.executable, "inspect", "--json", "--labels", sif], capture_output=True, text=True)
+    try:
+        return json.loads(done.stdout)["data"]["attributes"]["labels"] or {}
+    except (ValueError, KeyError, TypeError):
+        raise InstallError("reading the labels of %s failed: %s" % (sif, done.stderr.strip() or done.stdout[:200])) \
+            from None
+
+
+def record(env, uri: str, python: str, name: Optional[str] = None, digest: Optional[str] = None) -> None:
+    """Record that ``env`` runs the converted ``uri`` with ``python`` (for a published image: its ``name`` and the
+    ``digest`` it was fetched at)."""
+    data = {"uri": uri, "python": python}
+    if digest:
+        data.update(image=name, digest=digest)
+    (env.path / MARKER).write_text(json.dumps(data) + "\n")
 
 
 def recorded(env) -> Optional[Recorded]:

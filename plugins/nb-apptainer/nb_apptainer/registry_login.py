@@ -9,14 +9,18 @@ Apptainer 1.4 takes a registry's credentials, first found, from ``APPTAINER_DOCK
 conversion gets ``--authfile`` naming it, so both backends pull with the same login.  Only the file's path is on
 the command line; the credentials stay in the file.
 """
+import base64
+import binascii
 import json
 import os
 import re
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Tuple
 
-#: Variables giving the engine a login for every registry (the first one set is what it uses).
+#: Variables giving the engine a login for every registry (the first one set is what it uses), and their passwords.
 USERNAME_VARIABLES = ("APPTAINER_DOCKER_USERNAME", "SINGULARITY_DOCKER_USERNAME")
+PASSWORD_VARIABLES = {"APPTAINER_DOCKER_USERNAME": "APPTAINER_DOCKER_PASSWORD",
+                      "SINGULARITY_DOCKER_USERNAME": "SINGULARITY_DOCKER_PASSWORD"}
 #: Docker Hub's names in a Docker config, as the registry of an image named without one.
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_ALIASES = ("index.docker.io", "registry-1.docker.io")
@@ -83,3 +87,29 @@ def login_for(flavour: str, uri: str) -> Login:
     if has_login(docker, host):
         return Login(str(docker), str(docker))
     return Login(None, None)
+
+
+def credentials(login: Login, uri: str) -> Optional[Tuple[str, str]]:
+    """The ``(user, password)`` of ``login`` for the registry of ``uri``, for asking the registry a digest the way
+    the engine would be asked (None: no login, or one a credential helper holds)."""
+    if login.source in PASSWORD_VARIABLES:
+        return os.environ[login.source], os.environ.get(PASSWORD_VARIABLES[login.source], "")
+    if login.source is None:
+        return None
+    try:
+        auths = json.loads(Path(login.source).read_text()).get("auths") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    host = registry_host(uri)
+    for key, entry in auths.items():
+        if _canonical(re.sub(r"^https?://", "", key).split("/", 1)[0]) != host or not isinstance(entry, dict):
+            continue
+        if entry.get("username"):
+            return entry["username"], entry.get("password", "")
+        try:
+            user, _, password = base64.b64decode(entry.get("auth") or "").decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            continue
+        if user:
+            return user, password
+    return None

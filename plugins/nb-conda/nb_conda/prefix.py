@@ -21,7 +21,7 @@ import textwrap
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional
 
-from nbcore.plugin import InstallError
+from nbcore.plugin import CondaPrefixCapability, InstallError
 
 from . import activation, embedded, engines, integrity, settings
 
@@ -49,7 +49,7 @@ def clean_environment(base: Mapping[str, str]) -> Dict[str, str]:
     return {k: v for k, v in base.items() if k not in _FOREIGN}
 
 
-class CondaPrefixBuilder:
+class CondaPrefixBuilder(CondaPrefixCapability):
     """Creates conda prefixes from specs and tells how to activate them (the ``conda-prefix`` capability).
 
     Stateless: one instance serves every caller.

@@ -30,8 +30,8 @@ class DockerBackend(BackendProvider):
 
         return unavailable_reason()
 
-    @staticmethod
-    def _plan(env):
+    def prepare(self, env):
+        """``(settings, image plan)`` of ``env``: derived once per open, read by every hook through :meth:`plan`."""
         from .plan import plan_image
 
         settings = DockerSettings.from_spec(env.spec)
@@ -40,9 +40,11 @@ class DockerBackend(BackendProvider):
     def is_installed(self, env):
         from .engine import api_client
         from .images import image_exists
+        from .publishing import is_the_pulled_image
 
-        _, plan = self._plan(env)
-        return image_exists(api_client(), plan.tag)
+        _, plan = self.plan(env)
+        api = api_client()
+        return image_exists(api, plan.tag) and is_the_pulled_image(api, env, plan)
 
     def install(self, env, progress):
         """Pull the environment's published image when a registry has it, else build it; a ready image is pulled
@@ -51,7 +53,7 @@ class DockerBackend(BackendProvider):
         from .engine import api_client
         from .publishing import fetch
 
-        settings, plan = self._plan(env)
+        settings, plan = self.plan(env)
         api = api_client()
         if plan.built:
             if not fetch(api, env, plan, settings, progress):
@@ -64,16 +66,16 @@ class DockerBackend(BackendProvider):
         from .engine import api_client
         from .publishing import publish
 
-        settings, plan = self._plan(env)
+        settings, plan = self.plan(env)
         return publish(api_client(), env, plan, settings, registry, progress, skip_existing)
 
     def worker_python(self, env):
-        return self._plan(env)[1].python
+        return self.plan(env)[1].python
 
     def _container(self, env, argv, variables, cwd, role, worker_path=None):
         from .container import container_config
 
-        settings, plan = self._plan(env)
+        settings, plan = self.plan(env)
         return container_config(env, settings, plan.tag, list(argv), dict(variables or {}), cwd, nbcore_home(), role,
                                 worker_path)
 

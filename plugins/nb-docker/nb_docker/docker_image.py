@@ -4,33 +4,26 @@ nb-apptainer asks it which image to convert (``docker://NAME``) before building
 one of its own.  The answer is a ready ``docker.image`` when the spec builds
 nothing, else the published name ``nbcore push`` pushes to
 (:func:`nb_docker.plan.published_name`), or nothing when no registry is
-configured or ``NBCORE_REGISTRY_PULL=never``.  No docker-py and no daemon: names only.
+configured or ``NBCORE_REGISTRY_PULL=never``.  No docker-py and no daemon: names, and the
+published image's manifest digest asked of its registry (:meth:`DockerImages.digest`), so the
+other engine fetches ``REPOSITORY@DIGEST`` resolved once and checks the image-hash label
+(:data:`LABEL_IMAGE_HASH`) of what it got against :attr:`DockerImage.image_hash`.
 """
-import dataclasses
 import os
 from pathlib import Path
 from typing import Optional
 
-from nbcore.plugin import Environment
+from nbcore.plugin import DockerImage, DockerImageCapability, Environment
 from nbcore.plugin.containers import pull_policy
 
 from .plan import configured_registry, plan_image, published_name
 from .settings import DockerSettings
 
-
-@dataclasses.dataclass(frozen=True)
-class DockerImage:
-    """A Docker image another engine can fetch to run an environment."""
-
-    #: ``REGISTRY/nbcore/<env>:<image hash>``, or the spec's ready ``docker.image``.
-    name: str
-    #: The interpreter inside the image that runs the worker.
-    python: str
-    #: True for the published image of a build (in the configured registry), False for a ready image.
-    published: bool
+#: The label holding a built image's :attr:`DockerImage.image_hash` (as :data:`nb_docker.images.LABEL_IMAGE_HASH`).
+LABEL_IMAGE_HASH = "org.nbcore.image-hash"
 
 
-class DockerImages:
+class DockerImages(DockerImageCapability):
     """Answers which Docker image nb-docker would run for an environment that another engine can fetch."""
 
     def image_for(self, name: str, spec) -> Optional[DockerImage]:
@@ -40,7 +33,18 @@ class DockerImages:
         if not plan.built:
             return DockerImage(plan.tag, plan.python, published=False)
         registry = _registry(env, settings)
-        return None if registry is None else DockerImage(published_name(registry, env, plan), plan.python, True)
+        if registry is None:
+            return None
+        return DockerImage(published_name(registry, env, plan), plan.python, True, plan.image_hash)
+
+    def digest(self, name: str, credentials=None, plain_http: bool = False) -> Optional[str]:
+        """The manifest digest of image ``name`` in its registry (``sha256:...``), None when the registry does not
+        have it; ``credentials`` (user, password) for a registry that asks for a login, plain http when
+        ``plain_http`` (and for loopback registries).  Raise :class:`nbcore.plugin.InstallError` with the
+        registry's words (``UNAUTHORIZED``, ``connection refused``...) when it cannot tell."""
+        from .registry_api import manifest_digest
+
+        return manifest_digest(name, credentials, plain_http)
 
     def fingerprint(self, spec) -> Optional[dict]:
         """What decides :meth:`image_for`'s answer for ``spec`` besides the environment's name (JSON-serialisable;

@@ -11,7 +11,7 @@ from docker.utils import parse_repository_tag
 from nbcore.plugin import InstallError, nbcore_home, nbcore_version
 from nbcore.plugin.containers import UNREACHABLE_REGISTRY, proxy_variables
 
-from . import __version__
+from . import __version__, docker_image
 
 from .dockerfile import build_context
 from .plan import ImagePlan, repository_for
@@ -22,7 +22,7 @@ LABEL_SPEC_HASH = "org.nbcore.spec-hash"
 LABEL_VERSION = "org.nbcore.version"
 LABEL_PLUGIN = "org.nbcore.nb-docker"
 #: What the image holds, independent of the machine and project that built it: names its published copy.
-LABEL_IMAGE_HASH = "org.nbcore.image-hash"
+LABEL_IMAGE_HASH = docker_image.LABEL_IMAGE_HASH
 #: Which cache (``NBCORE_HOME``) and project (the config file's folder) built an image, as stable ids.
 LABEL_HOME = "org.nbcore.home"
 LABEL_PROJECT = "org.nbcore.project"
@@ -140,14 +140,15 @@ def build(api, env, plan: ImagePlan, settings: DockerSettings, progress) -> None
         raise InstallError(_build_failure(plan.tag, step, exc.explanation or str(exc), recent)) from None
 
 
-def adopt(api, env, plan: ImagePlan, pulled: str, digest: str) -> None:
-    """Tag the pulled image ``pulled`` as ``plan.tag`` with this environment's labels (a child image adding
-    labels only, sharing every layer), so it is removed like a built one; the registry name goes.
+def adopt(api, env, plan: ImagePlan, pulled: str, name: str, digest: str) -> None:
+    """Tag the image pulled as ``pulled`` (``name`` at ``digest``) as ``plan.tag`` with this environment's labels
+    (a child image adding labels only, sharing every layer), so it is removed like a built one; the registry
+    reference goes.
 
     The publisher's labels name another cache, project and spec: kept as they are, the image
     would never be selected for removal here.
     """
-    labels = dict(environment_labels(env), **{LABEL_PULLED_FROM: "%s@%s" % (pulled, digest)})
+    labels = dict(environment_labels(env), **{LABEL_PULLED_FROM: "%s@%s" % (name, digest)})
     dockerfile = io.BytesIO(("FROM %s\n" % pulled).encode())
     try:
         for chunk in api.build(fileobj=dockerfile, tag=plan.tag, labels=labels, decode=True, pull=False, rm=True):

@@ -3,7 +3,15 @@
 The published name is ``REGISTRY/nbcore/<env>:<image hash>``: the hash of what the image
 holds (:func:`nb_docker.plan.image_hash`), the same on every machine, so a team's
 published image is found by everyone whose spec describes the same image.
+
+An install trusts the registry's answer once: it resolves the name's manifest digest,
+pulls ``REPOSITORY@DIGEST`` (the daemon checks the content against it, so a tag moved
+meanwhile does not get in), checks the image-hash label, and records name, digest and
+the local image made from it in the environment's folder (:data:`RECORD`); every later
+start checks that the environment's tag still names that image.
 """
+import json
+import logging
 from typing import Optional
 
 import docker.errors
@@ -15,6 +23,12 @@ from nbcore.plugin.containers import PULL_VARIABLE, REGISTRY_VARIABLE, pull_poli
 from .images import LABEL_IMAGE_HASH, ImagePlan, adopt, follow_status, pull, registry_failure
 from .plan import configured_registry, published_name
 from .settings import DockerSettings
+
+log = logging.getLogger("nbcore")
+
+#: The file in an environment's folder recording the published image it was pulled from (JSON: ``image``,
+#: ``digest``, ``id`` of the local image made from it); written before the ready marker.
+RECORD = "published-image.json"
 
 
 def lookup(api, name: str) -> Optional[str]:
@@ -46,10 +60,11 @@ def fetch(api, env, plan: ImagePlan, settings: DockerSettings, progress) -> bool
         return False
     name = published_name(registry, env, plan)
     progress.step("looking for the published image %s" % name)
+    repository = parse_repository_tag(name)[0]
     try:
         digest = lookup(api, name)
         if digest is not None:
-            pull(api, name, progress)
+            pull(api, "%s@%s" % (repository, digest), progress)
     except InstallError as exc:
         if policy != "fallback":
             raise InstallError("%s (or set %s=fallback to build the image instead)" % (exc, PULL_VARIABLE)) from None
@@ -61,20 +76,54 @@ def fetch(api, env, plan: ImagePlan, settings: DockerSettings, progress) -> bool
                                "nbcore push %s)" % (name, PULL_VARIABLE, env.name))
         progress.step("%s is not in the registry: building the image here" % name)
         return False
-    _check_labels(api, name, env, plan)
-    adopt(api, env, plan, name, digest)
-    progress.step("pulled %s (%s) as %s" % (name, digest, plan.tag))
+    pinned = "%s@%s" % (repository, digest)
+    _check_pulled(api, pinned, name, env, plan)
+    adopt(api, env, plan, pinned, name, digest)
+    local_id = api.inspect_image(plan.tag)["Id"]
+    (env.path / RECORD).write_text(json.dumps({"image": name, "digest": digest, "id": local_id}) + "\n")
+    progress.step("pulled %s as %s" % (pinned, plan.tag))
     return True
 
 
-def _check_labels(api, name, env, plan):
-    labels = api.inspect_image(name)["Config"].get("Labels") or {}
-    found = labels.get(LABEL_IMAGE_HASH)
+def _check_pulled(api, pinned, name, env, plan):
+    """Reject (and remove) the image pulled as ``pinned`` unless its content digest and image-hash label are the
+    ones expected."""
+    image = api.inspect_image(pinned)
+    digests = image.get("RepoDigests") or []
+    if pinned not in digests:
+        api.remove_image(pinned)
+        raise InstallError("the published image %s is not the content the registry named: expected %s, found %s"
+                           % (name, pinned.partition("@")[2], ", ".join(d.partition("@")[2] for d in digests)
+                              or "no digest"))
+    found = (image["Config"].get("Labels") or {}).get(LABEL_IMAGE_HASH)
     if found != plan.image_hash:
-        api.remove_image(name)
-        raise InstallError("the published image %s is not the image of environment %s: its label %s is %s, this spec's "
-                           "image hash is %s (publish it again with nbcore push %s)"
+        api.remove_image(pinned)
+        raise InstallError("the published image %s is not the image of environment %s: its label %s is %s, expected "
+                           "this spec's image hash %s (publish it again with nbcore push %s)"
                            % (name, env.name, LABEL_IMAGE_HASH, found or "missing", plan.image_hash, env.name))
+
+
+_warned = set()
+
+
+def is_the_pulled_image(api, env, plan: ImagePlan) -> bool:
+    """Whether ``plan.tag`` still names the image this environment's install made from the published image it
+    recorded (True when it pulled nothing); a one-line warning, once, when it names another one."""
+    try:
+        record = json.loads((env.path / RECORD).read_text())
+    except FileNotFoundError:
+        return True
+    except (OSError, ValueError):
+        record = {}
+    found = api.inspect_image(plan.tag)["Id"]
+    if isinstance(record, dict) and found == record.get("id"):
+        return True
+    if plan.tag not in _warned:
+        _warned.add(plan.tag)
+        log.warning("the image %s is not the image pulled from %s@%s for environment %s (expected %s, found "
+                    "%s); pulling it again", plan.tag, record.get("image"), record.get("digest"), env.name,
+                    record.get("id"), found)
+    return False
 
 
 def publish(api, env, plan: ImagePlan, settings: DockerSettings, registry: Optional[str], progress,

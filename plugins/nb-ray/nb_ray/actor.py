@@ -6,32 +6,22 @@ starts the worker and watches it.  The agent ends the worker when the actor asks
 and also when the actor dies without asking (its pipe closes), so a crashed or
 killed actor leaves no worker behind.
 """
-import io
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tarfile
-import tempfile
 import threading
-from pathlib import Path
 
 from nbcore.plugin import nbcore_home
 
-#: Refuse archive members that would land outside the folder (Pythons that have the filter).
-EXTRACT_OPTIONS = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+from . import node_store
+
 #: The exit code reported when the agent ended without reporting the worker's (it was killed).
 AGENT_LOST = 255
 #: Seconds :meth:`NodeActor.kill` waits for the agent to end the worker.
 KILL_TIMEOUT = 10.0
-
-
-def store_folder(kind: str, digest: str) -> Path:
-    """Where the node keeps an unpacked archive of ``kind`` (``worker``, ``project``) named by its hash."""
-    return nbcore_home() / "ray" / kind / digest
 
 
 def node_identity() -> dict:
@@ -58,28 +48,13 @@ class NodeActor:
         return os.path.isdir(path)
 
     def stored(self, kind: str, digest: str):
-        """The folder of the archive ``digest`` of ``kind`` when this node has it, else None."""
-        folder = store_folder(kind, digest)
-        return str(folder) if folder.is_dir() else None
+        """The folder of the archive ``digest`` of ``kind`` when this node has it intact, else None
+        (:func:`nb_ray.node_store.stored`)."""
+        return node_store.stored(kind, digest)
 
     def store(self, kind: str, digest: str, data: bytes) -> str:
-        """Unpack ``data`` into :func:`store_folder` (atomically: a complete folder or none); return its path."""
-        folder = store_folder(kind, digest)
-        if not folder.is_dir():
-            folder.parent.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(prefix=".%s-" % digest[:12], dir=str(folder.parent)))
-            try:
-                with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-                    tar.extractall(str(staging), **EXTRACT_OPTIONS)
-                staging.chmod(0o755)
-                try:
-                    staging.rename(folder)
-                except OSError:
-                    if not folder.is_dir():  # another actor did not finish it first: a real failure
-                        raise
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
-        return str(folder)
+        """Keep and unpack the shipped archive ``data`` (:func:`nb_ray.node_store.store`); return its folder."""
+        return node_store.store(kind, digest, data)
 
     def run(self, request: dict) -> dict:
         """Start the agent with ``request`` and wait until it has installed (and, unless ``install_only``,

@@ -52,6 +52,9 @@ class RayBackend(BackendProvider):
             "num_gpus": RESOURCE_SCHEMA,
             "memory": {"type": "integer", "minimum": 0, "description": "bytes of memory the actor reserves"},
             "resources": {"type": "object", "additionalProperties": RESOURCE_SCHEMA},
+            "ship_ignore": {"type": "array", "items": {"type": "string"},
+                            "description": "gitignore patterns of project files not to ship to the nodes, after the "
+                                           "default secret patterns ('!.env' ships a default-excluded file)"},
         },
     }
     auto_priority = None
@@ -76,6 +79,13 @@ class RayBackend(BackendProvider):
         from .listing import cluster_environments
 
         return cluster_environments(cluster.connect(), self.name)
+
+    def collect_garbage(self, unreferenced, older_than_days, dry_run):
+        """The worker code and project folders hosts shipped to this machine as a Ray node (``nbcore gc`` run on
+        the node): see :func:`nb_ray.node_store.collect_garbage`."""
+        from .node_store import collect_garbage
+
+        return collect_garbage(self.name, unreferenced, older_than_days, dry_run)
 
     def inner_backend(self, spec) -> str:
         return spec.section(self.name).get("backend") or "venv"
@@ -206,7 +216,7 @@ class RayBackend(BackendProvider):
             return {"cwd": str(cwd)}
         from .project import pack_project, size_limit
 
-        data, digest = pack_project(cwd, size_limit())
+        data, digest = pack_project(cwd, size_limit(), env.spec.section(self.name).get("ship_ignore") or ())
         shipped = placed.stored("project", digest, lambda: data)
         return {"cwd": shipped, "base_dir": _moved(env.spec.base_dir, cwd, shipped)}
 
@@ -249,8 +259,12 @@ class Placement:
         return self.ray.get(getattr(self.actor, method).remote(*args))
 
     def stored(self, kind, digest, data):
-        """The node's folder for the archive ``digest``, shipping ``data()`` only when the node lacks it."""
-        return self.call("stored", kind, digest) or self.call("store", kind, digest, data())
+        """The node's folder for the archive ``digest``, shipping ``data()`` only when the node lacks it (intact)."""
+        try:
+            return self.call("stored", kind, digest) or self.call("store", kind, digest, data())
+        except self.ray.exceptions.RayError as exc:
+            raise InstallError("shipping the %s folder to %s failed: %s" % (kind, self.describe(),
+                                                                         cluster.error_cause(exc))) from None
 
     def same_node_as_host(self) -> bool:
         return self.node["node_id"] == self.ray.get_runtime_context().get_node_id()

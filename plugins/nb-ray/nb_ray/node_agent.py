@@ -17,6 +17,7 @@ from pathlib import Path
 
 from nbcore.plugin import EnvironmentSpec, NbcoreError, Progress, WorkerLaunch, get_registry, install_environment
 
+from . import node_store
 from .shell_node import ShellSession
 
 #: Seconds between checks of the worker while waiting for its end.
@@ -84,6 +85,8 @@ def main():
         os._exit(0)  # the agent goes on in the child, which is no child of the actor
     _say("agent", pid=os.getpid())
     request = json.loads(sys.stdin.readline())
+    # shared locks on the shipped folders this agent uses, open until it ends: nbcore gc leaves those alone
+    held = [node_store.hold(path) for path in (request.get("cwd"), request.get("worker_path")) if path]  # noqa: F841
     try:
         provider, env = prepare(request)
         _say("installed", path=str(env.path))

@@ -76,10 +76,12 @@ class _InputSender:
         os.close(self._wake_write)
 
     def _run(self):
-        watched = [0, self._wake_read]
+        poller = select.poll()  # not select(): it fails on descriptors above 1024
+        poller.register(0, select.POLLIN)
+        poller.register(self._wake_read, select.POLLIN)
         try:
             while True:
-                ready, _, _ = select.select(watched, [], [])
+                ready = [fd for fd, _ in poller.poll()]
                 if self._wake_read in ready:
                     wakes = os.read(self._wake_read, 64)
                     if b"q" in wakes:
@@ -95,7 +97,7 @@ class _InputSender:
                         self._control.send(("stdin", data))
                     else:
                         self._control.send(("stdin-eof",))
-                        watched.remove(0)
+                        poller.unregister(0)
         except (OSError, EOFError):
             return  # the connection is gone: the main loop reports it
 

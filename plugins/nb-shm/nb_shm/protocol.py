@@ -2,11 +2,10 @@
 import hmac
 import logging
 import os
-import select
 import shutil
 import time
 
-from nbcore.plugin import UPGRADE, ProtocolProvider
+from nbcore.plugin import UPGRADE, ProtocolProvider, readable
 
 from . import worker
 from .worker import links
@@ -31,6 +30,7 @@ def _options():
         "limit": _size("NBCORE_SHM_LIMIT"),
         "spin_us": _size("NBCORE_SHM_SPIN_US"),
     }
+
 
 
 class _Offer:
@@ -132,7 +132,7 @@ class ShmPickle(ProtocolProvider):
                     raise TimeoutError("the worker did not connect to the shm-pickle socket")
                 for conn in [c for c, shake in pending.items() if shake.deadline <= now]:
                     pending.pop(conn).reject("no token within %.0f s" % HANDSHAKE_TIMEOUT)
-                ready, _, _ = select.select([state.sock] + list(pending), [], [], min(0.1, deadline - now))
+                ready = readable([state.sock] + list(pending), min(0.1, deadline - now))
                 for sock in ready:
                     if sock is state.sock:
                         self._admit(state.sock, pending)

@@ -58,7 +58,8 @@ def pulls_and_runs(image):
     progress = CountingProgress()
     _, provider, env = prepare(ENV_NAME, "nbcore.yaml", backend="apptainer", install=False)
     ensure_installed(provider, env, progress, force=True)
-    assert "running the published image docker://%s (nothing to build)" % image in progress.steps, progress.steps
+    pinned = "running the published image docker://%s@sha256:" % image.rpartition(":")[0]  # by the resolved digest
+    assert any(s.startswith(pinned) and s.endswith(" (nothing to build)") for s in progress.steps), progress.steps
     assert not any(s.startswith("building ") or "conda" in s for s in progress.steps), progress.steps
     with open_env(ENV_NAME) as remote:
         assert remote.call("nbapptainer_testmod:read", "/published-marker") == "published\n"
@@ -70,7 +71,7 @@ def test_login_missing_is_a_one_line_error_naming_the_image_and_how_to_log_in(lo
     assert ("the registry needs a login and none is set for %s: run docker login %s, or apptainer registry login "
             "--username USER docker://%s" % (host, host, host)) in line
     assert "APPTAINER_DOCKER_USERNAME and APPTAINER_DOCKER_PASSWORD" in line
-    assert "UNAUTHORIZED: authentication required" in line, "the engine's own words are kept"
+    assert "UNAUTHORIZED: authentication required" in line, "the registry's own words are kept"
 
 
 def test_login_refused_from_the_docker_config_or_the_variables_is_a_one_line_error(login_registry, tmp_path):

@@ -4,6 +4,7 @@ when the registry lacks it or refuses: against the real Apptainer and the loopba
 The host published the image of ``ap-published`` with ``nbcore push`` before this run (see
 ``publishedtest``); the registry comes from ``NBCORE_REGISTRY`` as a user would set it.
 """
+import json
 import socket
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from nbcore.host.launch import prepare
 from nbcore.host.store import ensure_installed
 
-from innertest import CountingProgress, one_error_line, open_env
+from innertest import CountingProgress, one_error_line, open_env, point_tag
 from nbtest import run_nbcore
 from publishedtest import ENV_NAME
 
@@ -42,8 +43,9 @@ def test_published_image_is_converted_through_docker_and_runs_without_a_build(pr
     registry, image = published
     monkeypatch.setenv("NBCORE_REGISTRY", registry)
     provider, env, steps = install()
-    uri = "docker://" + image
-    assert any(s.startswith("converting %s to " % uri) for s in steps), steps
+    digest = json.loads((env.path / "docker-image").read_text())["digest"]
+    uri = "docker://%s@%s" % (image.rpartition(":")[0], digest)  # the digest resolved once, converted by content
+    assert digest.startswith("sha256:") and any(s.startswith("converting %s to " % uri) for s in steps), steps
     assert "running the published image %s (nothing to build)" % uri in steps
     assert built_here(steps) == [], steps
     plan = provider._plan(env)[1]
@@ -97,3 +99,60 @@ def test_required_fails_when_the_registry_lacks_the_image_and_never_does_not_ask
                        env={"NBCORE_REGISTRY": published[0], "NBCORE_REGISTRY_PULL": "never"})
     assert never.returncode == 0, never.stderr
     assert "nbcore/%s:" % ENV_NAME not in never.stderr, "the registry was asked: %s" % never.stderr
+
+
+def _forget(provider, env):
+    provider.remove(env)
+    import shutil
+    shutil.rmtree(str(env.path), ignore_errors=True)
+
+
+def test_a_tag_moved_after_its_digest_was_resolved_does_not_get_in(project, published, monkeypatch, tmp_path):
+    """The conversion fetches the digest resolved once (``docker://REPO@sha256:...``), not what the tag names a
+    moment later (here: the base image, moved onto the published tag by a registry account)."""
+    from nb_apptainer import docker_image
+
+    from conftest import REMOTE_IMAGE
+
+    registry, image = published
+    monkeypatch.setenv("NBCORE_REGISTRY", registry)
+    monkeypatch.setenv("NBCORE_APPTAINER_CACHE", str(tmp_path / "images"))  # no SIF converted before
+    _, provider, env = prepare(ENV_NAME, "nbcore.yaml", backend="apptainer", install=False)
+    _forget(provider, env)
+    resolved, moved = docker_image.resolve, []
+
+    def resolve_then_move_the_tag(flavour, name):
+        digest = resolved(flavour, name)
+        moved.append(point_tag(name, REMOTE_IMAGE))
+        return digest
+
+    monkeypatch.setattr(docker_image, "resolve", resolve_then_move_the_tag)
+    try:
+        provider, env, steps = install()
+    finally:
+        if moved:
+            point_tag(image, "%s@%s" % (image.rpartition(":")[0], moved[0]))
+    uri = "docker://%s@%s" % (image.rpartition(":")[0], moved[0])
+    assert "running the published image %s (nothing to build)" % uri in steps, steps
+    with open_env(ENV_NAME) as remote:
+        assert remote.call("nbapptainer_testmod:read", "/published-marker") == "published\n"
+    assert json.loads((env.path / "docker-image").read_text())["digest"] == moved[0]
+    _forget(provider, env)
+
+
+def test_a_published_image_without_this_specs_label_is_rejected_in_one_line(project, published, monkeypatch, tmp_path):
+    from conftest import REMOTE_IMAGE
+
+    registry, image = published
+    monkeypatch.setenv("NBCORE_REGISTRY", registry)
+    monkeypatch.setenv("NBCORE_APPTAINER_CACHE", str(tmp_path / "images"))  # no SIF converted before
+    _, provider, env = prepare(ENV_NAME, "nbcore.yaml", backend="apptainer", install=False)
+    _forget(provider, env)
+    before = point_tag(image, REMOTE_IMAGE)  # the tag names an image without the label (the base image)
+    try:
+        result = run_nbcore("install", ENV_NAME, "--backend", "apptainer", cwd=project)
+    finally:
+        point_tag(image, "%s@%s" % (image.rpartition(":")[0], before))
+    line = one_error_line(result.stderr)
+    assert result.returncode == 2 and "is not the image of this environment" in line, line
+    assert "org.nbcore.image-hash is missing, expected" in line, line
