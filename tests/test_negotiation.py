@@ -228,6 +228,40 @@ def test_protocol_the_worker_does_not_have():
     b.close()
 
 
+def test_host_and_worker_learn_each_others_versions():
+    """Both sides keep the other's Python and numpy versions on the channel they go on with."""
+    from nbcore.worker.versions import numpy_version, python_version
+
+    a, b = socket.socketpair()
+    host_side, worker_side = SocketChannel(a, "tcp-pickle"), SocketChannel(b, "tcp-pickle")
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(ch=worker_negotiate(worker_side, {"tcp-pickle": tcp_worker})))
+    thread.start()
+    channel, hello = host_negotiate(host_side, [], lambda line: None)
+    thread.join(5)
+    mine = {"python": python_version(), "numpy": numpy_version()}
+    assert hello["python"] == mine["python"] and hello["numpy"] == mine["numpy"]
+    assert channel.peer == mine and result["ch"].peer == mine
+    a.close()
+    b.close()
+
+
+def test_a_worker_that_does_not_say_its_numpy_is_still_served():
+    """An older worker's hello has no numpy entry; an older host's answer no versions."""
+    a, b = socket.socketpair()
+    host_side, worker_side = SocketChannel(a, "tcp-pickle"), SocketChannel(b, "tcp-pickle")
+    thread = threading.Thread(target=lambda: host_negotiate(host_side, [], lambda line: None))
+    thread.start()
+    worker_side.send({"python": "3.8.0", "pickle_protocol": 4, "protocols": {"tcp-pickle": None}})
+    answer = worker_side.recv()
+    assert answer["pickle_protocol"] == 4 and answer["python"] == "%d.%d.%d" % sys.version_info[:3]
+    assert worker_side.recv() == {"op": "done"}
+    thread.join(5)
+    assert host_side.peer == {"python": "3.8.0", "numpy": None}
+    a.close()
+    b.close()
+
+
 def force_worker_pickle(monkeypatch, maximum):
     original = host.worker_launch
 

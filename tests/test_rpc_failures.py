@@ -350,6 +350,11 @@ def test_argument_the_worker_cannot_rebuild_is_an_error_not_a_crash(venv_env):
     with pytest.raises(ModuleNotFoundError) as info:
         venv_env.call(f("read_value"), HostOnly(3))
     assert isinstance(info.value.__cause__, RemoteTraceback)
+    message = str(info.value)
+    assert message.startswith("the environment (Python %d.%d." % sys.version_info[:2]) and "\n" not in message
+    assert " cannot rebuild an argument of type %s from the host (Python %d.%d." % (
+        HostOnly.__module__ + ".HostOnly", *sys.version_info[:2]) in message, message
+    assert message.endswith(": No module named '%s'" % HostOnly.__module__), message
     assert venv_env.call(f("pid")) == pid, "the worker survived"
     assert venv_env.call(f("add"), 1, 2) == 3
 
@@ -427,7 +432,8 @@ def test_cli_prints_one_line_for_a_result_that_fails_to_rebuild(failures_dir):
     result = run_nbcore("call", "demo", f("rebuilds_only_here"), "--backend", "venv", cwd=failures_dir)
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
-    assert result.stderr.startswith("nbcore: error: the result of type %s.RebuildsOnlyHere" % MODULE)
+    assert result.stderr.startswith("nbcore: error: the host (Python %d.%d." % sys.version_info[:2])
+    assert "cannot rebuild the result of type %s.RebuildsOnlyHere from the environment (Python " % MODULE in result.stderr
 
 
 # 3. close() is bounded ------------------------------------------------------------------------

@@ -12,6 +12,8 @@ from ..worker.cancel import CancelledError
 from ..worker.channel import DecodeError, EncodeError
 from ..worker.framing import ConnectionClosed, ProtocolError
 from ..worker.rpc import CALLBACK, ERROR, OK, REF, RELEASE, STOP, describe_error, lookup
+from ..worker.pickling import dumps, unpickle
+from ..worker.versions import cannot_rebuild, this_side
 from .callbacks import lend, lend_callables, lend_result
 
 SHUTDOWN_GRACE = 5.0
@@ -121,7 +123,7 @@ class Connection:
             try:
                 message = self.channel.recv()
             except DecodeError as exc:
-                return self._keep_unreadable(call_id, exc.error)
+                return self._keep_unreadable(call_id, exc)
             except (ConnectionClosed, ProtocolError, OSError) as exc:
                 self._fail(exc)
             if message[1] != RELEASE:
@@ -137,7 +139,7 @@ class Connection:
         self._take_back(released)
         interrupted = None
         try:
-            op, target, args, kwargs = pickle.loads(payload)
+            op, target, args, kwargs = unpickle(payload)
             if op == "call":
                 result = callbacks.host_object(target)(*args, **kwargs)
             elif op == "method":
@@ -165,7 +167,7 @@ class Connection:
         """A callback's result for the worker: ``(OK, pickled result)``, or ``(REF, description)`` when it does not pickle."""
         lent = []
         try:
-            value = (OK, pickle.dumps(lend_result(result, lent), self.channel.pickle_protocol))
+            value = (OK, dumps(lend_result(result, lent), self.channel.pickle_protocol))
         except Exception:
             self._take_back(lent)
             lent = []
@@ -174,12 +176,14 @@ class Connection:
         self._lent.update(lent)
         return value
 
-    def _keep_unreadable(self, call_id, error):
-        """The reply to ``call_id`` did not unpickle here: ask the worker for its result as a proxy (a REF reply).
+    def _keep_unreadable(self, call_id, failure):
+        """The reply to ``call_id`` did not unpickle here (``failure``, a :class:`DecodeError`): ask the
+        worker for its result as a proxy (a REF reply).
 
-        Raises :class:`ResultError` when the host has the code but rebuilding failed, or the worker
-        cannot hand the result over.
+        Raises :class:`ResultError` when the host has the code but rebuilding failed (numpy's own
+        objects included: a proxy of an array helps nobody), or the worker cannot hand the result over.
         """
+        peer = self.channel.peer
         try:
             self.channel.send((next(self._ids), "keep", call_id, (), {}, []))
             reply = self.channel.recv()
@@ -187,14 +191,15 @@ class Connection:
                 self._take_back(reply[2])
                 reply = self.channel.recv()
         except DecodeError as exc:
-            raise ResultError(describe_unreadable(None, exc.error)) from None
+            raise ResultError(describe_unreadable(None, exc, peer)) from None
         except (ConnectionClosed, ProtocolError, OSError) as exc:
             self._fail(exc)
         if reply[1] != REF:
-            raise ResultError(describe_unreadable(None, error)) from None
-        if not isinstance(error, MISSING_CODE):
+            raise ResultError(describe_unreadable(None, failure, peer)) from None
+        culprit = failure.culprit or ""
+        if not isinstance(failure.error, MISSING_CODE) or culprit.split(".")[0] == "numpy":
             self.release(reply[2][0])
-            raise ResultError(describe_unreadable(reply[2][1], error)) from None
+            raise ResultError(describe_unreadable(reply[2][1], failure, peer)) from None
         return reply
 
     def _fail(self, exc):
@@ -294,16 +299,20 @@ def rebuild_exception(value):
     return exc
 
 
-def describe_unreadable(type_name, error):
-    """The message of a :class:`ResultError`: what could not be rebuilt, why, and the fixes."""
-    what = "the result" if type_name is None else "the result of type %s" % type_name
-    why = "%s: %s" % (type(error).__name__, error)
+def describe_unreadable(type_name, failure, worker_versions=None):
+    """The message of a :class:`ResultError`: what could not be rebuilt (``failure``, a
+    :class:`DecodeError`), on which side and versions, why, and the fixes."""
+    error = failure.error
+    text = cannot_rebuild("the host", this_side(), "the result", "the environment", worker_versions, error,
+                          failure.culprit, type_name)
+    if "env.remote()" in text:  # the numpy hint already says what to do
+        return text
     if isinstance(error, MISSING_CODE):
         module = getattr(error, "name", None) or (type_name or "").rpartition(".")[0] or "its module"
         fixes = "install %s on the host, return plain types, or keep it remote with env.remote()" % module
     else:
         fixes = "return plain types, or keep it remote with env.remote()"
-    return "%s cannot be rebuilt on the host (%s); %s" % (what, why, fixes)
+    return "%s; %s" % (text, fixes)
 
 
 def make_proxy(connection, ref):

@@ -10,7 +10,7 @@ from .. import settings
 from ..worker import serve
 from .connection import Connection
 from .config import Config, config_from_dict, find_config_file, load_config
-from ..errors import ConfigError, WorkerError
+from ..errors import BackendUnavailable, ConfigError, WorkerError
 from ..home import nbcore_home
 from ..plugin.registry import get_registry
 from ..plugin.progress import Progress
@@ -20,6 +20,8 @@ from .store import InUse, ensure_installed, is_ready, make_environment
 from ..plugin.backend import WorkerLaunch
 from ..plugin.protocol import ListenAddress, connect_timeout, keepalive_seconds
 from ..worker.framing import ConnectionClosed, ProtocolError
+from ..worker.versions import TOO_OLD_EXIT
+from ..worker.versions import describe as describe_versions
 from .negotiation import host_negotiate
 
 log = logging.getLogger("nbcore")
@@ -202,20 +204,22 @@ def _start_and_connect(config, provider, env, protocol):
     except (WorkerError, ConnectionClosed, ProtocolError, OSError) as exc:
         code = process.wait(1.0)
         process.kill()
+        tail = process.output_tail().strip()
+        if code == TOO_OLD_EXIT and tail:
+            raise BackendUnavailable("%s: %s" % (env.name, tail.splitlines()[-1])) from None
         if isinstance(exc, WorkerError):
             message = str(exc)
         elif code is not None:
             message = "the worker exited with code %s while connecting" % code
         else:
             message = "the worker broke off while connecting (%s)" % exc
-        tail = process.output_tail().strip()
         raise WorkerError(message + ("; its last output:\n" + tail if tail else "")) from None
     except BaseException:
         process.kill()
         raise
     control.keepalive(keepalive_seconds())
     connection = Connection(channel, control, process)
-    log.info("connected to the worker (Python %s) via %s", hello["python"], connection.protocol)
+    log.info("connected to the worker (%s) via %s", describe_versions(channel.peer), connection.protocol)
     remote_env = RemoteEnv(env.name, env, provider, connection, hello["python"])
     _open.add(remote_env)
     return remote_env

@@ -1,18 +1,21 @@
 """Protocol upgrade after the fallback connection is up, host side (the worker side is
 :mod:`nbcore.worker.negotiation`, which describes the exchange)."""
 from ..worker.framing import highest_pickle_protocol
+from ..worker.versions import numpy_version, python_version
 
 
 def host_negotiate(channel, candidates, log):
     """Host side.  ``candidates`` are ``(name, provider)`` in the order to try them.
 
-    Return ``(channel, hello)`` where ``hello`` is what the worker said about itself.
+    Return ``(channel, hello)`` where ``hello`` is what the worker said about itself (``python``,
+    ``numpy``: None without numpy or from a worker too old to say; ``pickle_protocol``, ``protocols``).
     ``log(message)`` receives one line per protocol that was skipped, with the reason.
     """
     hello = channel.recv()
     pickle_protocol = min(hello["pickle_protocol"], highest_pickle_protocol())
-    channel.send({"pickle_protocol": pickle_protocol})
+    channel.send({"pickle_protocol": pickle_protocol, "python": python_version(), "numpy": numpy_version()})
     channel.pickle_protocol = pickle_protocol
+    channel.peer = {"python": hello["python"], "numpy": hello.get("numpy")}
     worker_protocols = hello["protocols"]
     for name, provider in candidates:
         if name not in worker_protocols:
@@ -41,6 +44,7 @@ def host_negotiate(channel, candidates, log):
             continue
         channel.send({"op": "use"})
         upgraded.pickle_protocol = pickle_protocol
+        upgraded.peer = channel.peer
         return upgraded, hello
     channel.send({"op": "done"})
     return channel, hello

@@ -114,7 +114,7 @@ class ProtocolProvider(abc.ABC):
     name: ClassVar[str]
     #: One line shown by ``nbcore protocols``.
     description: ClassVar[str] = ""
-    #: Dotted name of the worker-side module (stdlib only, Python 3.8+).
+    #: Dotted name of the worker-side module (stdlib only; Python 3.7+, or a worker_available() that declines older).
     worker_module: ClassVar[str]
     #: What the protocol can do: :data:`FALLBACK` (make the first connection, :meth:`listen`) and/or
     #: :data:`UPGRADE` (replace it after connecting, :meth:`host_offer` / :meth:`host_complete`).

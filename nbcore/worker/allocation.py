@@ -5,14 +5,16 @@ returned from a call crosses without a copy.  Elsewhere it is an ordinary
 buffer.  Do not modify such an array after returning it: the host may read
 it directly.
 """
+import functools
 import math
+import operator
 
 _channel = None
 _numpy = None
 #: ``dtype`` arguments already seen, and the dtype each one means (bounded).
 _dtypes = {}
 _DTYPES_MAX = 256
-_prod = math.prod
+_prod = getattr(math, "prod", None) or (lambda values: functools.reduce(operator.mul, values, 1))  # 3.8+ / 3.7
 
 
 def set_active_channel(channel):

@@ -2,30 +2,9 @@
 import pickle
 
 from . import framing
+from .pickling import DecodeError, EncodeError, Pickling, unpickle
 
-
-class EncodeError(Exception):
-    """A message could not be pickled; nothing of it was sent, the channel stays usable.
-
-    :attr:`error` is the exception pickling raised.
-    """
-
-    def __init__(self, error):
-        super().__init__("%s: %s" % (type(error).__name__, error))
-        self.error = error
-
-
-class DecodeError(Exception):
-    """A whole message arrived but could not be unpickled; the channel stays usable.
-
-    :attr:`error` is the exception unpickling raised (a missing module or class,
-    a failing ``__setstate__``).  A frame that is not a valid message is a
-    :class:`~nbcore.worker.framing.ProtocolError` instead.
-    """
-
-    def __init__(self, error):
-        super().__init__("%s: %s" % (type(error).__name__, error))
-        self.error = error
+__all__ = ["Channel", "DecodeError", "EncodeError", "SocketChannel"]
 
 
 class Channel:
@@ -37,11 +16,16 @@ class Channel:
     before it unpickles and raises :class:`DecodeError` when unpickling fails.
     Either way the channel can carry the next message.  A channel
     starts at pickle protocol 2 (every supported Python reads it) and is moved to
-    the negotiated protocol by setting :attr:`pickle_protocol`.
+    the negotiated protocol by setting :attr:`pickle_protocol`.  Messages are
+    pickled with :mod:`nbcore.worker.pickling` (numpy objects in a version-neutral
+    form).  After the negotiation :attr:`peer` holds the other side's versions.
     """
 
     #: Protocol family, e.g. ``"tcp-pickle"``; the negotiated :attr:`name` adds details.
     protocol = "channel"
+
+    #: The other side's ``{"python": "3.9.18", "numpy": "1.23.5" or None}``, set by the negotiation (None before).
+    peer = None
 
     def __init__(self):
         self.pickle_protocol = 2
@@ -77,28 +61,23 @@ class SocketChannel(Channel):
         self.protocol = protocol
         self.sock = sock
         self._framer = framing.SocketFramer(sock)
+        self._pickling = Pickling(self.pickle_protocol)
 
     def send(self, message):
-        protocol = self.pickle_protocol
+        pickling = self._pickling
+        if pickling.protocol != self.pickle_protocol:
+            pickling = self._pickling = Pickling(self.pickle_protocol)
         try:
-            if protocol >= 5:
-                buffers = []
-                data = pickle.dumps(message, protocol, buffer_callback=buffers.append)
-                raw = [b.raw() for b in buffers] if buffers else ()
-            else:
-                data, raw = pickle.dumps(message, protocol), ()
+            data, buffers = pickling.dumps(message)
         except Exception as exc:
             raise EncodeError(exc) from exc
-        self._framer.send_message(data, raw)
+        self._framer.send_message(data, [b.raw() for b in buffers] if buffers else ())
 
     def recv(self):
         data, buffers = self._framer.recv_message(stream=True)
         if isinstance(data, framing.PickleStream):  # a large pickle: unpickled as it arrives
             return self._load_stream(data)
-        try:
-            return pickle.loads(data, buffers=buffers)
-        except Exception as exc:
-            raise DecodeError(exc) from exc
+        return unpickle(data, buffers)
 
     @staticmethod
     def _load_stream(stream):

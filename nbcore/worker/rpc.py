@@ -24,13 +24,14 @@ is exhausted).  Objects the host passes back (proxies) arrive through
 A result that does not pickle is sent as REF instead.  The worker holds the
 result of its last OK reply until the next request: a host that cannot
 unpickle it (its class or module is missing there) asks for it with ``keep``.
-A request that does not unpickle here is answered with ERROR (call id None).
+A request that does not unpickle here is answered with ERROR (call id None): an
+exception of the unpickling error's type whose message names both sides'
+Python and numpy versions.
 """
 import collections.abc
 import importlib
 import itertools
 import os
-import pickle
 import sys
 import threading
 
@@ -39,6 +40,8 @@ from .allocation import set_active_channel
 from .channel import DecodeError, EncodeError
 from .descendants import end_descendants
 from .framing import ConnectionClosed
+from .pickling import dumps, unpickle
+from .versions import cannot_rebuild, this_side
 
 OK, REF, ERROR, STOP, CALLBACK, RELEASE = 0, 1, 2, 3, 4, 5
 
@@ -133,6 +136,20 @@ def _text(produce, fallback):
     return text if isinstance(text, str) else fallback
 
 
+def _unreadable_request(exc, host):
+    """What to raise on the host for a request that did not unpickle (``exc``, a :class:`DecodeError`):
+    the unpickling error's type, with a message naming both sides and their versions."""
+    error = exc.error
+    message = cannot_rebuild("the environment", this_side(), "an argument", "the host", host, error, exc.culprit)
+    try:
+        explained = type(error)(message)
+        if isinstance(error, ImportError):
+            explained.name, explained.path = error.name, error.path
+    except Exception:  # an exception type with a constructor of its own
+        explained = RuntimeError(message)
+    return explained.with_traceback(error.__traceback__)
+
+
 def describe_error(exc):
     """``(pickled exception or None, type name, message, traceback text)``, plain values only; never raises."""
     kind = type(exc)
@@ -143,7 +160,7 @@ def describe_error(exc):
         message = _text(lambda: repr(exc), "<unprintable %s>" % kind.__name__)
     else:
         try:
-            pickled = pickle.dumps(exc)
+            pickled = dumps(exc)
         except BaseException:
             pickled = None
     import traceback  # only failing calls need it: keep it out of the worker's start
@@ -195,7 +212,7 @@ class Worker:
         try:
             return self.channel.recv()
         except DecodeError as exc:  # e.g. an argument whose class exists only on the host
-            self._send_error(None, exc.error)
+            self._send_error(None, _unreadable_request(exc, self.channel.peer))
             return None
 
     def _handle(self, message):
@@ -320,7 +337,7 @@ class Worker:
                     "%s can only be called while the host waits for this environment (during a call into it or "
                     "a next() of its generator); return the values instead, or pass the callback to each call" % what)
             try:
-                payload = pickle.dumps((op, target, args, kwargs), self.channel.pickle_protocol)
+                payload = dumps((op, target, args, kwargs), self.channel.pickle_protocol)
             except Exception as exc:
                 raise TypeError("the arguments for %s cannot be pickled (%s: %s); pass plain values"
                                 % (what, type(exc).__name__, exc)) from None
@@ -338,10 +355,10 @@ class Worker:
         if status == OK:
             callbacks._receiving.worker = self
             try:
-                return pickle.loads(value)
-            except Exception as exc:
-                raise TypeError("the result of %s cannot be rebuilt in the worker (%s: %s); return plain values"
-                                % (what, type(exc).__name__, exc)) from None
+                return unpickle(value)
+            except DecodeError as exc:
+                raise TypeError("the result of %s cannot be rebuilt in the worker (%s); return plain values"
+                                % (what, exc)) from None
         if status == REF:
             return callbacks.HostProxy(self, *value)
         error = callbacks.rebuild_host_error(value)

@@ -15,16 +15,14 @@ shared memory (once) and reach the receiver as views.
 """
 import functools
 import os
-import pickle
 import select
 import struct
 import time
 
-from nbcore.worker import (Channel, ConnectionClosed, DecodeError, EncodeError, ProtocolError, pooled_buffer,
+from nbcore.worker import (Channel, ConnectionClosed, EncodeError, Pickling, ProtocolError, pooled_buffer, unpickle,
                            write_all)
 
 from .links import recv_fds, send_fds
-from .pickling import Pickling
 from .segments import Incoming, Outgoing
 
 PROTOCOL = "shm-pickle"
@@ -58,7 +56,7 @@ class ShmChannel(Channel):
         self._sock = sock
         self._out = Outgoing(directory, segment_size, limit)
         self._in = Incoming()
-        self._pickling = Pickling()
+        self._pickling = Pickling(self.pickle_protocol)
         #: When true, received buffers are copied to the heap and shared memory is released at once.
         self.copy = copy
         #: Seconds :meth:`recv` polls for the next message before it blocks in ``read`` (0: block at once).
@@ -73,13 +71,13 @@ class ShmChannel(Channel):
 
     # sending -------------------------------------------------------------
     def send(self, message):
+        pickling = self._pickling
+        if pickling.protocol != self.pickle_protocol:
+            pickling = self._pickling = Pickling(self.pickle_protocol)
         try:  # the whole message, flat buffers included, before anything is placed or written
-            if self.pickle_protocol >= 5:
-                data, buffers = self._pickling.dumps(message)
-                if buffers:
-                    buffers = [b.raw() for b in buffers]
-            else:
-                data, buffers = pickle.dumps(message, self.pickle_protocol), ()
+            data, buffers = pickling.dumps(message)
+            if buffers:
+                buffers = [b.raw() for b in buffers]
         except Exception as exc:
             raise EncodeError(exc) from exc
         out = self._out
@@ -230,10 +228,7 @@ class ShmChannel(Channel):
                     with out.lock:
                         out.release_all(NOTE.iter_unpack(body[:pos]))
                 pos += PAYLOAD.size
-                try:
-                    return pickle.loads(body[pos:pos + length])
-                except Exception as exc:
-                    raise DecodeError(exc) from exc
+                return unpickle(body[pos:pos + length])
         return self._decode(body, False, n_payloads, n_notes, n_new, n_retired)
 
     def _read_large(self, size):
@@ -284,10 +279,7 @@ class ShmChannel(Channel):
             chunks.append(chunk)
         data = chunks[0]
         del chunks[0]
-        try:
-            return pickle.loads(data, buffers=chunks)
-        except Exception as exc:
-            raise DecodeError(exc) from exc
+        return unpickle(data, chunks)
 
     def _add_segments(self, body, count):
         _, fds = recv_fds(self._sock, 1, count)
