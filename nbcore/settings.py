@@ -103,10 +103,21 @@ def pickle_protocol_max() -> Optional[int]:
     return value
 
 
+def buffer_pool_megabytes() -> int:
+    """Megabytes of receive buffers kept for reuse (``NBCORE_BUFFER_POOL_MB``, default 1024)."""
+    from .worker.framing import pool_megabytes
+
+    value = pool_megabytes()
+    if value is None:
+        raise UserError("NBCORE_BUFFER_POOL_MB=%r is not a size; use a whole number of megabytes such as 256 "
+                        "(0: keep none)" % os.environ["NBCORE_BUFFER_POOL_MB"])
+    return value
+
+
 def check() -> None:
     """Check every launch setting at once, so a bad one stops a command before it starts anything."""
     for read in (connect_timeout, keepalive_seconds, install_timeout, bind_address, advertised_address, port_range,
-                 pickle_protocol_max):
+                 pickle_protocol_max, buffer_pool_megabytes):
         read()
 
 

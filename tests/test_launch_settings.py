@@ -31,7 +31,8 @@ def one_line_error(result, *fragments):
     ("NBCORE_KEEPALIVE", "abc"), ("NBCORE_KEEPALIVE", "-5"), ("NBCORE_KEEPALIVE", "nan"),
     ("NBCORE_KEEPALIVE", "0"), ("NBCORE_CONNECT_TIMEOUT", "abc"), ("NBCORE_CONNECT_TIMEOUT", "inf"),
     ("NBCORE_ADVERTISE", "nonexistent.invalid"), ("NBCORE_INSTALL_TIMEOUT", "soon"),
-    ("NBCORE_PORTS", "9-3"), ("NBCORE_PICKLE_PROTOCOL_MAX", "abc"),
+    ("NBCORE_PORTS", "9-3"), ("NBCORE_PICKLE_PROTOCOL_MAX", "abc"), ("NBCORE_BUFFER_POOL_MB", "abc"),
+    ("NBCORE_BUFFER_POOL_MB", "-1"),
 ])
 def test_a_bad_launch_variable_is_one_line(project, backend, variable, value):
     result = run_nbcore("call", "bare", "os:getpid", "--backend", backend, cwd=project, env={variable: value})

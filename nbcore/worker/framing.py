@@ -95,7 +95,18 @@ class BufferPool:
             total -= len(self.blocks.pop(0))
 
 
-_pool = BufferPool(int(os.environ.get("NBCORE_BUFFER_POOL_MB", "1024")) << 20)
+#: Megabytes of receive buffers kept when ``NBCORE_BUFFER_POOL_MB`` is unset.
+DEFAULT_POOL_MB = 1024
+
+
+def pool_megabytes():
+    """``NBCORE_BUFFER_POOL_MB`` as a whole number of megabytes (0 or more), None when it is not one (the host
+    says so in one line before it starts a worker; a worker given one keeps the default)."""
+    text = os.environ.get("NBCORE_BUFFER_POOL_MB", "").strip() or str(DEFAULT_POOL_MB)
+    return int(text) if text.isdigit() else None
+
+
+_pool = BufferPool((pool_megabytes() if pool_megabytes() is not None else DEFAULT_POOL_MB) << 20)
 
 
 def allocate(size):
