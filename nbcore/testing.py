@@ -15,6 +15,8 @@ Enable in a plugin's ``conftest.py`` with ``pytest_plugins = ["nbcore.testing"]`
 * :func:`wait_until` polls a condition with a time limit; :func:`pid_alive` and
   :func:`wait_gone` watch processes (zombies count as ended).
 * ``fresh_registry`` rebuilds the plugin registry for one test.
+* :class:`FakeBackend` and :func:`registry_with`: a backend that builds nothing and a
+  registry holding it, for tests of selection and registration.
 """
 import glob
 import os
@@ -24,8 +26,13 @@ import sys
 import sysconfig
 import threading
 import time
+import types
 
 import pytest
+
+from .plugin.backend import BackendProvider
+from .plugin.protocol import ProtocolProvider
+from .plugin.registry import build_registry, hookimpl
 
 
 def required_engines():
@@ -202,3 +209,44 @@ def fresh_registry(monkeypatch):
     monkeypatch.setattr(plugins, "_registry", None)
     yield plugins.get_registry
     plugins._registry = None
+
+
+
+class FakeBackend(BackendProvider):
+    """A backend for tests of selection and registration: it installs nothing and starts no worker.
+
+    ``reason`` is what :meth:`check_available` answers (None: available); keyword arguments set
+    attributes (``auto_priority=90``, ``required_by_section=True``, ...).
+    """
+
+    def __init__(self, name, reason=None, **attributes):
+        self.name = name
+        self.reason = reason
+        vars(self).update(attributes)
+
+    def check_available(self):
+        return self.reason
+
+    def install(self, env, progress):
+        pass
+
+    def start_worker(self, env, launch):
+        raise NotImplementedError("%s is a test backend: it starts no worker" % self.name)
+
+def registry_with(*providers, register=None, name="test_plugin"):
+    """A registry of nbcore's built-ins (no installed plugin) and one plugin ``name`` that registers
+    ``providers`` (backends and protocols, by type) and then calls ``register(register_object)`` when given."""
+    extra = register
+
+    def nbcore_register(register):  # pluggy passes hook arguments by name
+        for provider in providers:
+            if isinstance(provider, ProtocolProvider):
+                register.protocol(provider)
+            else:
+                register.backend(provider)
+        if extra is not None:
+            extra(register)
+
+    module = types.ModuleType(name)
+    module.nbcore_register = hookimpl(nbcore_register)
+    return build_registry(plugins=[module], autoload=False)

@@ -15,23 +15,14 @@ from nbcore.plugin.backend import BackendProvider
 from nbcore.errors import PluginError
 from nbcore.plugin.protocol import ProtocolProvider
 
+from nbcore.testing import FakeBackend
 from nbtest import REPO_ROOT, clean_environ, write
 
 pytestmark = pytest.mark.usefixtures("clean_env")
 
 
-class Backend(BackendProvider):
-    def __init__(self, name):
-        self.name = name
-
-    def check_available(self):
-        return None
-
-    def install(self, env, progress):
-        pass
-
-    def start_worker(self, env, launch):
-        raise NotImplementedError
+class Backend(FakeBackend):
+    """A test backend whose type name messages show."""
 
 
 class Protocol(ProtocolProvider):

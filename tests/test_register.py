@@ -1,6 +1,5 @@
 """The register object, capabilities between plugins, and selection policy declared by providers."""
 import socket
-import types
 from pathlib import Path
 
 import pytest
@@ -8,26 +7,17 @@ import pytest
 from nbcore.errors import PluginError
 from nbcore.host.selection import choose_backend, default_protocols, plan_protocols
 from nbcore.host.store import make_environment
-from nbcore.plugin import (FALLBACK, UPGRADE, BackendProvider, CapabilityMissing, EnvironmentSpec, ListenAddress,
+from nbcore.plugin import (FALLBACK, UPGRADE, CapabilityMissing, EnvironmentSpec, ListenAddress,
                            ProtocolProvider, UserError)
 from nbcore.plugin import registry as plugins
+from nbcore.testing import FakeBackend, registry_with
 
 pytestmark = pytest.mark.usefixtures("clean_env")
 
 
-class Backend(BackendProvider):
+class Backend(FakeBackend):
     def __init__(self, name, priority=None):
-        self.name = name
-        self.auto_priority = priority
-
-    def check_available(self):
-        return None
-
-    def install(self, env, progress):
-        pass
-
-    def start_worker(self, env, launch):
-        raise NotImplementedError
+        super().__init__(name, auto_priority=priority)
 
 
 class Upgrade(ProtocolProvider):
@@ -47,10 +37,6 @@ class Upgrade(ProtocolProvider):
         raise NotImplementedError
 
 
-def registry_with(register_hook, name="nbtest_register"):
-    module = types.ModuleType(name)
-    module.nbcore_register = plugins.hookimpl(register_hook)
-    return plugins.build_registry(plugins=[module], autoload=False)
 
 
 def test_one_register_hook_offers_every_kind_and_attributes_it():
@@ -61,7 +47,7 @@ def test_one_register_hook_offers_every_kind_and_attributes_it():
         register.protocol(Upgrade("p-one"))
         register.capability("thing-maker", marker)
 
-    registry = registry_with(nbcore_register)
+    registry = registry_with(register=nbcore_register, name="nbtest_register")
     assert registry.capability("thing-maker") is marker
     info = registry.plugins["nbtest_register"]
     assert (info.backends, info.protocols, info.capabilities) == (["b-one"], ["p-one"], ["thing-maker"])
@@ -91,7 +77,7 @@ def test_what_is_registered_is_checked_and_the_error_names_the_plugin(hook, mess
         hook(register)
 
     with pytest.raises(PluginError, match="^plugin 'nbtest_bad' " + message.replace("(", r"\(").replace(")", r"\)")):
-        registry_with(nbcore_register, "nbtest_bad")
+        registry_with(register=nbcore_register, name="nbtest_bad")
 
 
 def test_protocol_roles_must_match_the_methods():
@@ -107,7 +93,7 @@ def test_protocol_roles_must_match_the_methods():
         register.protocol(Claims("claims"))
 
     with pytest.raises(PluginError, match="has the role 'fallback' but does not implement listen"):
-        registry_with(nbcore_register)
+        registry_with(register=nbcore_register, name="nbtest_register")
 
 
 def choose(registry, spec):
@@ -120,7 +106,7 @@ def test_automatic_choice_follows_declared_priorities():
         register.backend(Backend("high", 90))
         register.backend(Backend("never"))
 
-    registry = registry_with(nbcore_register)
+    registry = registry_with(register=nbcore_register, name="nbtest_register")
     assert [b.name for b in registry.auto_backends()][:2] == ["high", "venv"]
     assert "never" not in [b.name for b in registry.auto_backends()] and "python" not in [
         b.name for b in registry.auto_backends()]
@@ -133,7 +119,7 @@ def test_a_spec_with_one_backend_section_prefers_that_backend():
         register.backend(Backend("only-asked", None))
         register.backend(Backend("high", 90))
 
-    registry = registry_with(nbcore_register)
+    registry = registry_with(register=nbcore_register, name="nbtest_register")
     assert choose(registry, EnvironmentSpec(sections={"only-asked": {}})) == "only-asked"
     assert choose(registry, EnvironmentSpec(sections={"only-asked": {}, "high": {}})) == "high"
     assert choose(registry, EnvironmentSpec(sections={"only-asked": {}}, backends=("venv",))) == "venv"
@@ -144,7 +130,7 @@ def test_default_protocol_list_is_the_fallback_then_upgrades_most_preferred_last
         register.protocol(Upgrade("up-low", 1))
         register.protocol(Upgrade("up-high", 100))
 
-    registry = registry_with(nbcore_register)
+    registry = registry_with(register=nbcore_register, name="nbtest_register")
     assert default_protocols(registry) == "tcp-pickle,up-low,up-high"
     fallback, candidates = plan_protocols(registry, default_protocols(registry).split(","))
     assert fallback.name == "tcp-pickle" and [name for name, _ in candidates] == ["up-high", "up-low"]
@@ -154,7 +140,7 @@ def test_an_upgrade_protocol_asked_to_be_the_fallback_gives_way_to_the_preferred
     def nbcore_register(register):
         register.protocol(Upgrade("up"))
 
-    registry = registry_with(nbcore_register)
+    registry = registry_with(register=nbcore_register, name="nbtest_register")
     fallback, candidates = plan_protocols(registry, ["up", "tcp-pickle"])
     assert fallback.name == "tcp-pickle" and candidates == []
     assert "protocol up cannot be the fallback: it cannot be a fallback" in caplog.text
@@ -271,7 +257,7 @@ def test_a_capability_with_an_interface_must_implement_it():
 
     with pytest.raises(PluginError, match=r"plugin 'nbtest_register' offers the capability 'docker-image' with a "
                                           r"object, which is not a nbcore.plugin.DockerImageCapability"):
-        registry_with(nbcore_register)
+        registry_with(register=nbcore_register, name="nbtest_register")
 
     class Images(DockerImageCapability):
         def image_for(self, name, spec):
@@ -286,7 +272,7 @@ def test_a_capability_with_an_interface_must_implement_it():
     def nbcore_register(register):  # noqa: F811 (a second plugin's hook)
         register.capability("docker-image", Images())
 
-    assert isinstance(registry_with(nbcore_register).capability("docker-image"), DockerImageCapability)
+    assert isinstance(registry_with(register=nbcore_register, name="nbtest_register").capability("docker-image"), DockerImageCapability)
 
 
 def test_first_party_capabilities_implement_their_interfaces():

@@ -1,53 +1,26 @@
 """Backend choice (explicit > NBCORE_BACKEND > config > automatic) and protocol lists."""
 import logging
 import os
-import types
 from pathlib import Path
 
 import pytest
 
 from nbcore.plugin import registry as plugins
-from nbcore.plugin.backend import BackendProvider
 from nbcore.builtin import venv as venv_backend
 from nbcore.errors import BackendUnavailable, UserError
 from nbcore.host.selection import choose_backend, default_protocols, plan_protocols, protocol_list
 from nbcore.spec import EnvironmentSpec
-from nbcore.testing import python_or_skip
+from nbcore.testing import FakeBackend, python_or_skip, registry_with
 from nbcore.host.store import make_environment
 
 pytestmark = pytest.mark.usefixtures("clean_env")
 
 
-class FakeBackend(BackendProvider):
-    def __init__(self, name, reason=None):
-        self.name = name
-        self.reason = reason
-
-    def check_available(self):
-        return self.reason
-
-    def install(self, env, progress):
-        pass
-
-    def start_worker(self, env, launch):
-        raise NotImplementedError
-
-
-def make_registry(*backends):
-    module = types.ModuleType("nbtest_selection_plugin")
-
-    @plugins.hookimpl
-    def nbcore_register(register):
-        for backend in backends:
-            register.backend(backend)
-
-    module.nbcore_register = nbcore_register
-    return plugins.build_registry(plugins=[module], autoload=False)
 
 
 @pytest.fixture
 def registry():
-    return make_registry(FakeBackend("alpha"), FakeBackend("beta"), FakeBackend("broken", "the engine is not running"))
+    return registry_with(FakeBackend("alpha"), FakeBackend("beta"), FakeBackend("broken", "the engine is not running"))
 
 
 def choose(registry, spec=None, tmp_path=Path("/nonexistent"), **kwargs):
@@ -86,7 +59,7 @@ def test_automatic_follows_preferred_order_then_default(registry):
 
 
 def test_automatic_reports_every_reason_when_nothing_fits():
-    registry = make_registry(FakeBackend("only", "no engine"))
+    registry = registry_with(FakeBackend("only", "no engine"))
     registry.backends["venv"] = FakeBackend("venv", "disabled for the test")
     registry.backends["venv"].auto_priority = 10
     with pytest.raises(BackendUnavailable) as info:
@@ -139,7 +112,7 @@ class ClusterBackend(FakeBackend):
 @pytest.fixture
 def with_cluster():
     def build(reason=None):
-        return make_registry(FakeBackend("alpha"), ClusterBackend("cluster", reason))
+        return registry_with(FakeBackend("alpha"), ClusterBackend("cluster", reason))
     return build
 
 
@@ -168,7 +141,7 @@ def test_the_user_naming_a_backend_overrides_a_required_section(with_cluster, mo
 
 
 def test_two_required_sections_ask_the_user_to_pick():
-    registry = make_registry(ClusterBackend("east"), ClusterBackend("west"))
+    registry = registry_with(ClusterBackend("east"), ClusterBackend("west"))
     with pytest.raises(UserError, match="sections of east and west, each of which runs it on its own backend"):
         choose(registry, EnvironmentSpec(sections={"east": {}, "west": {}}))
 
@@ -255,7 +228,7 @@ def test_plan_protocols_falls_back_with_logged_reasons(caplog):
 def test_a_ready_build_keeps_its_backend_when_a_preferred_one_appears():
     conda_like, venv_like = FakeBackend("newer"), FakeBackend("older")
     conda_like.auto_priority, venv_like.auto_priority = 200, 100
-    registry = make_registry(conda_like, venv_like)
+    registry = registry_with(conda_like, venv_like)
     built = {"older"}
     is_built = lambda provider: provider.name in built  # noqa: E731
     name, how = choose(registry, is_built=is_built)
