@@ -19,6 +19,7 @@ def _shipped(ray_cluster, kind="project"):
 def test_an_empty_or_damaged_shipped_folder_is_not_reused(ray_cluster, project, ray_config):
     from nb_ray.project import pack_project
 
+    (project / "this_test.txt").write_text(os.urandom(8).hex())  # a digest no earlier test has shipped
     digest = pack_project(project, 10 ** 8)[1]
     squatter = ray_cluster.homes["nodeB"] / "ray" / "project" / digest
     squatter.mkdir(parents=True)  # a folder named by the archive's digest, empty
