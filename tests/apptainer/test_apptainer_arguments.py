@@ -1,18 +1,20 @@
-"""What nb-apptainer asks the engine for: sources, definition files, image plans, exec arguments (no engine)."""
+"""What nb-apptainer asks the engine for: sources, definition files, image plans, exec arguments, and the SIF records
+checked before a start (no engine)."""
 import os
 import stat
 from pathlib import Path
 
 import pytest
 
-from nbcore import ConfigError, Environment, EnvironmentSpec
+from nbcore import ConfigError, Environment, EnvironmentSpec, UserError
 from nbcore.host.config import config_from_dict
-from nbcore.plugin import CapabilityMissing
+from nbcore.plugin import CapabilityMissing, Progress
 from nbcore.plugin.containers import CA_TARGET, ENV_PYTHON, Mount, python_environment_recipe
 
 pytest.importorskip("nb_apptainer", reason="nb-apptainer is not installed (pip install -e plugins/nb-apptainer)")
 
-from nb_apptainer import conda_fallback, docker_image, engine as engine_module, images, registry_login  # noqa: E402
+from nb_apptainer import (conda_fallback, docker_image, engine as engine_module, images, registry_login,  # noqa: E402
+                          sif_record)
 from nb_apptainer.backend import ApptainerBackend  # noqa: E402
 from nb_apptainer.definition import BUILD_VARIABLES_SCRIPT, render_definition, write_build_folder  # noqa: E402
 from nb_apptainer.engine import Engine  # noqa: E402
@@ -403,7 +405,8 @@ def test_a_docker_conversion_gets_the_authfile_before_its_target_and_other_sourc
         monkeypatch.delenv(name, raising=False)
     write_login(tmp_path / "ci-docker" / "config.json", "127.0.0.1:5056")
     calls = []
-    monkeypatch.setattr(images, "_build_into", lambda *args, **kwargs: calls.append(kwargs["options"]))
+    monkeypatch.setattr(images, "_build_into",
+                        lambda engine, target, *args, **kwargs: calls.append(kwargs["options"]) or target.write_bytes(b""))
     for text in ("docker://127.0.0.1:5056/team/x:1", "docker://127.0.0.1:5055/team/x:1", "oras://127.0.0.1:5056/x:1"):
         images.ensure_local(APPTAINER, images.ready_plan(parse_source(text, None), "python3"), None)
     assert calls == [["--authfile", str(tmp_path / "ci-docker" / "config.json")], [], []]
@@ -433,3 +436,93 @@ def test_doctor_lists_the_image_and_layer_caches(monkeypatch, tmp_path):
     monkeypatch.setenv("APPTAINER_CACHEDIR", str(tmp_path / "layers"))
     assert ApptainerBackend().caches() == {"apptainer images": tmp_path / "images",
                                            "apptainer layers": tmp_path / "layers"}
+
+
+def test_the_plan_is_derived_once_per_open_and_read_by_every_hook(tmp_path, monkeypatch):
+    import nb_apptainer.plan
+
+    derived = []
+    monkeypatch.setattr(nb_apptainer.plan, "plan_image", lambda env, settings: derived.append(env) or plan(env))
+    monkeypatch.setattr("nb_apptainer.backend.require_engine", lambda: APPTAINER)
+    backend = ApptainerBackend()
+    env = environment({"image": str(tmp_path / "sandbox")}, path=tmp_path)
+    (tmp_path / "sandbox").mkdir()
+    assert backend.is_installed(env) and backend.worker_python(env) == "python3"
+    assert backend.command(env, ["true"]).argv[-2:] == [str(tmp_path / "sandbox"), "true"]
+    assert backend.shell_command(env, ["true"]).argv[-1] == "true"
+    assert derived == [env]
+    backend.worker_python(environment({"image": str(tmp_path / "sandbox")}, path=tmp_path))
+    assert len(derived) == 2, "another open derives its own"
+
+
+def test_a_sif_is_hashed_again_only_when_its_stamp_changes(tmp_path, monkeypatch):
+    sif, record = tmp_path / "image.sif", tmp_path / "record.json"
+    sif.write_bytes(b"SIF content")
+    hashed = []
+    real = sif_record.sha256_of
+    monkeypatch.setattr(sif_record, "sha256_of", lambda handle: hashed.append(1) or real(handle))
+    sif_record.record(record, str(sif))
+    assert sif_record.check(record, str(sif)) is None and len(hashed) == 1, "an unchanged stamp needs no hash"
+    os.utime(sif, ns=(0, 10 ** 18))
+    assert sif_record.check(record, str(sif)) is None and len(hashed) == 2, "a new time: hashed, the same content"
+    assert sif_record.check(record, str(sif)) is None and len(hashed) == 2, "the new stamp was recorded"
+    assert stat.S_IMODE(os.stat(record).st_mode) == sif_record.RECORD_MODE
+
+
+def test_content_written_back_under_the_old_size_and_time_is_a_mismatch(tmp_path):
+    sif, record = tmp_path / "image.sif", tmp_path / "record.json"
+    sif.write_bytes(b"SIF content")
+    before = os.stat(sif)
+    recorded = sif_record.record(record, str(sif))
+    sif.write_bytes(b"SIF CONTENT")
+    os.utime(sif, ns=(before.st_atime_ns, before.st_mtime_ns))
+    mismatch = sif_record.check(record, str(sif))
+    assert mismatch is not None and mismatch.recorded == recorded and mismatch.found != recorded
+
+
+def test_a_sif_that_changed_since_the_install_is_refused_in_one_line_naming_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setattr("nb_apptainer.backend.require_engine", lambda: APPTAINER)
+    base = tmp_path / "base.sif"
+    base.write_bytes(b"base")
+    built = environment({"image": str(base)}, packages=["numpy"], path=tmp_path / "envs")
+    in_place = environment({"image": str(base)}, name="as-is", path=tmp_path / "envs")
+    for env in (built, in_place):
+        image = Path(plan(env).image)
+        env.path.mkdir(parents=True, exist_ok=True)
+        if not image.exists():
+            image.write_bytes(b"built")
+        sif_record.record(env.path / sif_record.ENVIRONMENT_RECORD, str(image))
+        ApptainerBackend().command(env, ["true"])
+        with open(image, "ab") as handle:
+            handle.write(b"changed")
+        with pytest.raises(UserError) as raised:
+            ApptainerBackend().command(env, ["true"])
+        message = str(raised.value)
+        assert "\n" not in message and message.startswith("the image %s of environment %s changed since it was "
+                                                          "installed (sha256 " % (image, env.name))
+        assert message.endswith("reinstall it with nbcore install %s --force" % env.name)
+    assert "if you changed it yourself, reinstall it" in message, "the user's own SIF, run in place"
+
+
+def test_a_cached_sif_that_changed_since_its_conversion_is_converted_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("NBCORE_APPTAINER_CACHE", str(tmp_path / "cache"))
+    ready = images.ready_plan(parse_source("docker-daemon://local/img:1", None), "python3")
+    converted = []
+
+    def convert(engine, target, arguments, progress, step, **options):
+        converted.append(arguments)
+        target.write_bytes(b"converted %d" % len(converted))
+
+    monkeypatch.setattr(images, "_build_into", convert)
+    progress = Progress(quiet=True)
+    steps = []
+    monkeypatch.setattr(progress, "step", steps.append)
+    images.ensure_local(APPTAINER, ready, progress)
+    images.ensure_local(APPTAINER, ready, progress)
+    assert converted == [["docker-daemon://local/img:1"]], "an intact cached SIF is reused"
+    with open(ready.local, "ab") as handle:
+        handle.write(b"changed")
+    images.ensure_local(APPTAINER, ready, progress)
+    assert len(converted) == 2 and Path(ready.local).read_bytes() == b"converted 2"
+    assert any(s.startswith("the cached image %s changed since it was converted" % ready.local) for s in steps), steps
+    assert sif_record.check(sif_record.cache_record(ready.local), ready.local) is None

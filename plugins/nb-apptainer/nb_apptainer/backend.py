@@ -1,12 +1,13 @@
 """The ``apptainer`` backend provider."""
 import os
 
-from nbcore.plugin import BackendProvider, InstallError, SubprocessWorker
+from nbcore.plugin import BackendProvider, InstallError, SubprocessWorker, UserError
 from nbcore.plugin.containers import PULL_VARIABLE, Mount, pull_policy
 
-from . import conda_fallback, docker_image, images
+from . import conda_fallback, docker_image, images, sif_record
 from .engine import require_engine, unavailable_reason
 from .execution import exec_command
+from .plan import EnvironmentPlan
 from .settings import CONFIG_SCHEMA, ApptainerSettings, image_cache, layer_cache
 
 #: What ``nbcore shell`` runs when no command is given.
@@ -26,10 +27,10 @@ class ApptainerBackend(BackendProvider):
     def check_available(self):
         return unavailable_reason()
 
-    @staticmethod
-    def _plan(env):
-        settings = ApptainerSettings.from_spec(env.spec)
-        return settings, images.plan_image(env, settings)
+    def prepare(self, env):
+        """``env``'s :class:`~nb_apptainer.plan.EnvironmentPlan` (settings and the image it runs): derived once per
+        open, read by every hook through :meth:`plan`."""
+        return EnvironmentPlan.of(env)
 
     def identity(self, spec):
         """The image's URI, and the size and modification time of a local file or folder it names; for a spec
@@ -50,33 +51,46 @@ class ApptainerBackend(BackendProvider):
         return {"apptainer images": image_cache(), "apptainer layers": layer_cache()}
 
     def is_installed(self, env):
-        plan = self._plan(env)[1]
-        return os.path.exists(plan.image) and (plan.conda_prefix is None or conda_fallback.is_built(env))
+        runs = self.plan(env).runs
+        return os.path.exists(runs.image) and (runs.conda_prefix is None or conda_fallback.is_built(env))
 
     def install(self, env, progress):
+        """Run the published or ``docker.image`` image when there is one, else make the spec's image (converted,
+        built, or the conda fallback's); record the sha256 of the SIF it runs (:mod:`nb_apptainer.sif_record`)."""
         engine = require_engine()
-        settings, plan = self._plan(env)
-        if settings.image is None and self._run_docker_image(engine, env, plan, progress):
-            return
-        if plan.conda_prefix is None:
+        plan = self.plan(env)
+        plan.rederive(env)  # the folder is new: an earlier install's choice no longer applies
+        if plan.settings.image is None and self._run_docker_image(engine, env, plan, progress):
+            runs = plan.runs
+        else:
+            runs = self._make_image(engine, env, plan, progress)
+        if runs.is_sif:
+            sif_record.record(env.path / sif_record.ENVIRONMENT_RECORD, runs.image)
+
+    def _make_image(self, engine, env, plan, progress):
+        """Make the image the spec names (the conda fallback's when it cannot be had); return what ``env`` runs."""
+        runs = plan.runs
+        if runs.conda_prefix is None:
             try:
-                images.ensure_local(engine, plan, progress)
+                images.ensure_local(engine, runs, progress)
             except InstallError as exc:
                 if not conda_fallback.wanted(env.spec):
                     raise
-                progress.step("%s; building the environment with conda on %s instead" % (exc, settings.fallback_image))
+                progress.step("%s; building the environment with conda on %s instead"
+                              % (exc, plan.settings.fallback_image))
                 conda_fallback.mark(env, str(exc))
-                plan = self._plan(env)[1]
-        if plan.conda_prefix is not None:
-            images.ensure_local(engine, plan, progress)
-            conda_fallback.build(env, progress, self._step_runner(env, engine, settings, plan, progress))
-        elif plan.built:
-            images.build(engine, plan, progress)
+                runs = plan.rederive(env)
+        if runs.conda_prefix is not None:
+            images.ensure_local(engine, runs, progress)
+            conda_fallback.build(env, progress, self._step_runner(env, engine, plan.settings, runs, progress))
+        elif runs.built:
+            images.build(engine, runs, progress)
+        return runs
 
     def _run_docker_image(self, engine, env, plan, progress):
-        """Convert the Docker image nb-docker names for ``env`` and record that ``env`` runs it; False when the
-        environment is to be made without it (``plan``: how), which a registry that lacks the image means, and,
-        with ``NBCORE_REGISTRY_PULL=fallback``, any other failure to convert it."""
+        """Convert the Docker image nb-docker names for ``env`` and record that ``env`` runs it (in its folder and
+        in ``plan``); False when the environment is to be made without it (``plan.runs``: how), which a registry
+        that lacks the image means, and, with ``NBCORE_REGISTRY_PULL=fallback``, any other failure to convert it."""
         image = docker_image.wanted(env.name, env.spec)
         if image is None:
             return False
@@ -98,17 +112,18 @@ class ApptainerBackend(BackendProvider):
                 if image.published and policy == "required":
                     raise InstallError("%s is not in the registry and %s=required forbids building the environment "
                                        "(publish it with nbcore push %s)" % (uri, PULL_VARIABLE, env.name)) from None
-                progress.step("%s %s is not in the registry: %s" % (what, uri, _next_step(plan)))
+                progress.step("%s %s is not in the registry: %s" % (what, uri, _next_step(plan.runs)))
                 return False
             reason = docker_image.explain(exc.reason, image.name, exc.login)
             failure = "converting %s %s to a SIF file failed: %s" % (what, uri, reason)
             if policy != "fallback":
                 raise InstallError("%s (or set %s=fallback to go on without it)" % (failure, PULL_VARIABLE)) from None
-            progress.step("%s; %s (%s=fallback)" % (failure, _next_step(plan), PULL_VARIABLE))
+            progress.step("%s; %s (%s=fallback)" % (failure, _next_step(plan.runs), PULL_VARIABLE))
             return False
         if image.published:
             docker_image.check_label(engine, ready.image, image)
         docker_image.record(env, uri, image.python, image.name, digest)
+        plan.choose(ready)
         progress.step("running %s %s (nothing to build)" % (what, uri))
         return True
 
@@ -123,16 +138,18 @@ class ApptainerBackend(BackendProvider):
         return run
 
     def worker_python(self, env):
-        return self._plan(env)[1].python
+        return self.plan(env).runs.python
 
     def _exec(self, env, argv, variables, cwd, worker_path=None):
-        settings, plan = self._plan(env)
+        plan = self.plan(env)
+        runs = plan.runs
+        _check_image(env, runs)
         variables, mounts = dict(variables or {}), []
-        if plan.conda_prefix is not None:
+        if runs.conda_prefix is not None:
             variables = dict(conda_fallback.activation(env), **variables)
-            mounts.append(Mount(str(plan.conda_prefix), str(plan.conda_prefix), read_only=True))
-        return exec_command(require_engine(), settings, plan.image, list(argv), variables, cwd, env.path,
-                            worker_path, is_sif=plan.is_sif, mounts=mounts)
+            mounts.append(Mount(str(runs.conda_prefix), str(runs.conda_prefix), read_only=True))
+        return exec_command(require_engine(), plan.settings, runs.image, list(argv), variables, cwd, env.path,
+                            worker_path, is_sif=runs.is_sif, mounts=mounts)
 
     def command(self, env, argv, variables=None, cwd=None):
         """``apptainer exec`` of ``argv`` in the environment's image, set up as the worker's."""
@@ -146,6 +163,22 @@ class ApptainerBackend(BackendProvider):
     def shell_command(self, env, argv, cwd=None, terminal=False, variables=None):
         """``apptainer exec`` of ``argv``, else of bash (sh when the image has none); the terminal passes through."""
         return self._exec(env, argv or DEFAULT_SHELL, variables, cwd)
+
+
+def _check_image(env, runs):
+    """Refuse to run a SIF that is no longer the one ``env``'s install recorded (:mod:`nb_apptainer.sif_record`)."""
+    if not runs.is_sif:
+        return
+    try:
+        mismatch = sif_record.check(env.path / sif_record.ENVIRONMENT_RECORD, runs.image)
+    except OSError:
+        return  # no SIF to read: the engine says so
+    if mismatch is not None:
+        yours = runs.source.runs_in_place and runs.image == runs.local
+        raise UserError("the image %s of environment %s changed since it was installed (sha256 %s, installed %s); "
+                        "%sreinstall it with nbcore install %s --force"
+                        % (runs.image, env.name, mismatch.found[:16], mismatch.recorded[:16],
+                           "if you changed it yourself, " if yours else "", env.name))
 
 
 def _next_step(plan):

@@ -3,7 +3,8 @@
 A spec names a source (``docker://``, ``docker-daemon://``, ``docker-archive://``,
 another URI, a ``.sif`` file or a sandbox folder).  Local files and folders run in
 place; anything else is converted once to a SIF file in the image cache
-(:func:`nb_apptainer.settings.image_cache`), named by its content.  When the spec
+(:func:`nb_apptainer.settings.image_cache`), named by its content, with a record of its
+sha256 that every later install checks before reusing it (:mod:`nb_apptainer.sif_record`).  When the spec
 installs anything, a SIF is built on top of that local image from the core's
 neutral recipe, named by the spec hash, the definition file and the files it copies,
 and kept in the environment's folder: it goes with the environment (``nbcore gc``,
@@ -21,7 +22,7 @@ from typing import Optional
 from nbcore.plugin import InstallError, Progress
 from nbcore.plugin.containers import ENV_PYTHON, BuildRecipe, proxy_variables, python_environment_recipe
 
-from . import conda_fallback, docker_image, registry_login
+from . import conda_fallback, docker_image, registry_login, sif_record
 from .definition import render_definition, write_build_folder
 from .settings import BASE_IMAGE_VARIABLE, CACHE_VARIABLE, ApptainerSettings, base_image, image_cache
 
@@ -176,7 +177,7 @@ def ensure_local(engine, plan: ImagePlan, progress) -> None:
     if source.path is not None and not os.path.exists(source.path):
         raise InstallError("image %s not found: give apptainer.image an existing .sif file, sandbox folder or "
                            "docker-archive:// file" % source.path)
-    if source.runs_in_place or os.path.exists(plan.local):
+    if source.runs_in_place or _cached_intact(plan.local, progress):
         return
     target = Path(plan.local)
     _make_writable_folder(target.parent, "the image cache %s" % target.parent, CACHE_VARIABLE)
@@ -195,6 +196,24 @@ def ensure_local(engine, plan: ImagePlan, progress) -> None:
             hint = "make room, or " + MOVE_CACHES
         raise ConversionError("image %s could not be converted to a SIF file (%s); %s" % (source.uri, reason, hint),
                               source.uri, reason, login) from None
+    sif_record.record(sif_record.cache_record(target), str(target))
+
+
+def _cached_intact(sif: str, progress) -> bool:
+    """Whether the cache holds the converted ``sif`` as it was converted; a changed one is removed."""
+    if not os.path.exists(sif):
+        return False
+    mismatch = sif_record.check(sif_record.cache_record(sif), sif)
+    if mismatch is None:
+        return True
+    progress.step("the cached image %s changed since it was converted (sha256 %s, converted %s); converting it again"
+                  % (sif, mismatch.found[:16], mismatch.recorded[:16]))
+    try:
+        os.unlink(sif)
+    except OSError as exc:
+        raise InstallError("the cached image %s changed since it was converted and cannot be removed (%s); remove it, "
+                           "or set %s to a folder of your own" % (sif, exc.strerror, CACHE_VARIABLE)) from None
+    return False
 
 
 def _small_home_cache(folder: Path) -> Optional[str]:

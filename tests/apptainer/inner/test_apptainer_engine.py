@@ -62,10 +62,10 @@ def test_second_install_is_a_cache_hit(installed, name):
 def test_sources_run_in_place_or_are_converted_once_to_a_cached_sif(installed, nbcore_home):
     for name in ("ap-sandbox", "ap-sif"):
         provider, env, steps = installed[name]
-        assert steps == [] and provider._plan(env)[1].image == env.spec.section("apptainer")["image"]
+        assert steps == [] and provider.plan(env).runs.image == env.spec.section("apptainer")["image"]
     for name in ("ap-daemon", "ap-archive", "ap-remote"):
         provider, env, steps = installed[name]
-        image = Path(provider._plan(env)[1].image)
+        image = Path(provider.plan(env).runs.image)
         assert image.suffix == ".sif" and image.is_file()
         assert image.parent == Path(nbcore_home) / "cache" / "apptainer" / "images"
         assert [s for s in steps if s.startswith("converting ")] == steps and len(steps) == 1
@@ -73,7 +73,7 @@ def test_sources_run_in_place_or_are_converted_once_to_a_cached_sif(installed, n
 
 def test_built_sif_runs_the_build_and_install_scripts_and_is_named_by_content(installed):
     provider, env, steps = installed["ap-built"]
-    plan = provider._plan(env)[1]
+    plan = provider.plan(env).runs
     assert plan.built and Path(plan.image).is_file() and Path(plan.image).parent == env.path
     assert any(s.startswith("building ") for s in steps)
     with open_env("ap-built") as remote:
@@ -212,3 +212,68 @@ def test_spython_drives_apptainer_on_a_host_without_singularity(engine, tmp_path
         engine_module._probe.cache_clear()
     assert found.executable == str(folder / "apptainer")
     assert (found.flavour, found.version) == ("apptainer", engine.version)
+
+
+def _sha256(path):
+    import hashlib
+
+    with open(path, "rb") as handle:
+        return hashlib.sha256(handle.read()).hexdigest()
+
+
+def _rewrite_byte(path, value=None):
+    """Write one byte in the middle of ``path`` under its old size and modification time; return the old byte."""
+    before = os.stat(path)
+    with open(path, "r+b") as handle:
+        handle.seek(before.st_size // 2)
+        old = handle.read(1)
+        handle.seek(before.st_size // 2)
+        handle.write(value if value is not None else bytes([old[0] ^ 0xFF]))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    return old
+
+
+def test_install_records_the_sha256_of_the_sif_each_environment_runs(installed):
+    for name in SOURCES:
+        provider, env, _ = installed[name]
+        record = env.path / "image-sha256.json"
+        image = provider.plan(env).runs.image
+        if os.path.isdir(image):
+            assert not record.exists(), "a sandbox folder is not hashed"
+        else:
+            assert json.loads(record.read_text())["sha256"] == _sha256(image), name
+
+
+def test_a_built_sif_changed_after_the_install_is_refused_at_start_in_one_line(installed, project):
+    provider, env, _ = installed["ap-built"]
+    image = provider.plan(env).runs.image
+    call = ("call", "ap-built", "nbapptainer_testmod:sleep", "--args", "[0]", "--backend", "apptainer")
+    old = _rewrite_byte(image)
+    try:
+        result = run_nbcore(*call, cwd=project)
+        assert result.returncode != 0
+        line = one_error_line(result.stderr)
+        assert line.startswith("nbcore: error: the image %s of environment ap-built changed since it was installed"
+                               % image)
+        assert line.endswith("; reinstall it with nbcore install ap-built --force")
+    finally:
+        _rewrite_byte(image, old)
+    result = run_nbcore(*call, cwd=project)
+    assert result.returncode == 0, "the same content again runs: " + result.stderr
+
+
+def test_a_changed_cached_sif_is_refused_at_start_and_converted_again_by_a_reinstall(installed, project):
+    """Last in this module: ap-archive runs a converted SIF of its own again afterwards."""
+    provider, env, _ = installed["ap-archive"]
+    image = provider.plan(env).runs.image
+    call = ("call", "ap-archive", "nbapptainer_testmod:sleep", "--args", "[0]", "--backend", "apptainer")
+    _rewrite_byte(image)
+    result = run_nbcore(*call, cwd=project)
+    assert result.returncode != 0
+    assert "changed since it was installed" in one_error_line(result.stderr)
+    reinstall = run_nbcore("install", "ap-archive", "--backend", "apptainer", "--force", cwd=project)
+    assert reinstall.returncode == 0, reinstall.stderr
+    assert "the cached image %s changed since it was converted" % image in reinstall.stderr
+    result = run_nbcore(*call, cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((env.path / "image-sha256.json").read_text())["sha256"] == _sha256(image)

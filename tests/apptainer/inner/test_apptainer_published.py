@@ -48,7 +48,7 @@ def test_published_image_is_converted_through_docker_and_runs_without_a_build(pr
     assert digest.startswith("sha256:") and any(s.startswith("converting %s to " % uri) for s in steps), steps
     assert "running the published image %s (nothing to build)" % uri in steps
     assert built_here(steps) == [], steps
-    plan = provider._plan(env)[1]
+    plan = provider.plan(env).runs
     assert plan.image == str(converted_path(parse_source(uri, None))) and not plan.built and plan.conda_prefix is None
     assert plan.python == "/opt/nbcore-env/bin/python" and not (env.path / "conda-prefix").exists()
     with open_env(ENV_NAME) as remote:
