@@ -405,8 +405,8 @@ def test_a_docker_conversion_gets_the_authfile_before_its_target_and_other_sourc
         monkeypatch.delenv(name, raising=False)
     write_login(tmp_path / "ci-docker" / "config.json", "127.0.0.1:5056")
     calls = []
-    monkeypatch.setattr(images, "_build_into",
-                        lambda engine, target, *args, **kwargs: calls.append(kwargs["options"]) or target.write_bytes(b""))
+    monkeypatch.setattr(images, "_build_into", lambda engine, target, *args, **kwargs:
+                        calls.append(kwargs["options"]) or target.write_bytes(b"converted"))
     for text in ("docker://127.0.0.1:5056/team/x:1", "docker://127.0.0.1:5055/team/x:1", "oras://127.0.0.1:5056/x:1"):
         images.ensure_local(APPTAINER, images.ready_plan(parse_source(text, None), "python3"), None)
     assert calls == [["--authfile", str(tmp_path / "ci-docker" / "config.json")], [], []]
