@@ -1,21 +1,29 @@
-"""Build the local conda channel of nb-conda's tests from Debian's packages.
+"""Build the local conda channel of nb-conda's tests from Debian's packages (and pyenv's Pythons).
 
-    python conda_test_channel.py DEBS_DIR CHANNEL_DIR
+    python conda_test_channel.py DEBS_DIR CHANNEL_DIR [PYENV_VERSION_DIR ...]
 
 DEBS_DIR holds the .debs of ``python3.11-minimal``, ``libpython3.11-minimal``,
 ``libpython3.11-stdlib`` and ``python3-pip-whl``.  CHANNEL_DIR receives a channel
-with three real conda packages, then its repodata (rattler's indexer):
+with these real conda packages, then its repodata (rattler's indexer):
 
 * ``linux-64/python-3.11.x-debian_0.tar.bz2``: Debian's interpreter and standard
   library (it links only libc, libm, libz and libexpat, so it runs from any
   prefix), with CEP 17's ``python_site_packages_path`` so noarch packages land
   where Debian's Python looks;
+* ``linux-64/python-3.9.x-pyenv_0.tar.bz2`` for each PYENV_VERSION_DIR
+  (``$(pyenv root)/versions/3.9.18``): the interpreter pyenv built on this machine, its
+  shared libpython and its standard library (no tests, no site-packages), made
+  relocatable as conda-forge's python is: its ELF files' run paths point at
+  ``$ORIGIN/...`` instead of the pyenv folder, and the text files that name that
+  folder (sysconfig data, Makefile, python-config) carry it as a prefix placeholder,
+  which the installer replaces with the environment's prefix;
 * ``noarch/pip-23.x-debian_0.tar.bz2``: Debian's pip wheel as a ``noarch: python``
   package with its entry points;
 * ``noarch/nbtest-activation-1.0-0.tar.bz2``: an ``etc/conda/activate.d`` script
   that exports ``NBTEST_ACTIVATED`` (proves that environments are activated).
 """
 import asyncio
+import fnmatch
 import glob
 import hashlib
 import io
@@ -65,8 +73,10 @@ def sha256(path):
     return digest.hexdigest()
 
 
-def pack(root, index, out_dir, link=None):
-    """Write ``root``'s files as the conda package ``index`` describes into ``out_dir``; return its path."""
+def pack(root, index, out_dir, link=None, placeholder=None):
+    """Write ``root``'s files as the conda package ``index`` describes into ``out_dir``; return its path.
+
+    Text files that contain ``placeholder`` are marked for the installer to replace it with the prefix."""
     entries = []
     for folder, dirs, files in os.walk(root):
         dirs.sort()
@@ -76,8 +86,11 @@ def pack(root, index, out_dir, link=None):
             if os.path.islink(full):
                 entries.append({"_path": rel, "path_type": "softlink", "size_in_bytes": 0})
             else:
-                entries.append({"_path": rel, "path_type": "hardlink", "sha256": sha256(full),
-                                "size_in_bytes": os.path.getsize(full)})
+                entry = {"_path": rel, "path_type": "hardlink", "sha256": sha256(full),
+                         "size_in_bytes": os.path.getsize(full)}
+                if placeholder and contains_text(full, placeholder):
+                    entry.update(file_mode="text", prefix_placeholder=placeholder)
+                entries.append(entry)
     info = {
         "index.json": dict(index, timestamp=int(time.time() * 1000)),
         "paths.json": {"paths": entries, "paths_version": 1},
@@ -98,6 +111,12 @@ def pack(root, index, out_dir, link=None):
             tar.add(os.path.join(root, entry["_path"]), arcname=entry["_path"], recursive=False)
     os.replace(target + ".tmp", target)
     return target
+
+
+def contains_text(path, text):
+    with open(path, "rb") as f:
+        data = f.read()
+    return text.encode() in data and b"\0" not in data
 
 
 def base_index(name, version, build, subdir, **extra):
@@ -123,14 +142,75 @@ def python_package(debs_dir, channel, work):
         if os.path.lexists(path):
             os.remove(path)
     os.makedirs(os.path.join(root, SITE_PACKAGES), exist_ok=True)
-    # Byte-code, as conda-forge's python ships it (Debian compiles at install time instead): without it every
-    # start of an interpreter that may not write __pycache__ compiles the modules it imports.
-    subprocess.run([os.path.join(root, "bin/python3.11"), "-m", "compileall", "-q", "-j0",
-                    "--invalidation-mode", "unchecked-hash", "-d", "lib/python3.11", os.path.join(root, "lib/python3.11")],
-                   check=True, env={"PATH": os.environ.get("PATH", "")})
+    compile_standard_library(os.path.join(root, "bin/python3.11"), os.path.join(root, "lib/python3.11"), "lib/python3.11")
     index = base_index("python", version, "debian_0", "linux-64", platform="linux", arch="x86_64",
                        python_site_packages_path=SITE_PACKAGES)
     return pack(root, index, os.path.join(channel, "linux-64"))
+
+
+def compile_standard_library(python, library, relative, skip=()):
+    """Byte-code, as conda-forge's python ships it (Debian and pyenv compile at install time instead): without it
+    every start of an interpreter that may not write __pycache__ compiles the modules it imports.  Unchecked
+    hashes, so that the installer's fresh timestamps do not make it stale; ``skip``'s modules are left out
+    (the installer rewrites them)."""
+    for cache in glob.glob(os.path.join(library, "**", "__pycache__"), recursive=True):
+        shutil.rmtree(cache)
+    subprocess.run([python, "-m", "compileall", "-q", "-j0", "--invalidation-mode", "unchecked-hash",
+                    "-d", relative, library], check=True, env={"PATH": os.environ.get("PATH", "")})
+    for path in skip:
+        name = os.path.splitext(os.path.basename(path))[0]
+        for compiled in glob.glob(os.path.join(os.path.dirname(path), "__pycache__", name + ".*.pyc")):
+            os.remove(compiled)
+
+
+#: What a pyenv version holds that a conda python leaves out: tests, IDLE, what pip installed, static libraries.
+PYENV_LEFT_OUT = ("test", "tests", "idlelib", "site-packages", "*.a")
+
+
+def relative_run_path(path, root, old):
+    """Point an ELF file's run path ``old`` (``$PYENV_ROOT/versions/3.9.18/lib``) at ``$ORIGIN/...``: the
+    new string is shorter, so it is written over the old one in place, padded with NULs."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if not data.startswith(b"\x7fELF"):
+        return
+    needle = old.encode() + b"\0"
+    count = data.count(needle)
+    if count == 0:
+        return
+    if count != 1:
+        sys.exit("conda_test_channel: %s names %s %d times; expected one run path" % (path, old, count))
+    new = ("$ORIGIN/" + os.path.relpath(os.path.join(root, "lib"), os.path.dirname(path))).encode()
+    if len(new) >= len(needle):
+        sys.exit("conda_test_channel: %s: run path %s does not fit in place of %s" % (path, new, old))
+    with open(path, "wb") as f:
+        f.write(data.replace(needle, new.ljust(len(needle), b"\0")))
+
+
+def pyenv_python_package(version_dir, channel, work):
+    """The interpreter pyenv built in ``version_dir`` (``.../versions/3.9.18``), relocatable."""
+    version_dir = os.path.realpath(version_dir)
+    version = os.path.basename(version_dir)
+    minor = "python" + ".".join(version.split(".")[:2])
+    root = os.path.join(work, "python-" + version)
+    os.makedirs(os.path.join(root, "bin"))
+    shutil.copy2(os.path.join(version_dir, "bin", minor), os.path.join(root, "bin", minor))
+    for alias in ("python3", "python"):
+        os.symlink(minor, os.path.join(root, "bin", alias))
+    shutil.copytree(os.path.join(version_dir, "lib"), os.path.join(root, "lib"), symlinks=True,
+                    ignore=lambda folder, names: [n for n in names if any(fnmatch.fnmatch(n, p) for p in PYENV_LEFT_OUT)])
+    library = os.path.join(root, "lib", minor)
+    os.makedirs(os.path.join(library, "site-packages"))
+    for folder, _, files in os.walk(root):
+        for name in files:
+            full = os.path.join(folder, name)
+            if not os.path.islink(full):
+                relative_run_path(full, root, os.path.join(version_dir, "lib"))
+    naming = [os.path.join(folder, name) for folder, _, files in os.walk(library) for name in files
+              if name.endswith(".py") and contains_text(os.path.join(folder, name), version_dir)]
+    compile_standard_library(os.path.join(root, "bin", minor), library, "lib/" + minor, skip=naming)
+    index = base_index("python", version, "pyenv_0", "linux-64", platform="linux", arch="x86_64")
+    return pack(root, index, os.path.join(channel, "linux-64"), placeholder=version_dir)
 
 
 def pip_package(debs_dir, channel, work):
@@ -165,20 +245,21 @@ def activation_package(channel, work):
     return pack(root, index, os.path.join(channel, "noarch"))
 
 
-def main(debs_dir, channel):
+def main(debs_dir, channel, pyenv_versions):
     from rattler.index import index_fs
 
     with tempfile.TemporaryDirectory() as work:
-        for path in (python_package(debs_dir, channel, work), pip_package(debs_dir, channel, work),
-                     activation_package(channel, work)):
+        for path in ([python_package(debs_dir, channel, work)]
+                     + [pyenv_python_package(version, channel, work) for version in pyenv_versions]
+                     + [pip_package(debs_dir, channel, work), activation_package(channel, work)]):
             print("conda_test_channel: built %s" % os.path.relpath(path, channel), file=sys.stderr)
     asyncio.run(index_fs(channel))
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
+    if len(sys.argv) < 3:
         sys.exit(__doc__)
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], sys.argv[3:])
     # py-rattler's runtime threads can abort a normal interpreter shutdown ("PyGILState_Release"): the work
     # is done and flushed, so leave without one.
     sys.stdout.flush()

@@ -1,14 +1,16 @@
 """The version matrix: hosts on numpy 2.x, numpy 1.26 and no numpy against workers on every
 Python 3.7-3.13 (venv backend, pyenv's interpreters) with the newest numpy wheel for that Python,
 an old pin, or no numpy, and Debian's Pythons in Docker (bullseye 3.9, bookworm 3.11, trixie 3.13,
-sid 3.14).  Every pair exchanges ``nbmatrix``'s objects both ways, a proxy, a generator of arrays
+sid 3.14), and conda environments of the local test channel (pyenv's 3.9 with numpy 1.23, Debian's
+3.11 with the newest numpy; embedded engine).  Every pair exchanges ``nbmatrix``'s objects both ways, a proxy, a generator of arrays
 and an exception carrying an array, over tcp-pickle and over the default list (shm-pickle where
 the worker's Python has it).
 
 Environments live in a home reused across runs of the same machine (``NBCORE_MATRIX_HOME``,
 default ``/var/cache/nbcore-ci/matrix``), wheels in ``/var/cache/nbcore-ci/{uv,pip}``; the two
 extra host venvs are made by each run.  Select with ``-m matrix`` (docker pairs also carry
-``docker``).
+``docker``, conda pairs ``conda``).  The Pythons come from pyenv (``scripts/provision-matrix``):
+with ``NBCORE_REQUIRE_ENGINES`` naming ``matrix``, a pair whose Python is missing fails.
 """
 import json
 import os
@@ -55,6 +57,13 @@ DOCKER_WORKERS = {
     "dk-trixie-none": ("3.13", [], None),
     "dk-sid-np": ("3.14", ["numpy"], "nbcore-ci/apptainer:sid"),  # the apptainer provisioning's sid root
 }
+#: Worker environments of the conda backend (the channel of scripts/provision-conda): name -> (Python, packages).
+CONDA_WORKERS = {
+    "cd-py39-np123": ("3.9", ["numpy<1.24"]),  # pyenv's interpreter, repacked as a conda package
+    "cd-py311-np": ("3.11", ["numpy"]),  # Debian's
+}
+#: Where scripts/provision-conda puts the channels (NBCORE_CONDA_TEST_CHANNELS moves it).
+CONDA_CHANNELS = Path(os.environ.get("NBCORE_CONDA_TEST_CHANNELS") or str(CACHE / "conda" / "channels"))
 #: An environment on a Python nbcore does not support (pyenv has 3.6).
 TOO_OLD = {"py36": ("3.6", [])}
 #: Host venvs besides the test run's own (numpy 2.x): name -> (Python, extra packages).
@@ -66,6 +75,7 @@ HOSTS = {
 #: The pairs that run: (host, worker).  The numpy-2 host meets every worker; the others a selection
 #: that crosses numpy 1.x/2.x and the oldest and newest Pythons.
 PAIRS = ([("host-np2", w) for w in VENV_WORKERS] + [("host-np2", w) for w in DOCKER_WORKERS]
+         + [("host-np2", w) for w in CONDA_WORKERS]
          + [("host-np126", w) for w in ("py37-np", "py39-np", "py311-np", "py312-np126", "py313-np",
                                         "py313-none", "dk-trixie-np")]
          + [("host-none", w) for w in ("py37-np", "py311-np", "py313-none")])
@@ -85,6 +95,9 @@ def config_text():
                   "    backends: [docker]"]
         if image:
             lines += ["    docker: {image: %s}" % json.dumps(image)]
+    for name, (python, packages) in CONDA_WORKERS.items():
+        lines += ["  %s:" % name, "    python: %s" % json.dumps(python), "    packages: %s" % json.dumps(packages),
+                  "    backends: [conda]"]
     return "\n".join(lines) + "\n"
 
 
@@ -97,7 +110,7 @@ def pyenv_bins():
 def interpreter(version):
     found = find_pythons(version)
     if not found:
-        engine_unavailable("python" + version, "no Python %s interpreter (pyenv, PATH, uv)" % version)
+        engine_unavailable("matrix", "no Python %s interpreter (pyenv, PATH, uv): run scripts/provision-matrix" % version)
     return found[0]
 
 
@@ -120,7 +133,8 @@ def matrix_environ():
     path = os.pathsep.join(pyenv_bins() + [os.path.dirname(sys.executable), os.environ.get("PATH", "")])
     return clean_environ({"NBCORE_HOME": str(HOME), "UV_CACHE_DIR": str(CACHE / "uv"),
                           "PIP_CACHE_DIR": str(CACHE / "pip"), "PATH": path,
-                          "NBCORE_DOCKER_BASE_IMAGE": "nbcore-ci/python:{python}"})
+                          "NBCORE_DOCKER_BASE_IMAGE": "nbcore-ci/python:{python}",
+                          "NBCORE_CONDA_CHANNEL_ALIAS": CONDA_CHANNELS.as_uri(), "NBCORE_CONDA_ENGINE": "embedded"})
 
 
 @pytest.fixture(scope="session")
@@ -163,9 +177,26 @@ def docker_ready(worker):
         engine_unavailable(engine, "image %s is missing: run scripts/provision-%s" % (image, engine))
 
 
+def conda_ready(worker):
+    """The embedded engine runs here and the test channel has the worker's Python."""
+    try:
+        from nb_conda.embedded import rattler_version
+    except ImportError:
+        engine_unavailable("conda", "nb-conda is not installed (pip install -e plugins/nb-conda)")
+    if rattler_version() is None:
+        engine_unavailable("conda", "py-rattler is not installed (pip install py-rattler)")
+    python = CONDA_WORKERS[worker][0]
+    repodata = CONDA_CHANNELS / "conda-forge" / "linux-64" / "repodata.json"
+    packages = json.loads(repodata.read_text()).get("packages", {}).values() if repodata.is_file() else []
+    if not any(p["name"] == "python" and p["version"].startswith(python + ".") for p in packages):
+        engine_unavailable("conda", "the local test channel %s has no python %s: run scripts/provision-conda (it packs "
+                                    "pyenv's %s)" % (CONDA_CHANNELS / "conda-forge", python, python))
+
+
 def matrix_params():
     for host, worker in PAIRS:
-        marks = [pytest.mark.docker] if worker in DOCKER_WORKERS else []
+        marks = ([pytest.mark.docker] if worker in DOCKER_WORKERS else [pytest.mark.conda] if worker in CONDA_WORKERS
+                 else [])
         yield pytest.param(host, worker, marks=marks, id=pair_id((host, worker)))
 
 
@@ -174,9 +205,11 @@ pytestmark = [pytest.mark.matrix, pytest.mark.slow, pytest.mark.timeout(1200)]
 
 @pytest.mark.parametrize("host, worker", list(matrix_params()))
 def test_pair_exchanges_every_numpy_object_both_ways(host_pythons, matrix_project, matrix_environ, host, worker):
-    python = (VENV_WORKERS.get(worker) or DOCKER_WORKERS[worker])[0]
+    python = (VENV_WORKERS.get(worker) or DOCKER_WORKERS.get(worker) or CONDA_WORKERS[worker])[0]
     if worker in DOCKER_WORKERS:
         docker_ready(worker)
+    elif worker in CONDA_WORKERS:
+        conda_ready(worker)
     else:
         interpreter(python)
     report = run_pair(host_pythons, matrix_project, matrix_environ, host, worker)
