@@ -1,0 +1,186 @@
+"""``kill -9`` of ``nbcore install`` on the docker backend: the build it left in the daemon never takes the final tag.
+
+The build's ``build_script`` connects to a gate on the host (builds use the host's network) and waits
+for its answer, so the test decides when a build may go on.  Over the daemon's socket the daemon
+cancels the build of an installer that died.  Through a connection that outlives the installer (a
+remote daemon behind a relay) the build goes on: the rebuild must not share its result with it.
+"""
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+
+from nbcore.host.launch import prepare
+from nbcore.testing import read_line, wait_until
+from nbtest import clean_environ, run_nbcore, write
+
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(600)]
+
+
+class Gate:
+    """A TCP server on the host: the first connection waits for :meth:`release`, later ones are let through."""
+
+    def __init__(self):
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        self.held, self.released = threading.Event(), threading.Event()
+        self._first = None
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            if self._first is None:
+                self._first = conn
+                self.held.set()
+                threading.Thread(target=self._hold, args=(conn,), daemon=True).start()
+            else:
+                conn.sendall(b"go")
+                conn.close()
+
+    def _hold(self, conn):
+        self.released.wait()
+        try:
+            conn.sendall(b"go")
+        except OSError:
+            pass
+        conn.close()
+
+    def release(self):
+        self.released.set()
+
+    def waiter_gone(self) -> bool:
+        """Whether the connection held at the gate was closed by the build step (its process ended)."""
+        try:
+            return self._first.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+
+    def close(self):
+        self.release()
+        self._server.close()
+
+
+class Relay:
+    """``tcp://127.0.0.1:PORT`` in front of the daemon's socket that keeps the daemon's side of a connection
+    open after the client went away, as a remote daemon behind a proxy may; it records what the daemon sent."""
+
+    def __init__(self, daemon_socket):
+        self._daemon = daemon_socket
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.address = "tcp://127.0.0.1:%d" % self._server.getsockname()[1]
+        self.answers = bytearray()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX)
+            upstream.connect(self._daemon)
+            threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
+
+    def _pipe(self, source, target, from_daemon):
+        while True:
+            try:
+                data = source.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return  # the client went away: the daemon's side stays open
+            if from_daemon:
+                self.answers += data
+            try:
+                target.sendall(data)
+            except OSError:
+                pass  # keep reading what the daemon sends for the dead client
+
+    def close(self):
+        self._server.close()
+
+
+@pytest.fixture
+def killed_install(tmp_path, base_images, nbcore_home, docker_api):
+    """A project whose environment's build waits at a gate; yields ``(project, env name, gate, install)`` where
+    ``install(address)`` starts ``nbcore install`` against that daemon address, waits until its build is at the
+    gate and kills it with SIGKILL.  The environment's images are removed afterwards."""
+    from nb_docker.images import repository_for
+
+    gate = Gate()
+    name = "dk-killed-%s" % uuid.uuid4().hex[:8]
+    wait = "import socket; s = socket.create_connection(('127.0.0.1', %d)); assert s.recv(2) == b'go'" % gate.port
+    write(tmp_path / "nbcore.yaml", """
+        environments:
+          %s:
+            docker:
+              build_script: python3 -c "%s"
+        """ % (name, wait))
+
+    def install(address):
+        installer = subprocess.Popen([sys.executable, "-m", "nbcore", "install", name, "--backend", "docker"],
+                                     cwd=str(tmp_path), env=clean_environ({"DOCKER_HOST": address}),
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            while "building image" not in read_line(installer.stderr, 300):
+                pass
+            wait_until(gate.held.is_set, 300, "the build to reach the gate")
+        finally:
+            installer.kill()
+            installer.wait()
+
+    yield tmp_path, name, gate, install
+    gate.close()
+    for image in docker_api.images(name=repository_for(name)):
+        for tag in image.get("RepoTags") or ():
+            docker_api.remove_image(tag, force=True)
+
+
+def tags_of(docker_api, name):
+    from nb_docker.images import repository_for
+
+    return {tag: image["Id"] for image in docker_api.images(name=repository_for(name))
+            for tag in image.get("RepoTags") or ()}
+
+
+def test_the_daemon_cancels_the_build_of_a_killed_installer(killed_install, docker_api):
+    project, name, gate, install = killed_install
+    install("unix:///var/run/docker.sock")
+    wait_until(gate.waiter_gone, 60, "the daemon to cancel the build")
+    assert tags_of(docker_api, name) == {}
+
+
+def test_a_build_that_outlives_its_installer_never_takes_the_final_tag(killed_install, docker_api):
+    project, name, gate, install = killed_install
+    relay = Relay("/var/run/docker.sock")
+    try:
+        install(relay.address)
+        time.sleep(3)
+        assert not gate.waiter_gone(), "the build of the killed installer did not go on"
+        rebuilt = run_nbcore("install", name, "--backend", "docker", cwd=project)
+        assert rebuilt.returncode == 0, rebuilt.stderr
+        final = tags_of(docker_api, name)
+        assert len(final) == 1 and "-attempt-" not in next(iter(final)), final
+        gate.release()
+        wait_until(lambda: b"Successfully tagged" in relay.answers, 120, "the surviving build to end")
+    finally:
+        relay.close()
+    tags = tags_of(docker_api, name)
+    (tag, rebuilt_id), = final.items()
+    assert tags[tag] == rebuilt_id, "the surviving build took the final tag"
+    survivors = [t for t in tags if t != tag]
+    assert len(survivors) == 1 and survivors[0].startswith(tag + "-attempt-"), tags
+    _, provider, env = prepare(name, str(project / "nbcore.yaml"), backend="docker", install=False)
+    provider.remove(env)  # as nbcore gc does
+    assert tags_of(docker_api, name) == {}, "removing the environment left the survivor's tag"
