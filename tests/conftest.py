@@ -1,5 +1,6 @@
 """Shared pytest setup for nbcore's own suite (and the plugin suites under tests/)."""
 import os
+import resource
 import signal
 import sys
 import threading
@@ -80,3 +81,21 @@ def worker_module(request, tmp_path_factory):
             sys.path.remove(str(folder))
         os.chdir(previous)
         sys.modules.pop(module, None)
+
+
+@pytest.fixture
+def many_descriptors():
+    """1100 descriptors open in this process (the limit raised to allow them): the next one opened is above 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 4096
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        pytest.skip("the hard limit on open files (%d) is below %d" % (hard, wanted))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    opened = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        assert max(opened) > 1024
+        yield
+    finally:
+        for fd in opened:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
