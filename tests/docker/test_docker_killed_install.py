@@ -115,7 +115,8 @@ class Relay:
 def killed_install(tmp_path, base_images, nbcore_home, docker_api):
     """A project whose environment's build waits at a gate; yields ``(project, env name, gate, install)`` where
     ``install(address)`` starts ``nbcore install`` against that daemon address, waits until its build is at the
-    gate and kills it with SIGKILL.  The environment's images are removed afterwards."""
+    gate, kills it with SIGKILL and returns the ids of the build step's containers.  The environment's images are
+    removed afterwards."""
     from nb_docker.images import repository_for
 
     gate = Gate()
@@ -129,6 +130,7 @@ def killed_install(tmp_path, base_images, nbcore_home, docker_api):
         """ % (name, wait))
 
     def install(address):
+        before = {c["Id"] for c in docker_api.containers(all=True)}
         installer = subprocess.Popen([sys.executable, "-m", "nbcore", "install", name, "--backend", "docker"],
                                      cwd=str(tmp_path), env=clean_environ({"DOCKER_HOST": address}),
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -139,6 +141,7 @@ def killed_install(tmp_path, base_images, nbcore_home, docker_api):
         finally:
             installer.kill()
             installer.wait()
+        return [c["Id"] for c in docker_api.containers(all=True) if c["Id"] not in before and "pipefail" in c["Command"]]
 
     yield tmp_path, name, gate, install
     gate.close()
@@ -156,8 +159,11 @@ def tags_of(docker_api, name):
 
 def test_the_daemon_cancels_the_build_of_a_killed_installer(killed_install, docker_api):
     project, name, gate, install = killed_install
-    install("unix:///var/run/docker.sock")
+    steps = install("unix:///var/run/docker.sock")
+    assert steps, "no container of the build step was found"
     wait_until(gate.waiter_gone, 60, "the daemon to cancel the build")
+    wait_until(lambda: not any(docker_api.containers(all=True, filters={"id": step}) for step in steps), 60,
+               "the daemon to remove the cancelled step's container")
     assert tags_of(docker_api, name) == {}
 
 
