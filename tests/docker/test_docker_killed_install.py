@@ -22,13 +22,15 @@ pytestmark = [pytest.mark.docker, pytest.mark.timeout(600)]
 
 
 class Gate:
-    """A TCP server on the host: the first connection waits for :meth:`release`, later ones are let through."""
+    """A TCP server on the host: the first :attr:`hold` build steps that connect wait until :meth:`release` lets
+    them through, later ones go through at once."""
 
-    def __init__(self):
+    def __init__(self, hold=1):
         self._server = socket.create_server(("127.0.0.1", 0))
         self.port = self._server.getsockname()[1]
-        self.held, self.released = threading.Event(), threading.Event()
-        self._first = None
+        self.hold = hold
+        #: The connections held, in the order they came.
+        self.waiting = []
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self):
@@ -37,37 +39,35 @@ class Gate:
                 conn, _ = self._server.accept()
             except OSError:
                 return
-            if self._first is None:
-                self._first = conn
-                self.held.set()
-                threading.Thread(target=self._hold, args=(conn,), daemon=True).start()
+            if len(self.waiting) < self.hold:
+                self.waiting.append(conn)
             else:
-                conn.sendall(b"go")
-                conn.close()
+                self._let_through(conn)
 
-    def _hold(self, conn):
-        self.released.wait()
+    @staticmethod
+    def _let_through(conn):
         try:
             conn.sendall(b"go")
         except OSError:
             pass
         conn.close()
 
-    def release(self):
-        self.released.set()
+    def release(self, index=0):
+        self._let_through(self.waiting[index])
 
-    def waiter_gone(self) -> bool:
-        """Whether the connection held at the gate was closed by the build step (its process ended)."""
+    def waiter_gone(self, index=0) -> bool:
+        """Whether the step held as ``index`` closed its connection (its process ended)."""
         try:
-            return self._first.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+            return self.waiting[index].recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
         except BlockingIOError:
             return False
         except OSError:
             return True
 
     def close(self):
-        self.release()
         self._server.close()
+        for conn in self.waiting:
+            self._let_through(conn)
 
 
 class Relay:
@@ -137,7 +137,7 @@ def killed_install(tmp_path, base_images, nbcore_home, docker_api):
         try:
             while "building image" not in read_line(installer.stderr, 300):
                 pass
-            wait_until(gate.held.is_set, 300, "the build to reach the gate")
+            wait_until(lambda: gate.waiting, 300, "the build to reach the gate")
         finally:
             installer.kill()
             installer.wait()
@@ -178,7 +178,7 @@ def test_a_build_that_outlives_its_installer_never_takes_the_final_tag(killed_in
         assert rebuilt.returncode == 0, rebuilt.stderr
         final = tags_of(docker_api, name)
         assert len(final) == 1 and "-attempt-" not in next(iter(final)), final
-        gate.release()
+        gate.release(0)
         wait_until(lambda: b"Successfully tagged" in relay.answers, 120, "the surviving build to end")
     finally:
         relay.close()
@@ -190,3 +190,31 @@ def test_a_build_that_outlives_its_installer_never_takes_the_final_tag(killed_in
     _, provider, env = prepare(name, str(project / "nbcore.yaml"), backend="docker", install=False)
     provider.remove(env)  # as nbcore gc does
     assert tags_of(docker_api, name) == {}, "removing the environment left the survivor's tag"
+
+
+def test_the_rebuild_removes_the_tag_a_build_of_a_killed_installer_left(killed_install, docker_api):
+    project, name, gate, install = killed_install
+    gate.hold = 2  # the rebuild's step waits too, until the surviving build has ended
+    relay = Relay("/var/run/docker.sock")
+    try:
+        install(relay.address)
+        rebuild = subprocess.Popen([sys.executable, "-m", "nbcore", "install", name, "--backend", "docker"],
+                                   cwd=str(project), env=clean_environ(), stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, text=True)
+        try:
+            wait_until(lambda: len(gate.waiting) == 2, 300, "the rebuild to reach the gate")
+            gate.release(0)
+            wait_until(lambda: b"Successfully tagged" in relay.answers, 120, "the surviving build to end")
+            left = [t for t in tags_of(docker_api, name) if "-attempt-" in t]
+            assert len(left) == 1, tags_of(docker_api, name)
+            gate.release(1)
+            _, errors = rebuild.communicate(timeout=300)
+        finally:
+            rebuild.kill()
+            rebuild.wait()
+    finally:
+        relay.close()
+    assert rebuild.returncode == 0, errors
+    assert "removed the image an interrupted build left %s" % left[0] in errors
+    tags = tags_of(docker_api, name)
+    assert len(tags) == 1 and "-attempt-" not in next(iter(tags)), tags

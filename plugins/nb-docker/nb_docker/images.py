@@ -209,21 +209,26 @@ def _build_failure(tag, step, error, recent):
 
 
 def remove_old_tags(api, env, keep: str, progress) -> None:
-    """Remove this environment's other built tags (older specs or nbcore versions) of the same cache and project.
+    """Remove this environment's other built tags (older specs or nbcore versions) of the same cache and project,
+    and the attempts' tags that builds of installers killed before their end left for this spec (the install lock
+    is held: no install of it is running).
 
-    Another project's (or another ``NBCORE_HOME``'s) environment of the same name keeps its images.
+    Another project's (or another ``NBCORE_HOME``'s) environment of the same name keeps its images, and an
+    attempt's tag of another spec is left to that spec's installs (it goes with its environment).
     """
     repository = repository_for(env.name)
     labels = {LABEL_ENV: env.name, **owner_labels(env)}
     for image in api.images(filters={"label": ["%s=%s" % item for item in sorted(labels.items())]}):
+        this_spec = (image.get("Labels") or {}).get(LABEL_SPEC_HASH) == env.spec_hash
         for tag in image.get("RepoTags") or ():
-            if tag == keep or parse_repository_tag(tag)[0] != repository or is_attempt(tag):
-                continue  # an attempt's tag is its build's, or goes with the environment it was for
+            if tag == keep or parse_repository_tag(tag)[0] != repository or (is_attempt(tag) and not this_spec):
+                continue
+            what = "the image an interrupted build left" if is_attempt(tag) else "the old image"
             try:
                 api.remove_image(tag)
-                progress.step("removed the old image %s" % tag)
+                progress.step("removed %s %s" % (what, tag))
             except docker.errors.APIError as exc:
-                progress.step("kept the old image %s: %s" % (tag, exc.explanation or exc))
+                progress.step("kept %s %s: %s" % (what, tag, exc.explanation or exc))
 
 
 def remove_labelled(api, env) -> None:
