@@ -168,6 +168,8 @@ def promote(api, attempt: str, plan: ImagePlan, what: str) -> None:
                                % (what, plan.tag, LABEL_IMAGE_HASH, found or "missing", plan.image_hash))
         repository, tag = parse_repository_tag(plan.tag)
         api.tag(image["Id"], repository, tag, force=True)
+    except docker.errors.APIError as exc:
+        raise InstallError("tagging %s as %s failed: %s" % (what, plan.tag, exc.explanation or exc)) from None
     finally:
         _untag(api, attempt)
 
