@@ -133,6 +133,25 @@ def cli_json(*args, **kwargs):
 
 
 #: Functions the engine tests' workers import from the working directory (each suite adds its own ``info()``).
+#: The start of the RPC tests' worker modules (``SOURCE``): a function to call, the worker's pid and the number of
+#: objects it keeps for the host.
+RPC_TEST_FUNCTIONS = '''
+import os
+
+
+def add(a, b=0):
+    return a + b
+
+
+def pid():
+    return os.getpid()
+
+
+def live_objects():
+    from nbcore.worker import rpc
+    return len(rpc._objects)
+'''
+
 ENGINE_TEST_MODULE = '''
 import os
 import sys

@@ -16,13 +16,12 @@ import pytest
 from nbcore.errors import RemoteError, RemoteTraceback
 from nbcore.worker.cancel import CancelledError
 
-from nbtest import open_test_env
+from nbtest import RPC_TEST_FUNCTIONS, open_test_env
 
 MODULE = "nbt_rpc_mod"
 CONFIG = {"environments": {"demo": {"packages": ["numpy"]}}}
 
-SOURCE = '''
-import os
+SOURCE = RPC_TEST_FUNCTIONS + '''
 import sys
 import threading
 import time
@@ -32,21 +31,8 @@ from nbcore.worker import check_cancelled, is_cancelled
 produced = []
 
 
-def add(a, b=0):
-    return a + b
-
-
 def getcwd():
     return os.getcwd()
-
-
-def pid():
-    return os.getpid()
-
-
-def live_objects():
-    from nbcore.worker import rpc
-    return len(rpc._objects)
 
 
 class Model:

@@ -26,15 +26,14 @@ from nbcore.worker.channel import DecodeError, EncodeError, SocketChannel
 from nbcore.worker.framing import ProtocolError
 
 from nbcore.testing import wait_gone, wait_until
-from nbtest import clean_environ, open_test_env, run_nbcore, write
+from nbtest import RPC_TEST_FUNCTIONS, clean_environ, open_test_env, run_nbcore, write
 
 MODULE = "nbt_failures_mod"
 #: The host has the module too (as a project would).
 HOST_IMPORTS_MODULE = True
 CONFIG = {"environments": {"demo": {"packages": ["numpy"]}}}
 
-SOURCE = '''
-import os
+SOURCE = RPC_TEST_FUNCTIONS + '''
 import sys
 import threading
 import time
@@ -44,19 +43,6 @@ import weakref
 from nbcore.worker import is_cancelled
 
 _refs = []
-
-
-def add(a, b=0):
-    return a + b
-
-
-def pid():
-    return os.getpid()
-
-
-def live_objects():
-    from nbcore.worker import rpc
-    return len(rpc._objects)
 
 
 class RefusesPickling:
