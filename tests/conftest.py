@@ -1,5 +1,8 @@
 """Shared pytest setup for nbcore's own suite (and the plugin suites under tests/)."""
+import os
+import resource
 import signal
+import sys
 import threading
 
 import pytest
@@ -54,3 +57,45 @@ def later():
     finally:
         for timer in timers:
             timer.cancel()
+
+
+@pytest.fixture(scope="module")
+def worker_module(request, tmp_path_factory):
+    """The test module's ``SOURCE`` written as ``<MODULE>.py`` into a fresh folder, the module's tests run in it
+    (the workers' working directory, so they import it); with ``HOST_IMPORTS_MODULE = True`` in the test module
+    the host can import it too.  Yields the folder."""
+    from nbtest import write  # not at the top: it imports nbcore.testing before pytest loads it as a plugin
+
+    module, source = request.module.MODULE, request.module.SOURCE
+    host_imports = getattr(request.module, "HOST_IMPORTS_MODULE", False)
+    folder = tmp_path_factory.mktemp(module)
+    write(folder / (module + ".py"), source)
+    previous = os.getcwd()
+    os.chdir(str(folder))
+    if host_imports:
+        sys.path.insert(0, str(folder))
+    try:
+        yield folder
+    finally:
+        if host_imports:
+            sys.path.remove(str(folder))
+        os.chdir(previous)
+        sys.modules.pop(module, None)
+
+
+@pytest.fixture
+def many_descriptors():
+    """1100 descriptors open in this process (the limit raised to allow them): the next one opened is above 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 4096
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        pytest.skip("the hard limit on open files (%d) is below %d" % (hard, wanted))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    opened = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        assert max(opened) > 1024
+        yield
+    finally:
+        for fd in opened:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

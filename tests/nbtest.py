@@ -87,6 +87,27 @@ def write(path, text):
     return path
 
 
+def open_test_env(name, config, backend, protocol="tcp-pickle"):
+    """``open_backend`` of environment ``name`` of ``config`` on ``backend`` with the selection variables unset,
+    checked to speak ``protocol`` (``shm-pickle`` is offered after tcp-pickle, and skips the test without
+    nb-shm).  Use it as a context manager."""
+    import pytest
+
+    from nbcore import open_backend
+
+    if protocol == "shm-pickle" and not SHM_INSTALLED:
+        pytest.skip("nb-shm is not installed")
+    with pytest.MonkeyPatch.context() as patch:
+        for variable in SELECTION_VARIABLES:
+            patch.delenv(variable, raising=False)
+        offered = "tcp-pickle,shm-pickle" if protocol == "shm-pickle" else protocol
+        env = open_backend(name, config=config, backend=backend, protocol=offered)
+    if not env.protocol.startswith(protocol):
+        env.close()
+        raise AssertionError("%s speaks %s, not %s" % (name, env.protocol, protocol))
+    return env
+
+
 def clean_environ(extra=None):
     """``os.environ`` without the selection variables, plus ``extra``."""
     variables = {k: v for k, v in os.environ.items() if k not in SELECTION_VARIABLES}
@@ -112,6 +133,25 @@ def cli_json(*args, **kwargs):
 
 
 #: Functions the engine tests' workers import from the working directory (each suite adds its own ``info()``).
+#: The start of the RPC tests' worker modules (``SOURCE``): a function to call, the worker's pid and the number of
+#: objects it keeps for the host.
+RPC_TEST_FUNCTIONS = '''
+import os
+
+
+def add(a, b=0):
+    return a + b
+
+
+def pid():
+    return os.getpid()
+
+
+def live_objects():
+    from nbcore.worker import rpc
+    return len(rpc._objects)
+'''
+
 ENGINE_TEST_MODULE = '''
 import os
 import sys

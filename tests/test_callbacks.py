@@ -6,20 +6,17 @@ venv worker over both protocols.
 import functools
 import gc
 import os
-import sys
 import threading
 import time
 import weakref
 
 import pytest
 
-from nbcore import open_backend
 from nbcore.builtin import venv as venv_backend
-from nbcore.worker.cancel import CancelledError
 
 from nbcore.testing import python_or_skip
 
-from nbtest import SHM_INSTALLED, write
+from nbtest import open_test_env
 
 MODULE = "nbt_callbacks_mod"
 
@@ -152,40 +149,21 @@ class Recorder:
         return len(self.items)
 
 
-@pytest.fixture(scope="module")
-def callbacks_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("callbacks-cwd")
-    write(folder / (MODULE + ".py"), SOURCE)
-    previous = os.getcwd()
-    os.chdir(folder)
-    yield folder
-    os.chdir(previous)
-    sys.modules.pop(MODULE, None)
-
-
 PARAMS = [("python", "tcp-pickle"), ("venv", "tcp-pickle"), ("venv", "shm-pickle"),
           ("venv-3.8", "tcp-pickle"), ("venv-3.8", "shm-pickle")]
 
 
 @pytest.fixture(scope="module", params=PARAMS, ids=["-".join(p) for p in PARAMS])
-def env(request, nbcore_home, callbacks_dir):
+def env(request, nbcore_home, worker_module):
     backend, protocol = request.param
-    if protocol == "shm-pickle" and not SHM_INSTALLED:
-        pytest.skip("nb-shm is not installed")
-    config = {"environments": {"demo": {}}}
+    name, config = "demo", {"environments": {"demo": {}}}
     with pytest.MonkeyPatch.context() as mp:
-        for name in ("NBCORE_BACKEND", "NERFBASELINES_BACKEND", "NBCORE_PROTOCOL", "NERFBASELINES_PROTOCOL"):
-            mp.delenv(name, raising=False)
         if backend == "venv-3.8":
             mp.setenv("PATH", os.path.dirname(python_or_skip("3.8")) + os.pathsep + os.environ["PATH"])
             venv_backend.find_interpreter.cache_clear()
-            config = {"environments": {"demo38": {"python": "3.8"}}}
-            backend = "venv"
-        name = next(iter(config["environments"]))
-        protocols = "tcp-pickle" if protocol == "tcp-pickle" else "tcp-pickle,shm-pickle"
+            name, config, backend = "demo38", {"environments": {"demo38": {"python": "3.8"}}}, "venv"
         try:
-            with open_backend(name, config=config, backend=backend, protocol=protocols) as remote_env:
-                assert remote_env.protocol.startswith(protocol)
+            with open_test_env(name, config, backend, protocol) as remote_env:
                 if name == "demo38":
                     assert remote_env.worker_python.startswith("3.8.")
                 yield remote_env

@@ -1,15 +1,12 @@
 """Cancelling a generator cancels the iteration, not just the current next(), on both protocols."""
-import os
-import sys
 import threading
 import time
 
 import pytest
 
-from nbcore import open_backend
 from nbcore.worker.cancel import CancelledError
 
-from nbtest import SHM_INSTALLED, write
+from nbtest import open_test_env
 
 MODULE = "nbt_cancel_iter_mod"
 
@@ -42,29 +39,11 @@ def flag():
 PARAMS = [("python", "tcp-pickle"), ("venv", "tcp-pickle"), ("venv", "shm-pickle")]
 
 
-@pytest.fixture(scope="module")
-def module_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("cancel-iter-cwd")
-    write(folder / (MODULE + ".py"), SOURCE)
-    previous = os.getcwd()
-    os.chdir(folder)
-    yield folder
-    os.chdir(previous)
-    sys.modules.pop(MODULE, None)
-
-
 @pytest.fixture(scope="module", params=PARAMS, ids=["-".join(p) for p in PARAMS])
-def env(request, nbcore_home, module_dir):
+def env(request, nbcore_home, worker_module):
     backend, protocol = request.param
-    if protocol == "shm-pickle" and not SHM_INSTALLED:
-        pytest.skip("nb-shm is not installed")
-    with pytest.MonkeyPatch.context() as mp:
-        for name in ("NBCORE_BACKEND", "NERFBASELINES_BACKEND", "NBCORE_PROTOCOL", "NERFBASELINES_PROTOCOL"):
-            mp.delenv(name, raising=False)
-        protocols = "tcp-pickle" if protocol == "tcp-pickle" else "tcp-pickle,shm-pickle"
-        with open_backend("demo", config={"environments": {"demo": {}}}, backend=backend, protocol=protocols) as remote_env:
-            assert remote_env.protocol.startswith(protocol)
-            yield remote_env
+    with open_test_env("demo", {"environments": {"demo": {}}}, backend, protocol) as remote_env:
+        yield remote_env
 
 
 def f(name):

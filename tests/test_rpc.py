@@ -13,17 +13,15 @@ import time
 
 import pytest
 
-from nbcore import open_backend
 from nbcore.errors import RemoteError, RemoteTraceback
 from nbcore.worker.cancel import CancelledError
 
-from nbtest import write
+from nbtest import RPC_TEST_FUNCTIONS, open_test_env
 
 MODULE = "nbt_rpc_mod"
 CONFIG = {"environments": {"demo": {"packages": ["numpy"]}}}
 
-SOURCE = '''
-import os
+SOURCE = RPC_TEST_FUNCTIONS + '''
 import sys
 import threading
 import time
@@ -33,21 +31,8 @@ from nbcore.worker import check_cancelled, is_cancelled
 produced = []
 
 
-def add(a, b=0):
-    return a + b
-
-
 def getcwd():
     return os.getcwd()
-
-
-def pid():
-    return os.getpid()
-
-
-def live_objects():
-    from nbcore.worker import rpc
-    return len(rpc._objects)
 
 
 class Model:
@@ -159,24 +144,10 @@ def array_info(a):
 '''
 
 
-@pytest.fixture(scope="module")
-def rpc_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("rpc-cwd")
-    write(folder / (MODULE + ".py"), SOURCE)
-    previous = os.getcwd()
-    os.chdir(folder)
-    yield folder
-    os.chdir(previous)
-    sys.modules.pop(MODULE, None)
-
-
 @pytest.fixture(scope="module", params=["python", "venv"])
-def env(request, nbcore_home, rpc_dir):
-    with pytest.MonkeyPatch.context() as mp:
-        for name in ("NBCORE_BACKEND", "NERFBASELINES_BACKEND", "NBCORE_PROTOCOL", "NERFBASELINES_PROTOCOL"):
-            mp.delenv(name, raising=False)
-        with open_backend("demo", config=CONFIG, backend=request.param, protocol="tcp-pickle") as remote_env:
-            yield remote_env
+def env(request, nbcore_home, worker_module):
+    with open_test_env("demo", CONFIG, request.param) as remote_env:
+        yield remote_env
 
 
 def f(name):
@@ -190,8 +161,8 @@ def test_call_function(env, request):
     assert env.protocol == "tcp-pickle5-buffers"
 
 
-def test_worker_runs_in_the_host_cwd(env, rpc_dir):
-    assert os.path.realpath(env.call(f("getcwd"))) == os.path.realpath(str(rpc_dir))
+def test_worker_runs_in_the_host_cwd(env, worker_module):
+    assert os.path.realpath(env.call(f("getcwd"))) == os.path.realpath(str(worker_module))
     if env.backend == "venv":
         assert env.call(f("pid")) != os.getpid()
 
@@ -248,18 +219,18 @@ def test_exception_carries_the_worker_traceback(env):
     assert MODULE + ".py" in cause.text
 
 
-def test_exception_class_the_host_imports_is_raised_as_itself(env, rpc_dir, monkeypatch):
-    monkeypatch.syspath_prepend(str(rpc_dir))
+def test_exception_class_the_host_imports_is_raised_as_itself(env, worker_module, monkeypatch):
+    monkeypatch.syspath_prepend(str(worker_module))
     with pytest.raises(Exception) as info:
         env.call(f("fail_custom"))
     assert (type(info.value).__module__, type(info.value).__name__) == (MODULE, "CustomError")
     assert isinstance(info.value.__cause__, RemoteTraceback)
 
 
-def test_exception_class_unknown_to_the_host_becomes_a_remote_error(env, rpc_dir, monkeypatch):
+def test_exception_class_unknown_to_the_host_becomes_a_remote_error(env, worker_module, monkeypatch):
     if env.backend == "python":
         pytest.skip("in process, every class of the worker is the host's")
-    hidden = {"", ".", os.getcwd(), str(rpc_dir)}
+    hidden = {"", ".", os.getcwd(), str(worker_module)}
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in hidden])
     monkeypatch.delitem(sys.modules, MODULE, raising=False)
     with pytest.raises(RemoteError) as info:

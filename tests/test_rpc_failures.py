@@ -13,14 +13,12 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 import traceback
 
 from pathlib import Path
 
 import pytest
 
-from nbcore import open_backend
 from nbcore.errors import RemoteError, RemoteTraceback, ResultError, WorkerError
 from nbcore.host.connection import RemoteObject
 from nbcore.worker import rpc
@@ -28,13 +26,14 @@ from nbcore.worker.channel import DecodeError, EncodeError, SocketChannel
 from nbcore.worker.framing import ProtocolError
 
 from nbcore.testing import wait_gone, wait_until
-from nbtest import clean_environ, pid_alive, run_nbcore, write
+from nbtest import RPC_TEST_FUNCTIONS, clean_environ, open_test_env, run_nbcore, write
 
 MODULE = "nbt_failures_mod"
+#: The host has the module too (as a project would).
+HOST_IMPORTS_MODULE = True
 CONFIG = {"environments": {"demo": {"packages": ["numpy"]}}}
 
-SOURCE = '''
-import os
+SOURCE = RPC_TEST_FUNCTIONS + '''
 import sys
 import threading
 import time
@@ -44,19 +43,6 @@ import weakref
 from nbcore.worker import is_cancelled
 
 _refs = []
-
-
-def add(a, b=0):
-    return a + b
-
-
-def pid():
-    return os.getpid()
-
-
-def live_objects():
-    from nbcore.worker import rpc
-    return len(rpc._objects)
 
 
 class RefusesPickling:
@@ -196,40 +182,24 @@ class HostOnly:
         self.value = value
 
 
-@pytest.fixture(scope="module")
-def failures_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("rpc-failures-cwd")
-    write(folder / (MODULE + ".py"), SOURCE)
-    previous = os.getcwd()
-    os.chdir(folder)
-    sys.path.insert(0, str(folder))  # the host has the module too (as a project would)
-    yield folder
-    sys.path.remove(str(folder))
-    os.chdir(previous)
-    sys.modules.pop(MODULE, None)
-
-
 def open_demo(backend):
-    with pytest.MonkeyPatch.context() as mp:
-        for name in ("NBCORE_BACKEND", "NERFBASELINES_BACKEND", "NBCORE_PROTOCOL", "NERFBASELINES_PROTOCOL"):
-            mp.delenv(name, raising=False)
-        return open_backend("demo", config=CONFIG, backend=backend, protocol="tcp-pickle")
+    return open_test_env("demo", CONFIG, backend)
 
 
 @pytest.fixture(scope="module", params=["python", "venv"])
-def env(request, nbcore_home, failures_dir):
+def env(request, nbcore_home, worker_module):
     with open_demo(request.param) as remote_env:
         yield remote_env
 
 
 @pytest.fixture(scope="module")
-def venv_env(nbcore_home, failures_dir):
+def venv_env(nbcore_home, worker_module):
     with open_demo("venv") as remote_env:
         yield remote_env
 
 
 @pytest.fixture
-def fresh_venv_env(nbcore_home, failures_dir):
+def fresh_venv_env(nbcore_home, worker_module):
     """A venv worker of this test alone (the test closes it)."""
     remote_env = open_demo("venv")
     yield remote_env
@@ -410,7 +380,7 @@ def test_worker_holds_the_last_result_only_until_the_next_request(env):
     assert env.call(f("tracked_alive")) is False
 
 
-def test_numpy_result_on_a_host_without_numpy(nbcore_home, failures_dir):
+def test_numpy_result_on_a_host_without_numpy(nbcore_home, worker_module):
     script = textwrap.dedent('''
         import sys
         sys.modules["numpy"] = None  # this host has no numpy
@@ -420,16 +390,16 @@ def test_numpy_result_on_a_host_without_numpy(nbcore_home, failures_dir):
             print(repr(array))
             print(array.tolist())
     ''' % (CONFIG,))
-    result = subprocess.run([sys.executable, "-c", script], cwd=str(failures_dir), env=clean_environ(),
+    result = subprocess.run([sys.executable, "-c", script], cwd=str(worker_module), env=clean_environ(),
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     shown, values = result.stdout.splitlines()
     assert shown.startswith("<remote numpy.ndarray #") and values == "[0, 1, 2]"
 
 
-def test_cli_prints_one_line_for_a_result_that_fails_to_rebuild(failures_dir):
-    write(failures_dir / "nbcore.yaml", "environments:\n  demo: {packages: [numpy]}\n")
-    result = run_nbcore("call", "demo", f("rebuilds_only_here"), "--backend", "venv", cwd=failures_dir)
+def test_cli_prints_one_line_for_a_result_that_fails_to_rebuild(worker_module):
+    write(worker_module / "nbcore.yaml", "environments:\n  demo: {packages: [numpy]}\n")
+    result = run_nbcore("call", "demo", f("rebuilds_only_here"), "--backend", "venv", cwd=worker_module)
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.startswith("nbcore: error: the host (Python %d.%d." % sys.version_info[:2])
@@ -478,7 +448,7 @@ def test_close_kills_a_worker_that_ignores_shutdown(fresh_venv_env):
     wait_gone(pid)
 
 
-def test_interpreter_exit_with_a_stuck_call_leaves_no_worker(nbcore_home, failures_dir, tmp_path):
+def test_interpreter_exit_with_a_stuck_call_leaves_no_worker(nbcore_home, worker_module, tmp_path):
     started = str(tmp_path / "started")
     script = textwrap.dedent('''
         import threading
@@ -488,7 +458,7 @@ def test_interpreter_exit_with_a_stuck_call_leaves_no_worker(nbcore_home, failur
         print(env.call("os:getpid"), flush=True)
         threading.Thread(target=env.call, args=("%s", %r), daemon=True).start()
     ''' % (CONFIG, f("sleep_forever"), started))
-    host = subprocess.Popen([sys.executable, "-c", script], cwd=str(failures_dir), env=clean_environ(),
+    host = subprocess.Popen([sys.executable, "-c", script], cwd=str(worker_module), env=clean_environ(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         out, err = host.communicate(timeout=120)
@@ -527,9 +497,9 @@ def test_ctrl_c_still_raises_keyboard_interrupt_when_the_worker_code_raises_it(e
     assert env.call(f("add"), 1, 2) == 3
 
 
-def test_cli_call_of_sys_exit_is_one_line_and_non_zero(failures_dir):
-    write(failures_dir / "nbcore.yaml", "environments:\n  demo: {packages: [numpy]}\n")
-    result = run_nbcore("call", "demo", "sys:exit", "--args", "[0]", "--backend", "venv", cwd=failures_dir)
+def test_cli_call_of_sys_exit_is_one_line_and_non_zero(worker_module):
+    write(worker_module / "nbcore.yaml", "environments:\n  demo: {packages: [numpy]}\n")
+    result = run_nbcore("call", "demo", "sys:exit", "--args", "[0]", "--backend", "venv", cwd=worker_module)
     assert result.returncode == 1
     assert result.stdout == ""
     assert result.stderr == "nbcore: error: the call raised builtins.SystemExit: 0\n"

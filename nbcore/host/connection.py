@@ -1,6 +1,5 @@
 """The host side of the RPC: a connection to one worker and the proxies of remote objects."""
 import itertools
-import pickle
 import sys
 import threading
 import time
@@ -11,7 +10,7 @@ from ..worker import callbacks
 from ..worker.cancel import CancelledError
 from ..worker.channel import DecodeError, EncodeError
 from ..worker.framing import ConnectionClosed, ProtocolError
-from ..worker.rpc import CALLBACK, ERROR, OK, REF, RELEASE, STOP, describe_error, lookup
+from ..worker.rpc import CALLBACK, ERROR, OK, REF, RELEASE, STOP, describe_error, lookup, rebuild_error
 from ..worker.pickling import dumps, unpickle
 from ..worker.versions import cannot_rebuild, this_side
 from .callbacks import lend, lend_callables, lend_result
@@ -236,7 +235,7 @@ class Connection:
         if status == STOP:
             raise StopIteration
         if status == ERROR:
-            raise rebuild_exception(value)
+            raise rebuild_error(value, RemoteError, RemoteTraceback)
         raise WorkerError("the worker sent an unknown reply status %r" % (status,))
 
     def close(self):
@@ -280,23 +279,6 @@ def _describe_target(target):
     if isinstance(target, tuple) and len(target) == 2 and isinstance(target[1], str):
         return "method %s" % target[1]
     return "a remote object"
-
-
-def rebuild_exception(value):
-    """The exception to raise for an ERROR reply: the worker's own when it unpickles here and is an
-    ``Exception``; else a :class:`RemoteError` (``SystemExit``, ``KeyboardInterrupt`` never end the host)."""
-    pickled, type_name, message, text = value
-    exc = None
-    if pickled is not None:
-        try:
-            exc = pickle.loads(pickled)
-            str(exc)
-        except Exception:
-            exc = None
-    if not isinstance(exc, Exception):
-        exc = RemoteError(type_name, message)
-    exc.__cause__ = RemoteTraceback(text)
-    return exc
 
 
 def describe_unreadable(type_name, failure, worker_versions=None):

@@ -19,7 +19,6 @@ to let go of the callable.
 This module is worker-side code: standard library only.
 """
 import itertools
-import pickle
 import threading
 
 #: Callables the host lent to workers, by id (filled on the host only).
@@ -155,19 +154,3 @@ class HostMethod:
 
     def __repr__(self):
         return "<method %s of %r>" % (self.name, self.owner)
-
-
-def rebuild_host_error(value):
-    """Worker side: the exception to raise for a host callback's ERROR answer (mirrors the host's rebuild)."""
-    pickled, type_name, message, text = value
-    exc = None
-    if pickled is not None:
-        try:
-            exc = pickle.loads(pickled)
-            str(exc)
-        except Exception:
-            exc = None
-    if not isinstance(exc, Exception):
-        exc = HostError(type_name, message)
-    exc.__cause__ = HostTraceback(text)
-    return exc

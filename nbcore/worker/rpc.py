@@ -32,6 +32,7 @@ import collections.abc
 import importlib
 import itertools
 import os
+import pickle
 import sys
 import threading
 
@@ -169,6 +170,24 @@ def describe_error(exc):
     text = _text(lambda: "".join(traceback.format_exception(kind, exc, exc.__traceback__)),
                  _text(lambda: "".join(traceback.format_tb(exc.__traceback__)) + last_line, last_line))
     return (pickled, type_name, message, text)
+
+
+def rebuild_error(value, stand_in, carrier):
+    """The exception an ERROR answer (:func:`describe_error` of the other side) stands for: the other side's own
+    when it unpickles here and is an ``Exception``, else ``stand_in(type name, message)`` (so ``SystemExit`` and
+    ``KeyboardInterrupt`` never end this side); its ``__cause__`` is ``carrier(traceback text)``."""
+    pickled, type_name, message, text = value
+    exc = None
+    if pickled is not None:
+        try:
+            exc = pickle.loads(pickled)
+            str(exc)
+        except Exception:
+            exc = None
+    if not isinstance(exc, Exception):
+        exc = stand_in(type_name, message)
+    exc.__cause__ = carrier(text)
+    return exc
 
 
 class Worker:
@@ -361,7 +380,7 @@ class Worker:
                                 % (what, exc)) from None
         if status == REF:
             return callbacks.HostProxy(self, *value)
-        error = callbacks.rebuild_host_error(value)
+        error = rebuild_error(value, callbacks.HostError, callbacks.HostTraceback)
         if isinstance(error, cancel.CancelledError):  # Ctrl-C on the host: the cancel on the control link may lag
             cancel._request_current()
         raise error

@@ -3,6 +3,7 @@ import collections
 import hashlib
 import io
 import re
+import secrets
 
 import docker.auth
 import docker.errors
@@ -29,6 +30,9 @@ LABEL_PROJECT = "org.nbcore.project"
 #: ``NAME@DIGEST`` of the published image a pulled image was made from.
 LABEL_PULLED_FROM = "org.nbcore.pulled-from"
 _LOG_LINES = 15
+#: Builds are tagged ``<final tag>-attempt-<random>`` first, and with the final tag only once they succeeded and
+#: carry this spec's image hash: a build the daemon finishes for an installer that died never takes the final name.
+ATTEMPT_MARK = "-attempt-"
 
 
 def _stable_id(text: str) -> str:
@@ -115,15 +119,17 @@ def ensure_present(api, name: str, progress, why: str) -> None:
 
 
 def build(api, env, plan: ImagePlan, settings: DockerSettings, progress) -> None:
-    """Build ``plan`` with live progress; raise :class:`InstallError` naming the failing step."""
+    """Build ``plan`` with live progress under an attempt's tag, then tag it ``plan.tag`` (:func:`promote`); raise
+    :class:`InstallError` naming the failing step."""
     ensure_present(api, plan.recipe.base, progress, "base image")
     context = build_context(plan.recipe, plan.dockerfile)
     labels = {LABEL_IMAGE_HASH: plan.image_hash, LABEL_VERSION: nbcore_version, LABEL_PLUGIN: __version__,
               **environment_labels(env)}
+    attempt = attempt_tag(plan)
     progress.step("building image %s from %s" % (plan.tag, plan.recipe.base))
     step, recent = "sending the build context", collections.deque(maxlen=_LOG_LINES)
     try:
-        chunks = api.build(fileobj=context, custom_context=True, tag=plan.tag, labels=labels, decode=True,
+        chunks = api.build(fileobj=context, custom_context=True, tag=attempt, labels=labels, decode=True,
                            buildargs=proxy_variables(), network_mode="host", rm=True, forcerm=True, pull=False)
         for chunk in chunks:
             if "error" in chunk:
@@ -138,6 +144,41 @@ def build(api, env, plan: ImagePlan, settings: DockerSettings, progress) -> None
                     progress.line(line)
     except docker.errors.APIError as exc:
         raise InstallError(_build_failure(plan.tag, step, exc.explanation or str(exc), recent)) from None
+    promote(api, attempt, plan, "the image built")
+
+
+def attempt_tag(plan: ImagePlan) -> str:
+    """A tag of ``plan``'s repository that no other build uses: what a build is tagged until :func:`promote`."""
+    return plan.tag + ATTEMPT_MARK + secrets.token_hex(6)
+
+
+def is_attempt(tag: str) -> bool:
+    """Whether ``tag`` names a build that was not (yet) promoted to its final tag."""
+    return ATTEMPT_MARK in parse_repository_tag(tag)[1]
+
+
+def promote(api, attempt: str, plan: ImagePlan, what: str) -> None:
+    """Tag the image built as ``attempt`` with ``plan.tag`` when its image-hash label is ``plan.image_hash`` (else
+    raise :class:`InstallError` naming ``what``); the attempt's tag goes either way."""
+    try:
+        image = api.inspect_image(attempt)
+        found = (image["Config"].get("Labels") or {}).get(LABEL_IMAGE_HASH)
+        if found != plan.image_hash:
+            raise InstallError("%s for %s is not the image of this spec: its label %s is %s, expected %s"
+                               % (what, plan.tag, LABEL_IMAGE_HASH, found or "missing", plan.image_hash))
+        repository, tag = parse_repository_tag(plan.tag)
+        api.tag(image["Id"], repository, tag, force=True)
+    except docker.errors.APIError as exc:
+        raise InstallError("tagging %s as %s failed: %s" % (what, plan.tag, exc.explanation or exc)) from None
+    finally:
+        _untag(api, attempt)
+
+
+def _untag(api, tag: str) -> None:
+    try:
+        api.remove_image(tag)
+    except docker.errors.ImageNotFound:
+        pass
 
 
 def adopt(api, env, plan: ImagePlan, pulled: str, name: str, digest: str) -> None:
@@ -150,10 +191,12 @@ def adopt(api, env, plan: ImagePlan, pulled: str, name: str, digest: str) -> Non
     """
     labels = dict(environment_labels(env), **{LABEL_PULLED_FROM: "%s@%s" % (name, digest)})
     dockerfile = io.BytesIO(("FROM %s\n" % pulled).encode())
+    attempt = attempt_tag(plan)
     try:
-        for chunk in api.build(fileobj=dockerfile, tag=plan.tag, labels=labels, decode=True, pull=False, rm=True):
+        for chunk in api.build(fileobj=dockerfile, tag=attempt, labels=labels, decode=True, pull=False, rm=True):
             if "error" in chunk:
                 raise InstallError("labelling the pulled image %s failed: %s" % (pulled, chunk["error"]))
+        promote(api, attempt, plan, "the labelled copy of %s" % pulled)
     except docker.errors.APIError as exc:
         raise InstallError("labelling the pulled image %s failed: %s" % (pulled, exc.explanation or exc)) from None
     finally:
@@ -168,21 +211,26 @@ def _build_failure(tag, step, error, recent):
 
 
 def remove_old_tags(api, env, keep: str, progress) -> None:
-    """Remove this environment's other built tags (older specs or nbcore versions) of the same cache and project.
+    """Remove this environment's other built tags (older specs or nbcore versions) of the same cache and project,
+    and the attempts' tags that builds of installers killed before their end left for this spec (the install lock
+    is held: no install of it is running).
 
-    Another project's (or another ``NBCORE_HOME``'s) environment of the same name keeps its images.
+    Another project's (or another ``NBCORE_HOME``'s) environment of the same name keeps its images, and an
+    attempt's tag of another spec is left to that spec's installs (it goes with its environment).
     """
     repository = repository_for(env.name)
     labels = {LABEL_ENV: env.name, **owner_labels(env)}
     for image in api.images(filters={"label": ["%s=%s" % item for item in sorted(labels.items())]}):
+        this_spec = (image.get("Labels") or {}).get(LABEL_SPEC_HASH) == env.spec_hash
         for tag in image.get("RepoTags") or ():
-            if tag == keep or parse_repository_tag(tag)[0] != repository:
+            if tag == keep or parse_repository_tag(tag)[0] != repository or (is_attempt(tag) and not this_spec):
                 continue
+            what = "the image an interrupted build left" if is_attempt(tag) else "the old image"
             try:
                 api.remove_image(tag)
-                progress.step("removed the old image %s" % tag)
+                progress.step("removed %s %s" % (what, tag))
             except docker.errors.APIError as exc:
-                progress.step("kept the old image %s: %s" % (tag, exc.explanation or exc))
+                progress.step("kept %s %s: %s" % (what, tag, exc.explanation or exc))
 
 
 def remove_labelled(api, env) -> None:
