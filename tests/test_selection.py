@@ -41,7 +41,7 @@ def test_environment_variable_wins_over_config(registry, monkeypatch):
 
 def test_nerfbaselines_alias(registry, monkeypatch):
     monkeypatch.setenv("NERFBASELINES_BACKEND", "alpha")
-    assert choose(registry, config_default="beta")[0] == "alpha"
+    assert choose(registry, config_default="beta") == ("alpha", "from NERFBASELINES_BACKEND")
     monkeypatch.setenv("NBCORE_BACKEND", "beta")
     assert choose(registry)[0] == "beta", "NBCORE_BACKEND wins over its alias"
 

@@ -32,8 +32,14 @@ log = logging.getLogger("nbcore")
 KEPT_BUILD = "it has a ready build of this spec"
 
 
+def _env_variable(name):
+    """The variable that sets ``name``: ``NBCORE_<name>``, else its alias ``NERFBASELINES_<name>`` (None: neither)."""
+    return next((v for v in ("NBCORE_" + name, "NERFBASELINES_" + name) if os.environ.get(v)), None)
+
+
 def _env(name):
-    return os.environ.get("NBCORE_" + name) or os.environ.get("NERFBASELINES_" + name)
+    variable = _env_variable(name)
+    return os.environ[variable] if variable else None
 
 
 def _unavailable(provider, env_for):
@@ -72,8 +78,9 @@ def choose_backend(registry, env_for, spec, requested=None, config_default=None,
     """Return ``(provider, how)``; ``env_for(provider)`` builds the Environment to check, ``is_built(provider)``
     says whether that backend has a ready build of the spec (None: nothing counts as built)."""
     choice, how = requested, "requested"
-    if not choice and _env("BACKEND"):
-        choice, how = _env("BACKEND"), "from NBCORE_BACKEND"
+    variable = _env_variable("BACKEND")
+    if not choice and variable:
+        choice, how = os.environ[variable], "from " + variable
     if not choice and config_default:
         choice, how = config_default, "from the config file"
     if not choice:

@@ -205,3 +205,16 @@ def test_shell_command_has_a_terminal_only_when_asked_and_defaults_to_bash(tmp_p
     assert with_terminal.env["TERM"] == "xterm-256color" and "TERM" in with_terminal.argv
     piped = provider.shell_command(env, ["cat"], tmp_path)
     assert "-t" not in piped.argv and "-i" in piped.argv and piped.argv[-1] == "cat"
+
+
+def test_the_base_image_variable_makes_another_environment_and_the_default_keeps_the_hash(monkeypatch):
+    backend = DockerBackend()
+    generated = EnvironmentSpec.from_dict({"python": "3.11", "packages": ["numpy"]}, base_dir="/project")
+    ready = EnvironmentSpec.from_dict({"docker": {"image": "me/ready:1"}}, base_dir="/project")
+    monkeypatch.delenv("NBCORE_DOCKER_BASE_IMAGE", raising=False)
+    default = generated.identity("docker", backend.identity(generated))
+    assert default == generated.identity("docker", {})
+    monkeypatch.setenv("NBCORE_DOCKER_BASE_IMAGE", "local/python:{python}")
+    assert backend.identity(generated) == {"base_image": "local/python:3.11"}
+    assert generated.identity("docker", backend.identity(generated)) != default
+    assert backend.identity(ready) == {}

@@ -9,7 +9,7 @@ import shutil
 
 from nbcore.plugin import BackendProvider, BackendUnavailable, Command, nbcore_home
 
-from .settings import CONFIG_SCHEMA, DockerSettings
+from .settings import BASE_IMAGE_VARIABLE, CONFIG_SCHEMA, DockerSettings, base_image
 
 log = logging.getLogger("nbcore")
 
@@ -36,6 +36,13 @@ class DockerBackend(BackendProvider):
 
         settings = DockerSettings.from_spec(env.spec)
         return settings, plan_image(env, settings)
+
+    def identity(self, spec):
+        """The base image ``NBCORE_DOCKER_BASE_IMAGE`` names for a spec without ``docker.image``: another base
+        builds another environment (the default base adds nothing, so its environments keep their hash)."""
+        if os.environ.get(BASE_IMAGE_VARIABLE) and spec.section(self.name).get("image") is None:
+            return {"base_image": base_image(spec.python)}
+        return {}
 
     def is_installed(self, env):
         from .engine import api_client

@@ -68,6 +68,8 @@ class RayBackend(BackendProvider):
     def check_available(self) -> Optional[str]:
         if importlib.util.find_spec("ray") is None:
             return "ray is not installed on the host; pip install the cluster's Ray version (pip install 'ray==X.Y.Z')"
+        if cluster.connected():
+            return None
         return cluster.unreachable(cluster.cluster_address())
 
     def list_environments(self) -> List[dict]:

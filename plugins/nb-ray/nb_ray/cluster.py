@@ -3,6 +3,7 @@ import functools
 import logging
 import os
 import socket
+import sys
 from typing import Optional
 
 from nbcore.plugin import BackendUnavailable
@@ -31,6 +32,12 @@ def cluster_address() -> Optional[str]:
         return None
 
 
+def connected() -> bool:
+    """Whether this process is a driver already (the program called ``ray.init``); Ray is not imported for it."""
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
+
+
 def _where(address):
     return "%s (%s)" % (address, ADDRESS_VARIABLE if os.environ.get(ADDRESS_VARIABLE) else "the cluster last started here")
 
@@ -54,7 +61,7 @@ def connect():
     """Connect this process to the cluster as a Ray driver (once; a program that called ``ray.init`` is reused)."""
     import ray
 
-    if ray.is_initialized():
+    if connected():
         return ray
     address = cluster_address()
     reason = unreachable(address)
