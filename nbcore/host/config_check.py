@@ -123,6 +123,9 @@ def _describe(error, root, where):
         hint = "did you mean %r? " % (prefix + close[0]) if close else ""
         return "%s:%d: unknown key %r (%sallowed here: %s)" % (where, _line_of_key(node, key), prefix + str(key), hint,
                                                               ", ".join(known))
+    if error.validator == "pattern" and error.schema.get("description"):  # say what is expected, not the regex
+        return "%s:%d: %s: %r is not valid here (expected %s)" % (where, line_node.start_mark.line + 1, dotted,
+                                                                  error.instance, error.schema["description"])
     if "propertyNames" in error.relative_schema_path:  # the instance is the offending name, the path its mapping
         return "%s:%d: %s: name %s" % (where, _line_of_key(node, error.instance), dotted, error.message)
     if error.validator == "required":

@@ -68,7 +68,8 @@ def parse_mount(text: str, base_dir: Optional[str]) -> Mount:
 
 
 #: JSON Schema of a list of mounts in a spec section.
-MOUNTS_SCHEMA = {"type": "array", "items": {"type": "string", "pattern": r"^[^:]+(:[^:]+)?(:(ro|rw))?$"},
+MOUNTS_SCHEMA = {"type": "array", "items": {"type": "string", "pattern": r"^[^:]+(:[^:]+)?(:(ro|rw))?$",
+                                           "description": "PATH or SRC:DST[:ro|rw]"},
                  "description": "extra bind mounts: PATH (same path inside), or SRC:DST[:ro|rw]; "
                                 "relative SRC is relative to the config file"}
 

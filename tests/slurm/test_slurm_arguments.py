@@ -35,9 +35,9 @@ def test_pending_timeout_defaults_to_the_site_setting_then_an_hour(monkeypatch):
 
 @pytest.mark.parametrize("section, complaint", [
     ({"cpus_per_task": 0}, "minimum"),
-    ({"mem": "lots"}, "does not match"),
+    ({"mem": "lots"}, r"slurm.mem: 'lots' is not valid here \(expected memory of the node: megabytes, or with a unit"),
     ({"partitions": "gpu"}, "partitions"),
-    ({"pending_timeout": "forever"}, "does not match"),
+    ({"pending_timeout": "forever"}, r"'forever' is not valid here \(expected how long the allocation may pend"),
     ({"sbatch_args": "--exclusive"}, "is not of type 'array'"),
 ])
 def test_the_schema_refuses_what_slurm_would(section, complaint):

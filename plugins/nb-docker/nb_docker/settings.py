@@ -43,7 +43,8 @@ CONFIG_SCHEMA = {
         "ulimits": {"type": "object", "additionalProperties": {"type": ["integer", "null"]}, "description": (
             "resource limits of the worker container, soft = hard, -1 = unlimited; null drops a default "
             "(default: memlock -1, stack 67108864, each lowered to what a local daemon may grant)")},
-        "model_caches": {"type": "array", "items": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"},
+        "model_caches": {"type": "array", "items": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                                            "description": "a variable name"},
                          "description": (
             "variables naming model caches, each pointed at a host folder under NBCORE_HOME so downloaded "
             "weights persist between runs (default: TORCH_HOME, HF_HOME)")},
