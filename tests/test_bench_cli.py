@@ -24,9 +24,10 @@ def check_figures(result):
     assert set(result["open_phases_ms"]) == {"import", "plugins", "config_and_store", "worker", "first_call"}
     assert sum(result["open_phases_ms"].values()) == pytest.approx(result["open_to_first_result_ms"], rel=0.5)
     for kind in ("plain", "allocated"):
-        assert result["render_loop"][kind]["fps"] > 0 and result["render_loop"][kind]["in_process_fps"] > 0
+        assert all(result["render_loop"][kind][key] > 0 for key in ("fps", "run_ahead_fps", "in_process_fps"))
     for ratio in ("open_to_first_result_vs_python_start", "cli_call_vs_pythons_start", "render_loop_vs_in_process",
-                  "render_loop_allocated_vs_in_process"):
+                  "render_loop_allocated_vs_in_process", "render_loop_run_ahead_vs_in_process",
+                  "render_loop_allocated_run_ahead_vs_in_process"):
         assert result["ratios"][ratio] > 0, ratio
 
 
