@@ -42,6 +42,14 @@ def test_host_to_worker_and_back(env, nbytes):
     assert env.call("shm_targets:total", sent) == int(sent.astype(np.uint64).sum())
 
 
+@pytest.mark.parametrize("nbytes", [INLINE_MAX, SEGMENT + 1])
+def test_a_read_only_array_crosses_too(env, nbytes):
+    """Writable buffers are copied into shared memory by address (the GIL released), read-only ones otherwise."""
+    sent = pattern(nbytes, 6)
+    sent.flags.writeable = False
+    np.testing.assert_array_equal(env.call("shm_targets:echo", sent), sent)
+
+
 @pytest.mark.parametrize("nbytes", [INLINE_MAX, SEGMENT - 1, SEGMENT + 1])
 def test_worker_allocate_ndarray(env, nbytes):
     got = env.call("shm_targets:prealloc", nbytes, 9)
