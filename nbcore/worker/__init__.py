@@ -33,8 +33,8 @@ from .channel import Channel, DecodeError, EncodeError
 from .framing import ConnectionClosed, ProtocolError, write_all
 from .framing import allocate as pooled_buffer
 from .pickling import Pickling, unpickle
-from .run_ahead import RunAhead, run_ahead
+from .run_ahead import run_ahead
 
 __all__ = ["CancelledError", "Channel", "ConnectionClosed", "DecodeError", "EncodeError", "HostError", "HostUnavailable",
-           "Pickling", "ProtocolError", "RunAhead", "allocate_buffer", "allocate_ndarray", "check_cancelled", "is_cancelled",
-           "pooled_buffer", "run_ahead", "unpickle", "write_all"]
+           "Pickling", "ProtocolError", "allocate_buffer", "allocate_ndarray", "check_cancelled",
+           "is_cancelled", "pooled_buffer", "run_ahead", "unpickle", "write_all"]
