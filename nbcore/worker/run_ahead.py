@@ -27,7 +27,8 @@ import threading
 
 from . import cancel
 
-_END = object()
+#: What the queue holds: ``(_ITEM, item)``, ``(_FAILED, exception)``, then ``(_END, None)`` for good.
+_ITEM, _FAILED, _END = "item", "failed", "end"
 
 
 class RunAhead:
@@ -93,7 +94,7 @@ class _Producer:
             while not self._queue:
                 self._ready.wait()
             kind, value = self._queue[0]
-            if kind is None:
+            if kind is _ITEM:
                 self._queue.popleft()
                 self._ready.notify()
                 return value
@@ -123,17 +124,17 @@ class _Producer:
                     if self._stopped:
                         return
                 try:
-                    item = (None, next(source))
+                    item = (_ITEM, next(source))
                 except StopIteration:
                     item = (_END, None)
                 except BaseException as exc:  # the host sees every failure, as from a plain generator
-                    item = (exc, exc)
+                    item = (_FAILED, exc)
                 with ready:
                     if self._stopped:
                         return
                     queue.append(item)
                     ready.notify()
-                    if item[0] is not None:
+                    if item[0] is not _ITEM:
                         return
                 item = None
         finally:
