@@ -596,7 +596,8 @@ def _plot_render_loop(ax, bench):
     ax.set_xticklabels(["fresh arrays", "allocate_ndarray"])
     ax.set_ylabel("frames/s (%.1f MB each)" % bench["render_frame_mb"])
     ax.set_title("render loop")
-    ax.legend(fontsize="small")
+    ax.set_ylim(0, 1.4 * max(bench["render_loop"][k][key] for k in kinds for key, _ in bars))  # room for the legend
+    ax.legend(fontsize="small", loc="upper left")
 
 
 def format_report(result):
