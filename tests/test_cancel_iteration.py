@@ -134,3 +134,19 @@ def test_the_host_can_run_a_remote_generator_ahead(env):
     """The worker's run_ahead takes the host's proxy of a remote generator: the generator itself."""
     it = env.call("nbcore.worker:run_ahead", env.call(f("steps"), 5), 2)
     assert list(it) == [0, 1, 2, 3, 4]
+
+
+def test_a_cancel_that_lands_before_the_next_starts_cancels_the_iteration_too():
+    from nbcore.worker import cancel
+
+    iteration, first, second = object(), -101, -102
+    cancel._request(first)
+    outer = cancel._set_current_call(first, iteration)
+    try:
+        assert cancel.is_cancelled()
+        cancel._forget(first)
+        cancel._set_current_call(second, iteration)
+        assert cancel.is_cancelled(), "the iteration stays cancelled in its later next() calls"
+    finally:
+        cancel._set_current_call(*outer)
+        cancel._end_iteration(iteration)

@@ -28,6 +28,8 @@ def _set_current_call(call_id, iteration=None):
     if iteration is not None:
         with _lock:
             _last_next[iteration] = call_id
+            if call_id in _requested:  # the cancel came before this next() started
+                _cancelled_iterations.add(iteration)
     return previous
 
 
