@@ -19,14 +19,17 @@ def check_figures(result):
         assert result[key] > 0, key
     assert result["frame_mb"] == pytest.approx(33.18, abs=0.01)
     assert all(ms > 0 for ms in result["first_call_ms"].values())
+    assert set(result["tcp_socket_ms"]) == {"to_host", "to_peer"} and all(v > 0 for v in result["tcp_socket_ms"].values())
     for key in ("open_to_first_result_ms", "cli_call_ms", "open_python_start_ms", "host_python_start_ms"):
         assert result[key] > 0, key
     assert set(result["open_phases_ms"]) == {"import", "plugins", "config_and_store", "worker", "first_call"}
     assert sum(result["open_phases_ms"].values()) == pytest.approx(result["open_to_first_result_ms"], rel=0.5)
     for kind in ("plain", "allocated"):
-        assert result["render_loop"][kind]["fps"] > 0 and result["render_loop"][kind]["in_process_fps"] > 0
+        assert all(result["render_loop"][kind][key] > 0 for key in ("fps", "run_ahead_fps", "in_process_fps"))
     for ratio in ("open_to_first_result_vs_python_start", "cli_call_vs_pythons_start", "render_loop_vs_in_process",
-                  "render_loop_allocated_vs_in_process"):
+                  "render_loop_allocated_vs_in_process", "render_loop_run_ahead_vs_in_process",
+                  "render_loop_allocated_run_ahead_vs_in_process", "frame_to_host_vs_tcp_socket",
+                  "frame_to_worker_vs_tcp_socket"):
         assert result["ratios"][ratio] > 0, ratio
 
 

@@ -1,4 +1,5 @@
-"""Cancelling a generator cancels the iteration, not just the current next(), on both protocols."""
+"""Cancelling a generator cancels the iteration, not just the current next(), on both protocols; also when
+the generator runs ahead of its next() calls (``run_ahead``)."""
 import threading
 import time
 
@@ -13,7 +14,7 @@ MODULE = "nbt_cancel_iter_mod"
 SOURCE = '''
 import time
 
-from nbcore.worker import check_cancelled, is_cancelled
+from nbcore.worker import check_cancelled, is_cancelled, run_ahead
 
 
 def steps(n):
@@ -34,6 +35,14 @@ def wait_then_report(timeout):
 
 def flag():
     return is_cancelled()
+
+
+def steps_ahead(n):
+    return run_ahead(steps(n), 2)
+
+
+def wait_then_report_ahead(timeout):
+    return run_ahead(wait_then_report(timeout))
 '''
 
 PARAMS = [("python", "tcp-pickle"), ("venv", "tcp-pickle"), ("venv", "shm-pickle")]
@@ -59,25 +68,27 @@ def keep_cancelling(env, stop, period=0.02):
         time.sleep(period)
 
 
-def test_a_cancel_between_items_stops_the_check_cancelled_loop(env):
+@pytest.mark.parametrize("suffix", ["", "_ahead"], ids=["one-by-one", "run-ahead"])
+def test_a_cancel_between_items_stops_the_check_cancelled_loop(env, suffix):
     stop = threading.Event()
     thread = threading.Thread(target=keep_cancelling, args=(env, stop), daemon=True)
     items = []
     thread.start()
     try:
         with pytest.raises(CancelledError):
-            for item in env.call(f("steps"), 300):
+            for item in env.call(f("steps" + suffix), 300):
                 items.append(item)
     finally:
         stop.set()
         thread.join()
     assert len(items) < 50, "the iteration went on after the cancel (%d items)" % len(items)
     assert env.call(f("flag")) is False, "a later call starts uncancelled"
-    assert list(env.call(f("steps"), 3)) == [0, 1, 2], "so does a later generator"
+    assert list(env.call(f("steps" + suffix), 3)) == [0, 1, 2], "so does a later generator"
 
 
-def test_is_cancelled_stays_true_in_the_cancelled_generator(env):
-    it = env.call(f("wait_then_report"), 20)
+@pytest.mark.parametrize("suffix", ["", "_ahead"], ids=["one-by-one", "run-ahead"])
+def test_is_cancelled_stays_true_in_the_cancelled_generator(env, suffix):
+    it = env.call(f("wait_then_report" + suffix), 20)
 
     def cancel_soon():
         deadline = time.monotonic() + 10
@@ -94,5 +105,27 @@ def test_is_cancelled_stays_true_in_the_cancelled_generator(env):
     with pytest.raises(StopIteration):
         next(it)
     assert env.call(f("flag")) is False
-    it = env.call(f("wait_then_report"), 0.2)
+    it = env.call(f("wait_then_report" + suffix), 0.2)
     assert list(it) == ["timeout", False, False], "a new generator starts uncancelled"
+
+
+def test_the_host_can_run_a_remote_generator_ahead(env):
+    """The worker's run_ahead takes the host's proxy of a remote generator: the generator itself."""
+    it = env.call("nbcore.worker:run_ahead", env.call(f("steps"), 5), 2)
+    assert list(it) == [0, 1, 2, 3, 4]
+
+
+def test_a_cancel_that_lands_before_the_next_starts_cancels_the_iteration_too():
+    from nbcore.worker import cancel
+
+    iteration, first, second = object(), -101, -102
+    cancel._request(first)
+    outer = cancel._set_current_call(first, iteration)
+    try:
+        assert cancel.is_cancelled()
+        cancel._forget(first)
+        cancel._set_current_call(second, iteration)
+        assert cancel.is_cancelled(), "the iteration stays cancelled in its later next() calls"
+    finally:
+        cancel._set_current_call(*outer)
+        cancel._end_iteration(iteration)

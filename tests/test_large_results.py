@@ -50,7 +50,7 @@ def project(tmp_path_factory):
 
 CASES = [("tcp-pickle", "array"), ("tcp-pickle", "blob")]
 if SHM_INSTALLED:
-    CASES.append(("tcp-pickle,shm-pickle", "array"))
+    CASES += [("tcp-pickle,shm-pickle", "array"), ("tcp-pickle,shm-pickle", "blob")]
 
 
 @pytest.mark.parametrize("protocol,target", CASES)

@@ -26,15 +26,20 @@ Three figures time what a user waits for, each beside its reference:
   plus the environment's (the two interpreters it starts).
 - **render loop**: frames/s of a worker generator yielding :data:`RENDER_FRAMES`
   rendered 1080p float32 frames, as fresh arrays and as ``allocate_ndarray``
-  frames, beside the same generator run in the host process (alternating rounds).
+  frames, one item per ``next()`` and wrapped in ``run_ahead`` (:data:`RUN_AHEAD`
+  items ahead), beside the same generator run in the host process (alternating rounds).
 - **memcpy into shared memory**: the frame reference taken again into an
   already-touched shared mapping (4 KiB pages unless the system gives shared
   memory huge pages), the floor of any protocol that copies into shared memory.
+- **a bare loopback TCP socket**: the frame's bytes sent through a TCP socket to
+  a child process and back (two kernel copies each way), the floor of any
+  protocol over loopback TCP.
 """
 import json
 import mmap
 import multiprocessing
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -49,6 +54,7 @@ from ..host.selection import default_protocols
 from ..plugin.registry import get_registry
 from ..worker import bench_targets
 from ..worker.bench_targets import has_numpy, make_blob
+from ..worker.framing import configure_socket
 
 TARGETS = "nbcore.worker.bench_targets"
 NOOP_BLOCKS = 10
@@ -58,6 +64,8 @@ FRAME_BLOCK = 5
 SWEEP_SIZES = tuple(1024 * 4 ** i for i in range(10))
 #: Frames per render loop (``--quick``: a third).
 RENDER_FRAMES = 30
+#: Items the render loop's worker generator makes ahead in its ``run_ahead`` rounds.
+RUN_AHEAD = 1
 #: Runs in a fresh host process: open the environment phase by phase, call, print the phases' seconds.
 OPEN_CHILD = """
 import json, sys, time
@@ -109,6 +117,62 @@ class PipeReference:
 
     def close(self):
         self.connection.send(None)
+        self.process.join(5)
+
+
+def _socket_peer(port, nbytes):
+    """The child of :class:`SocketReference`: sends ``nbytes`` after a ``g``, reads them after a ``p``."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    configure_socket(sock)
+    buffer = memoryview(bytearray(b"\1" * nbytes))
+    while True:
+        op = sock.recv(1)
+        if op == b"g":
+            sock.sendall(buffer)
+        elif op == b"p":
+            _recv_all(sock, buffer)
+            sock.sendall(b"k")
+        else:
+            break
+
+
+def _recv_all(sock, target):
+    pos = 0
+    while pos < target.nbytes:
+        pos += sock.recv_into(target[pos:], target.nbytes - pos, socket.MSG_WAITALL)
+
+
+class SocketReference:
+    """A child process moving ``nbytes`` through a bare loopback TCP socket, set up as tcp-pickle sets up its
+    own (the floor of any protocol over loopback TCP: the kernel copies the bytes in and out)."""
+
+    def __init__(self, nbytes):
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        listener.settimeout(60)
+        self.process = multiprocessing.get_context("spawn").Process(
+            target=_socket_peer, args=(listener.getsockname()[1], nbytes), daemon=True)
+        self.process.start()
+        try:
+            self.sock = listener.accept()[0]
+        finally:
+            listener.close()
+        self.sock.settimeout(None)
+        configure_socket(self.sock)
+        self.buffer = memoryview(bytearray(b"\1" * nbytes))
+
+    def to_host(self):
+        self.sock.sendall(b"g")
+        _recv_all(self.sock, self.buffer)
+
+    def to_peer(self):
+        self.sock.sendall(b"p")
+        self.sock.sendall(self.buffer)
+        self.sock.recv(1)
+
+    def close(self):
+        self.sock.close()
         self.process.join(5)
 
 
@@ -268,14 +332,16 @@ def measure_render_loop(remote_env, numpy_frames, count, rounds):
         result = {}
         for allocated in (False, True):
             kind = "allocated" if allocated else "plain"
-            remote = lambda: remote_env.call(TARGETS + ":render_loop", count, allocated)  # noqa: E731
+            remote = lambda ahead: remote_env.call(TARGETS + ":render_loop", count, allocated, ahead)  # noqa: E731
             local = lambda: _in_process(bench_targets.render_loop(count, allocated))  # noqa: E731
-            _loop_seconds(remote()), _loop_seconds(local())  # warm up: the scene, the buffer pools
-            over, here = [], []
+            _loop_seconds(remote(0)), _loop_seconds(remote(RUN_AHEAD)), _loop_seconds(local())  # warm up
+            over, ahead, here = [], [], []
             for _ in range(rounds):
-                over.append(count / _loop_seconds(remote()))
+                over.append(count / _loop_seconds(remote(0)))
+                ahead.append(count / _loop_seconds(remote(RUN_AHEAD)))
                 here.append(count / _loop_seconds(local()))
-            result[kind] = {"fps": statistics.median(over), "in_process_fps": statistics.median(here)}
+            result[kind] = {"fps": statistics.median(over), "run_ahead_fps": statistics.median(ahead),
+                            "in_process_fps": statistics.median(here)}
         return result
     finally:
         bench_targets.use_numpy(False)  # drops the host's scene
@@ -317,16 +383,23 @@ def run_bench(env_name=None, config=None, backend=None, protocol=None, quick=Fal
         steady = {kind: [] for kind in kinds}
         first = {kind: [] for kind in kinds}
         copies, shared_copies = [], []
-        for fn in kinds.values():
-            fn()
-        for _ in range(frame_rounds):
-            for kind, fn in kinds.items():
-                copies += _timed(memcpy, FRAME_BLOCK)
-                if memcpy_shared is not None:
-                    shared_copies += _timed(memcpy_shared, FRAME_BLOCK)
-                block = _timed(fn, 1 + FRAME_BLOCK)
-                first[kind].append(block[0])
-                steady[kind] += block[1:]
+        sockets = SocketReference(nbytes)
+        socket_to_host, socket_to_peer = [], []
+        try:
+            for fn in kinds.values():
+                fn()
+            for _ in range(frame_rounds):
+                for kind, fn in kinds.items():
+                    copies += _timed(memcpy, FRAME_BLOCK)
+                    if memcpy_shared is not None:
+                        shared_copies += _timed(memcpy_shared, FRAME_BLOCK)
+                    block = _timed(fn, 1 + FRAME_BLOCK)
+                    first[kind].append(block[0])
+                    steady[kind] += block[1:]
+                socket_to_host += _timed(sockets.to_host, FRAME_BLOCK)
+                socket_to_peer += _timed(sockets.to_peer, FRAME_BLOCK)
+        finally:
+            sockets.close()
         del frame, memcpy, memcpy_shared
         loop = measure_render_loop(remote_env, numpy_frames, RENDER_FRAMES // 3 if quick else RENDER_FRAMES,
                                    frame_rounds)
@@ -353,6 +426,7 @@ def run_bench(env_name=None, config=None, backend=None, protocol=None, quick=Fal
         "memcpy_ms": _ms(copies),
         "first_call_ms": {kind: _ms(times) for kind, times in first.items()},
         "memcpy_to_shared_ms": _ms(shared_copies) if shared_copies else None,
+        "tcp_socket_ms": {"to_host": _ms(socket_to_host), "to_peer": _ms(socket_to_peer)},
         "start_ms": start_s * 1e3,
         "python_start_ms": python_s * 1e3,
         "render_loop": loop,
@@ -366,12 +440,17 @@ def run_bench(env_name=None, config=None, backend=None, protocol=None, quick=Fal
         "frame_to_host_vs_memcpy": result["frame_to_host_ms"] / result["memcpy_ms"],
         "frame_to_host_prealloc_vs_memcpy": result["frame_to_host_prealloc_ms"] / result["memcpy_ms"],
         "frame_to_worker_vs_memcpy": result["frame_to_worker_ms"] / result["memcpy_ms"],
+        "frame_to_host_vs_tcp_socket": result["frame_to_host_ms"] / result["tcp_socket_ms"]["to_host"],
+        "frame_to_worker_vs_tcp_socket": result["frame_to_worker_ms"] / result["tcp_socket_ms"]["to_peer"],
         "start_vs_python_start": result["start_ms"] / result["python_start_ms"],
         "open_to_first_result_vs_python_start": result["open_to_first_result_ms"] / result["open_python_start_ms"],
         "cli_call_vs_pythons_start": result["cli_call_ms"] / (result["open_python_start_ms"]
                                                               + result["host_python_start_ms"]),
         "render_loop_vs_in_process": loop["plain"]["fps"] / loop["plain"]["in_process_fps"],
         "render_loop_allocated_vs_in_process": loop["allocated"]["fps"] / loop["allocated"]["in_process_fps"],
+        "render_loop_run_ahead_vs_in_process": loop["plain"]["run_ahead_fps"] / loop["plain"]["in_process_fps"],
+        "render_loop_allocated_run_ahead_vs_in_process": (loop["allocated"]["run_ahead_fps"]
+                                                          / loop["allocated"]["in_process_fps"]),
     }
     if shared_copies:
         result["ratios"]["frame_to_worker_vs_memcpy_to_shared"] = (result["frame_to_worker_ms"]
@@ -508,14 +587,17 @@ def _plot_open(ax, bench):
 def _plot_render_loop(ax, bench):
     """Grouped bars: the render loop's frames/s through the worker and in-process, plain and allocated."""
     kinds = ("plain", "allocated")
-    for offset, (key, label) in enumerate((("fps", "worker generator"), ("in_process_fps", "in-process"))):
-        ax.bar([i + 0.4 * offset for i in range(len(kinds))], [bench["render_loop"][k][key] for k in kinds],
-               width=0.4, label=label)
-    ax.set_xticks([i + 0.2 for i in range(len(kinds))])
+    bars = (("fps", "worker generator"), ("run_ahead_fps", "worker generator, run_ahead(%d)" % RUN_AHEAD),
+            ("in_process_fps", "in-process"))
+    for offset, (key, label) in enumerate(bars):
+        ax.bar([i + 0.27 * offset for i in range(len(kinds))], [bench["render_loop"][k][key] for k in kinds],
+               width=0.27, label=label)
+    ax.set_xticks([i + 0.27 for i in range(len(kinds))])
     ax.set_xticklabels(["fresh arrays", "allocate_ndarray"])
     ax.set_ylabel("frames/s (%.1f MB each)" % bench["render_frame_mb"])
     ax.set_title("render loop")
-    ax.legend(fontsize="small")
+    ax.set_ylim(0, 1.4 * max(bench["render_loop"][k][key] for k in kinds for key, _ in bars))  # room for the legend
+    ax.legend(fontsize="small", loc="upper left")
 
 
 def format_report(result):
@@ -531,6 +613,9 @@ def format_report(result):
         "frame to host, %s %6.3f ms  %.3fx memcpy" % (
             allocator, r["frame_to_host_prealloc_ms"], x["frame_to_host_prealloc_vs_memcpy"]),
         "frame to worker %8.2f ms  %.2fx memcpy" % (r["frame_to_worker_ms"], x["frame_to_worker_vs_memcpy"]),
+        "bare loopback TCP socket, the same bytes: to host %.2f ms, to peer %.2f ms; frame to host %.2fx it, "
+        "frame to worker %.2fx it" % (r["tcp_socket_ms"]["to_host"], r["tcp_socket_ms"]["to_peer"],
+                                      x["frame_to_host_vs_tcp_socket"], x["frame_to_worker_vs_tcp_socket"]),
         "first call after a memcpy block: frame to host %.2f ms, %s %.3f ms, frame to worker %.2f ms" % (
             r["first_call_ms"]["frame_to_host"], allocator, r["first_call_ms"]["frame_to_host_prealloc"],
             r["first_call_ms"]["frame_to_worker"]),
@@ -545,6 +630,10 @@ def format_report(result):
             r["render_loop"]["plain"]["fps"], x["render_loop_vs_in_process"], r["render_loop"]["plain"]["in_process_fps"],
             allocator, r["render_loop"]["allocated"]["fps"], x["render_loop_allocated_vs_in_process"],
             r["render_loop"]["allocated"]["in_process_fps"]),
+        "render loop, run_ahead(%d) %6.1f frames/s  %.2fx in-process; %s %.1f frames/s  %.2fx in-process" % (
+            RUN_AHEAD, r["render_loop"]["plain"]["run_ahead_fps"], x["render_loop_run_ahead_vs_in_process"],
+            allocator, r["render_loop"]["allocated"]["run_ahead_fps"],
+            x["render_loop_allocated_run_ahead_vs_in_process"]),
     ] + ([] if r["memcpy_to_shared_ms"] is None else [
         "frame to worker %.2fx memcpy into shared memory (%.2f ms)" % (
             x["frame_to_worker_vs_memcpy_to_shared"], r["memcpy_to_shared_ms"])]))

@@ -4,10 +4,11 @@ Everything under ``nbcore.worker`` imports only the standard library (numpy is
 optional, any version since 1.16) and runs on Python 3.7+, because the
 environment it runs in does not have nbcore installed.  Code running inside a worker may use::
 
-    from nbcore.worker import is_cancelled, check_cancelled, allocate_ndarray
+    from nbcore.worker import is_cancelled, check_cancelled, allocate_ndarray, run_ahead
 
-to cooperate with cancellation requested by the host, and to build results
-where the active protocol sends them from (no copy with ``shm-pickle``).
+to cooperate with cancellation requested by the host, to build results
+where the active protocol sends them from (no copy with ``shm-pickle``), and
+to let a generator make its next items while the host receives the current one.
 Host callables passed as arguments arrive as proxies (see :mod:`.callbacks`);
 ``HostUnavailable`` and ``HostError`` are what calling one may raise.
 
@@ -32,7 +33,8 @@ from .channel import Channel, DecodeError, EncodeError
 from .framing import ConnectionClosed, ProtocolError, write_all
 from .framing import allocate as pooled_buffer
 from .pickling import Pickling, unpickle
+from .run_ahead import run_ahead
 
 __all__ = ["CancelledError", "Channel", "ConnectionClosed", "DecodeError", "EncodeError", "HostError", "HostUnavailable",
-           "Pickling", "ProtocolError", "allocate_buffer", "allocate_ndarray", "check_cancelled", "is_cancelled",
-           "pooled_buffer", "unpickle", "write_all"]
+           "Pickling", "ProtocolError", "allocate_buffer", "allocate_ndarray", "check_cancelled",
+           "is_cancelled", "pooled_buffer", "run_ahead", "unpickle", "write_all"]

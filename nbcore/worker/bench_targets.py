@@ -7,6 +7,7 @@ of the same sizes: either way they cross out of band, as arrays do.
 import pickle
 
 from .allocation import allocate_buffer, allocate_ndarray
+from .run_ahead import run_ahead
 
 FRAME_SHAPES = ((1080, 1920, 3), (1080, 1920, 1))
 #: The render loop's frame: float32 RGB at 1080p (24.9 MB).
@@ -87,10 +88,15 @@ def make_blob(nbytes, use_numpy):
     return pickle.PickleBuffer(bytearray(b"\1" * nbytes))
 
 
-def render_loop(count, allocated):
+def render_loop(count, allocated, ahead=0):
     """A generator "rendering" ``count`` frames: each is computed from a fixed scene (a few passes over
     the pixels, like a cheap shader), into a fresh array or, with ``allocated``, into one from
-    ``allocate_ndarray`` (``allocate_buffer`` without numpy)."""
+    ``allocate_ndarray`` (``allocate_buffer`` without numpy); with ``ahead``, run that many frames ahead."""
+    frames = _render(count, allocated)
+    return run_ahead(frames, ahead) if ahead else frames
+
+
+def _render(count, allocated):
     nbytes = ITEMSIZE * RENDER_SHAPE[0] * RENDER_SHAPE[1] * RENDER_SHAPE[2]
     global _scene
     if _numpy:

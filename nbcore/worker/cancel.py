@@ -23,12 +23,24 @@ class CancelledError(Exception):
 
 def _set_current_call(call_id, iteration=None):
     """Make ``call_id`` (a ``next()`` of iterator ``iteration`` when given) this thread's call; return the previous pair."""
-    previous = getattr(_state, "current", _IDLE)
+    previous = _current()
     _state.current = (call_id, iteration)
     if iteration is not None:
         with _lock:
             _last_next[iteration] = call_id
+            if call_id in _requested:  # the cancel came before this next() started
+                _cancelled_iterations.add(iteration)
     return previous
+
+
+def _current():
+    """This thread's ``(call id, iteration)``."""
+    return getattr(_state, "current", _IDLE)
+
+
+def _adopt(current):
+    """Make this thread work for ``current``, another thread's ``(call id, iteration)`` (run-ahead generators)."""
+    _state.current = current
 
 
 def _request(call_id):

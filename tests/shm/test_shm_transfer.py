@@ -1,4 +1,6 @@
 """What crosses shm-pickle arrives intact, at every size boundary, and stays intact while the host keeps it."""
+import collections
+import mmap
 import os
 import pickle
 
@@ -6,7 +8,7 @@ import numpy as np
 import pytest
 
 from nb_shm import copying
-from nb_shm.worker.channel import INLINE_MAX
+from nb_shm.worker.channel import INLINE_MAX, PagesReader
 
 from conftest import pattern
 
@@ -40,6 +42,14 @@ def test_host_to_worker_and_back(env, nbytes):
     back = env.call("shm_targets:echo", sent)
     np.testing.assert_array_equal(back, sent)
     assert env.call("shm_targets:total", sent) == int(sent.astype(np.uint64).sum())
+
+
+@pytest.mark.parametrize("nbytes", [INLINE_MAX, SEGMENT + 1])
+def test_a_read_only_array_crosses_too(env, nbytes):
+    """Writable buffers are copied into shared memory by address (the GIL released), read-only ones otherwise."""
+    sent = pattern(nbytes, 6)
+    sent.flags.writeable = False
+    np.testing.assert_array_equal(env.call("shm_targets:echo", sent), sent)
 
 
 @pytest.mark.parametrize("nbytes", [INLINE_MAX, SEGMENT - 1, SEGMENT + 1])
@@ -186,3 +196,19 @@ def test_no_spinning_on_a_single_cpu(monkeypatch):
     finally:
         channel.close()
         other.close()
+
+
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_a_large_pickle_loads_from_pages_unmapped_as_they_are_read(monkeypatch, protocol):
+    """Protocol 2 reads its globals line by line, protocol 5 its bytes with readinto: both from the pages."""
+    monkeypatch.setattr(PagesReader, "CHUNK", 4 * mmap.PAGESIZE)
+    value = {"blob": bytes(range(256)) * 4099, "text": "é" * 5000, "kind": collections.OrderedDict, "n": [1.5, -2]}
+    data = pickle.dumps(value, protocol)
+    mapping = mmap.mmap(-1, len(data) + 2 * mmap.PAGESIZE)
+    address = mmap.PAGESIZE + 7
+    mapping[address:address + len(data)] = data
+    view = memoryview(mapping)[address:address + len(data)]
+    assert pickle.load(PagesReader(view, mapping, address)) == value
+    assert mapping[address:address + len(data)] == data, "unmapped pages of a shared mapping keep their content"
+    view.release()
+    mapping.close()

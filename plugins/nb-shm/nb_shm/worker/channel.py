@@ -11,16 +11,21 @@ A message on the pipe::
 
 Payload 0 is the pickle, the others its out-of-band buffers.  Payloads under
 :data:`INLINE_MAX` travel inline; larger ones are placed in the sender's
-shared memory (once) and reach the receiver as views.
+shared memory (once) and reach the receiver as views.  A pickle of
+:data:`STREAM_PICKLE` bytes or more without out-of-band buffers (a large
+``bytes`` or ``str``) is unpickled from the sender's pages, each one unmapped
+here once read, so the result never needs twice its size in the receiver.
 """
 import functools
+import mmap
 import os
+import pickle
 import select
 import struct
 import time
 
-from nbcore.worker import (Channel, ConnectionClosed, EncodeError, Pickling, ProtocolError, pooled_buffer, unpickle,
-                           write_all)
+from nbcore.worker import (Channel, ConnectionClosed, DecodeError, EncodeError, Pickling, ProtocolError, pooled_buffer,
+                           unpickle, write_all)
 
 from .links import recv_fds, send_fds
 from .segments import Incoming, Outgoing
@@ -36,6 +41,8 @@ SMALL = struct.Struct(HEAD.format + PAYLOAD.format[1:])
 #: Payloads smaller than this travel on the pipe; larger ones through shared memory.
 INLINE_MAX = 64 * 1024
 SCRATCH = 256 * 1024
+#: A pickle at least this large with no out-of-band buffers is unpickled from shared memory page by page.
+STREAM_PICKLE = 8 << 20
 #: Gives the CPU to another runnable task, if any (a no-op where the system lacks it).
 _yield_cpu = getattr(os, "sched_yield", None) or (lambda: None)
 
@@ -257,6 +264,10 @@ class ShmChannel(Channel):
             with out.lock:
                 out.release_all(NOTE.iter_unpack(body[pos:end]))
             pos = end
+        if n_payloads == 1:
+            segment_id, start, offset, length = PAYLOAD.unpack_from(body, pos)
+            if segment_id and length >= STREAM_PICKLE:
+                return self._load_from_pages(segment_id, start, offset, length)
         inline = end = pos + n_payloads * PAYLOAD.size
         chunks = []
         segments = self._in.segments
@@ -280,6 +291,17 @@ class ShmChannel(Channel):
         data = chunks[0]
         del chunks[0]
         return unpickle(data, chunks)
+
+    def _load_from_pages(self, segment_id, start, offset, length):
+        """Unpickle a large pickle that has no out-of-band buffers, unmapping its pages as they are read."""
+        segment = self._in.segments.get(segment_id)
+        if segment is None:
+            raise ProtocolError("message refers to unknown segment %d" % segment_id)
+        reader = PagesReader(segment.view(start, offset, length, self._in.notify), segment.map, start + offset)
+        try:
+            return pickle.load(reader)
+        except Exception as exc:
+            raise DecodeError(exc) from exc
 
     def _add_segments(self, body, count):
         _, fds = recv_fds(self._sock, 1, count)
@@ -318,3 +340,51 @@ class ShmChannel(Channel):
         with self._out.lock:
             self._out.close()
         self._in.close()
+
+
+class PagesReader:
+    """A pickle in a mapping of the peer's shared memory, as a file for ``pickle.load``.
+
+    ``pickle.load`` reads a large ``bytes`` with :meth:`readinto`, straight into
+    the object it builds; every whole page read is unmapped from this process
+    (``MADV_DONTNEED``: the peer's file keeps its content), so the resident
+    memory grows by the object being built, not by the pickle too.
+    """
+
+    #: Bytes copied between two unmappings.
+    CHUNK = 16 << 20
+
+    def __init__(self, view, mapping, address):
+        self._view = view
+        self._pos = 0
+        self._map = mapping
+        self._address = address
+        self._unmapped = -(-address // mmap.PAGESIZE) * mmap.PAGESIZE
+
+    def read(self, n=-1):
+        end = len(self._view) if n is None or n < 0 else min(len(self._view), self._pos + n)
+        out = bytes(self._view[self._pos:end])
+        self._advance(end)
+        return out
+
+    def readinto(self, target):
+        target = memoryview(target).cast("B")
+        n = min(target.nbytes, len(self._view) - self._pos)
+        done = 0
+        while done < n:
+            step = min(self.CHUNK, n - done)
+            target[done:done + step] = self._view[self._pos:self._pos + step]
+            done += step
+            self._advance(self._pos + step)
+        return n
+
+    def readline(self):
+        stop = self._map.find(b"\n", self._address + self._pos, self._address + len(self._view))
+        return self.read(len(self._view) - self._pos if stop < 0 else stop + 1 - self._address - self._pos)
+
+    def _advance(self, pos):
+        self._pos = pos
+        page = (self._address + pos) // mmap.PAGESIZE * mmap.PAGESIZE
+        if page - self._unmapped >= self.CHUNK or pos == len(self._view) and page > self._unmapped:
+            self._map.madvise(mmap.MADV_DONTNEED, self._unmapped, page - self._unmapped)
+            self._unmapped = page

@@ -94,6 +94,18 @@ class _Exporter(ctypes.c_char * min(1 << 40, sys.maxsize // 2)):
         owner[0](owner[1])
 
 
+def _copy_without_gil(address, buffer, nbytes):
+    """Copy ``buffer`` to ``address`` with the GIL released (other threads, such as a generator running
+    ahead, go on meanwhile); False when ``buffer`` is read-only and not ``bytes`` (the caller copies it)."""
+    if not isinstance(buffer, bytes):
+        try:
+            buffer = ctypes.addressof(ctypes.c_char.from_buffer(buffer))
+        except (TypeError, ValueError):
+            return False
+    ctypes.memmove(address, buffer, nbytes)
+    return True
+
+
 class Segment:
     """One mapped shared memory file (outgoing ones also track their free space)."""
 
@@ -250,7 +262,8 @@ class Outgoing:
             return None
         region.remote = 1
         segment = region.segment
-        segment.map[region.start:region.start + nbytes] = buffer
+        if not _copy_without_gil(region.address, buffer, nbytes):
+            segment.map[region.start:region.start + nbytes] = buffer
         return segment.id, region.start, 0
 
     def _allocated_holding(self, buffer, nbytes):
