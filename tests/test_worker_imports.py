@@ -8,7 +8,7 @@ import pytest
 from nbcore import open_backend
 from nbcore.builtin import venv as venv_backend
 from nbcore.plugin.registry import get_registry
-from nbcore.host.staging import stage_worker
+from nbcore.host.staging import NBCORE_STUB, stage_worker
 from nbcore.testing import python_or_skip
 
 from nbtest import STDLIB_ONLY_CHECKER, write
@@ -25,7 +25,7 @@ def staged(tmp_path_factory):
 def test_staged_folder_holds_only_worker_code(staged, tmp_path):
     files = sorted(str(p.relative_to(staged)) for p in staged.rglob("*.py"))
     assert "nbcore/worker/rpc.py" in files and "nbcore/worker/tcp_pickle.py" in files
-    assert (staged / "nbcore" / "__init__.py").read_text() == "", "the parent package must be an empty stub"
+    assert (staged / "nbcore" / "__init__.py").read_bytes() == NBCORE_STUB, "the parent package is a stub"
     host_side = {"host.py", "client.py", "cli.py", "config.py", "plugins.py", "selection.py", "store.py"}
     assert not [f for f in files if f.startswith("nbcore/") and f.count("/") == 1 and f.split("/")[1] in host_side]
     # content-addressed: staging again reuses the folder
@@ -78,3 +78,21 @@ def test_real_worker_on_python_38(nbcore_home, workdir, monkeypatch):
             assert env.call("operator:add", b"x" * 3_000_000, b"y") == b"x" * 3_000_000 + b"y"
     finally:
         venv_backend.find_interpreter.cache_clear()
+
+
+def test_the_worker_caches_the_bytecode_of_its_own_modules_only(nbcore_home, workdir, monkeypatch, tmp_path):
+    """Under PYTHONDONTWRITEBYTECODE a worker compiled nbcore's modules at every start; the user's code keeps
+    the setting."""
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    staged = stage_worker(tmp_path / "home", [p.worker_module for p in get_registry().protocols.values()])
+    variables = dict(os.environ, PYTHONPATH=str(staged), NBCORE_WORKER_ADDRESS="127.0.0.1:1",
+                     NBCORE_WORKER_SECRET="00" * 32, NBCORE_WORKER_PROTOCOLS="tcp-pickle=nbcore.worker.tcp_pickle")
+    result = subprocess.run([sys.executable, "-m", "nbcore.worker"], env=variables, capture_output=True, text=True,
+                            timeout=60, cwd=str(workdir))
+    assert "cannot connect to the host" in result.stderr
+    cached = {p.name.split(".")[0] for p in (staged / "nbcore" / "worker").glob("__pycache__/*.pyc")}
+    assert {"__init__", "serve", "rpc", "tcp_pickle"} <= cached
+    write(workdir / "nbt_bytecode_mod.py", "import sys\n\ndef flag():\n    return sys.dont_write_bytecode\n")
+    with open_backend("demo", config={"environments": {"demo": {}}}, backend="venv", protocol="tcp-pickle") as env:
+        assert env.call("nbt_bytecode_mod:flag") is True
+    assert not (workdir / "__pycache__").exists()
