@@ -12,7 +12,7 @@ import stat
 import pytest
 
 from nbcore.host import config_cache
-from nbcore.host.store import READY_MARKER, ensure_installed, is_ready, make_environment
+from nbcore.plugin.store import READY_MARKER, ensure_installed, is_ready, make_environment
 from nbcore.spec import EnvironmentSpec
 
 from nbtest import run_nbcore, write

@@ -11,7 +11,7 @@ from nbcore.builtin import venv as venv_backend
 from nbcore.errors import ConfigError
 from nbcore.host import config_cache, config_check
 from nbcore.host.config import parse_config
-from nbcore.host.store import make_environment
+from nbcore.plugin.store import make_environment
 from nbcore.plugin.registry import build_registry
 from nbcore.spec import EnvironmentSpec
 
