@@ -96,3 +96,15 @@ def test_the_worker_caches_the_bytecode_of_its_own_modules_only(nbcore_home, wor
     with open_backend("demo", config={"environments": {"demo": {}}}, backend="venv", protocol="tcp-pickle") as env:
         assert env.call("nbt_bytecode_mod:flag") is True
     assert not (workdir / "__pycache__").exists()
+
+
+def test_the_worker_connects_to_an_ip_address_without_a_name_lookup(tmp_path):
+    """A name lookup imports the idna codec (about a millisecond of every worker's start); host names still work."""
+    probe = ("import socket, sys; from nbcore.worker.tcp_pickle import _connect\n"
+             "server = socket.socket(); server.bind(('127.0.0.1', 0)); server.listen(2)\n"
+             "port = server.getsockname()[1]\n"
+             "_connect('127.0.0.1', port).close(); print('encodings.idna' in sys.modules)\n"
+             "_connect('localhost', port).close(); print('connected')\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                            cwd=str(tmp_path))
+    assert result.stdout.split() == ["False", "connected"], result.stderr
