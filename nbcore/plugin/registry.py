@@ -24,6 +24,7 @@ import importlib
 import logging
 import os
 import re
+import threading
 from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional
@@ -191,7 +192,7 @@ class ProviderTable(MutableMapping):
         return "<%s table: %s>" % (self._kind, ", ".join(sorted(self)))
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)
 class _Pending:
     """An entry point read but not imported yet, and what the catalog says its plugin provides (None: unknown)."""
 
@@ -219,6 +220,7 @@ class Registry:
         self._broken: Dict[str, str] = {}
         #: Entry points not imported yet, in the order they were found.
         self._pending: List[_Pending] = []
+        self._loading = threading.RLock()  # threads may look names up at once; a hook may look one up too
         #: Install commands plugins declared for names they do not provide (:meth:`Register.hint`).
         self.hints: Dict[str, str] = {}
 
@@ -245,19 +247,23 @@ class Registry:
     def load_providers_of(self, kind: str, name: Optional[str] = None) -> None:
         """Import the plugins that may provide ``kind`` ``name`` (every name of ``kind`` when None): first those
         the catalog names for it, then, while it is still missing, every other one."""
-        self._load([p for p in self._pending if p.may_provide(kind, name)])
-        if name is not None and name not in self.table(kind).loaded:
-            self.load_all()
+        with self._loading:
+            self._load([p for p in self._pending if p.may_provide(kind, name)])
+            if name is not None and name not in self.table(kind).loaded:
+                self.load_all()
 
     def _load(self, pending: List[_Pending]) -> None:
-        loaded = []
-        for item in pending:
-            self._pending.remove(item)
-            info = self._import(item)
-            if info is not None:
-                loaded.append(info.name)
-        if loaded:
-            self.collect(loaded)
+        with self._loading:
+            loaded = []
+            for item in pending:
+                if item not in self._pending:  # loaded meanwhile, by a look-up its plugin's import made
+                    continue
+                self._pending.remove(item)
+                info = self._import(item)
+                if info is not None:
+                    loaded.append(info.name)
+            if loaded:
+                self.collect(loaded)
 
     def _import(self, item: _Pending) -> Optional[PluginInfo]:
         """Import one entry point's plugin and register it with pluggy; None (and one warning line) if it fails."""
