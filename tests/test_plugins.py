@@ -532,3 +532,15 @@ def test_only_the_plugins_a_command_needs_are_imported(tmp_path):
     assert json.loads(outputs[1].stdout.splitlines()[1]) == ["nb_shm.plugin"], "a known config: no other plugin"
     assert json.loads(outputs[2].stdout) == ["nb_docker.plugin"]
     assert {"nb_conda.plugin", "nb_docker.plugin", "nb_ray.plugin"} < set(json.loads(outputs[3].stdout))
+
+
+@pytest.mark.parametrize("plugin", sorted(p.name for p in (REPO_ROOT / "plugins").glob("nb-*")))
+def test_a_first_party_plugin_module_is_cheap_to_import(plugin):
+    """A plugin is imported when a command may need it: its hooks module leaves engine clients, HTTP and the
+    config parsers to the code that uses them."""
+    module = plugin.replace("-", "_") + ".plugin"
+    heavy = ("docker", "rattler", "ray", "urllib.request", "http.client", "requests", "yaml", "jsonschema")
+    probe = "import json, sys, %s; print(json.dumps([m for m in %r if m in sys.modules]))" % (module, heavy)
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == []
