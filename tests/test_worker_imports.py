@@ -1,4 +1,5 @@
 """The worker side imports only the standard library (numpy optional) and runs on Python 3.8."""
+import json
 import os
 import subprocess
 import sys
@@ -108,3 +109,16 @@ def test_the_worker_connects_to_an_ip_address_without_a_name_lookup(tmp_path):
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
                             cwd=str(tmp_path))
     assert result.stdout.split() == ["False", "connected"], result.stderr
+
+
+def test_the_worker_start_leaves_out_what_only_some_paths_need(staged, tmp_path):
+    """Modules a worker needs only when it ends (signal), runs an install guard (subprocess) or cleans a folder
+    (shutil) are imported there, not on every start."""
+    protocols = sorted(p.worker_module for p in get_registry().protocols.values())
+    probe = ("import json, sys; sys.path.insert(0, sys.argv[1]); import nbcore.worker.serve, %s; "
+             "print(json.dumps(sorted(m for m in ('signal', 'shutil', 'subprocess', 'tempfile', 'logging', 'inspect') "
+             "if m in sys.modules)))" % ", ".join(protocols))
+    result = subprocess.run([sys.executable, "-S", "-E", "-c", probe, str(staged)], capture_output=True, text=True,
+                            timeout=60, cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == []
