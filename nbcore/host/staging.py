@@ -2,11 +2,12 @@
 
 It holds ``nbcore/worker/`` and each protocol plugin's worker module at the same
 dotted names they have on the host (parent packages become empty stubs), so
-the environment needs no nbcore install.  The ``nbcore`` stub alone has one
-line: it lets Python cache the bytecode of the worker's own modules in the
+the environment needs no nbcore install.  The ``nbcore`` stub alone is not
+empty: it lets Python cache the bytecode of the worker's own modules in the
 staged folder even where ``PYTHONDONTWRITEBYTECODE`` (or ``-B``) is set, so a
 worker does not compile them again at every start; the worker restores the
-user's setting before it imports anything else (:func:`nbcore.worker.serve.main`).
+user's setting once its protocol modules are imported, before any user code
+(:func:`nbcore.worker.serve.main`).
 
 The files are content-addressed: :func:`worker_archive` packs them into a
 deterministic tar whose sha256 names them.  :func:`stage_worker` unpacks them
@@ -26,7 +27,9 @@ from typing import Dict, Iterable, Tuple
 from ..plugin.staging import FILE_MODE, FOLDER_MODE, folders_of, stage_files
 
 #: The staged ``nbcore/__init__.py``: bytecode of the worker's own modules is cached whatever the user's setting.
-NBCORE_STUB = b"import sys\nsys.dont_write_bytecode = False  # nbcore.worker.serve.main() restores the setting\n"
+NBCORE_STUB = (b"import sys\n"
+               b"sys.dont_write_bytecode = False  # nbcore.worker.serve.main() restores the setting\n")
+
 
 def _module_files(module_name: str) -> Dict[str, Path]:
     """Map relative target paths to source files for one module or package."""
