@@ -12,7 +12,7 @@ import stat
 import pytest
 
 from nbcore.host import config_cache
-from nbcore.host.store import READY_MARKER, ensure_installed, is_ready, make_environment
+from nbcore.plugin.store import READY_MARKER, ensure_installed, is_ready, make_environment
 from nbcore.spec import EnvironmentSpec
 
 from nbtest import run_nbcore, write
@@ -48,7 +48,7 @@ def home(tmp_path, monkeypatch):
 
 
 def test_the_config_cache_is_private_whatever_the_umask(home):
-    key = config_cache.cache_key("environments: {}\n", {"type": "object"})
+    key = config_cache.cache_key("environments: {}\n")
     with umask(0):
         config_cache.store(key, {"environments": {}})
     entry = home / "config-cache" / (key + ".json")
@@ -59,7 +59,7 @@ def test_the_config_cache_is_private_whatever_the_umask(home):
 @pytest.mark.parametrize("damage", ["other owner", "group writable", "other writable", "folder other owner",
                                     "folder writable"])
 def test_a_cache_entry_another_user_could_write_is_ignored(home, caplog, damage):
-    key = config_cache.cache_key("environments: {}\n", {"type": "object"})
+    key = config_cache.cache_key("environments: {}\n")
     config_cache.store(key, {"environments": {}})
     entry = home / "config-cache" / (key + ".json")
     if "owner" in damage:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from nbcore.host.store import READY_MARKER, install_lock
+from nbcore.plugin.store import READY_MARKER, install_lock
 
 from nbtest import run_nbcore, write
 

@@ -66,7 +66,7 @@ def test_kill_9_of_the_installer_ends_its_steps(tmp_path):
 
 def test_a_rebuild_kills_what_an_interrupted_install_left_running(tmp_path):
     """Even a survivor whose guard was killed too (no death signal reached it) never writes into the rebuild."""
-    from nbcore.host.store import ensure_installed, make_environment
+    from nbcore.plugin.store import ensure_installed, make_environment
     from nbcore.plugin.process import INSTALL_STEP_VARIABLE
     from nbcore.spec import EnvironmentSpec
     from test_store import CountingBackend, QuietProgress

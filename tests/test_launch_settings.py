@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from nbcore.host.store import READY_MARKER
+from nbcore.plugin.store import READY_MARKER
 
 from nbtest import run_nbcore, write
 

@@ -85,3 +85,22 @@ def test_no_core_module_but_the_catalog_names_a_plugin():
             if naming.search(line):
                 found.append("%s:%d: %s" % (path.relative_to(REPO_ROOT), number, line.strip()))
     assert not found, "\n".join(found)
+
+
+def absolute_imports(path: Path, package: str):
+    """Every module ``path`` (a module of ``package``) imports, relative imports resolved, function-local ones too."""
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")[:len(package.split(".")) - node.level + 1] if node.level else []
+            yield ".".join(base + ([node.module] if node.module else []))
+
+
+def test_the_plugin_api_imports_no_host_runtime():
+    """``nbcore.plugin`` sits below the host runtime and the CLI: plugins import it, it imports neither."""
+    above = ("nbcore.host", "nbcore.cli", "nbcore.builtin")
+    found = ["%s imports %s" % (path.relative_to(REPO_ROOT), module)
+             for path in sorted((REPO_ROOT / "nbcore" / "plugin").glob("*.py"))
+             for module in absolute_imports(path, "nbcore.plugin") if module.startswith(above)]
+    assert not found, "\n".join(found)

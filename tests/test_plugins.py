@@ -511,3 +511,39 @@ def test_a_plugin_that_fails_to_import_is_one_line_and_the_others_keep_working(t
     assert "plugin 'nbtest-broken' (nbtest-broken 1.2) failed to load" in doctor.stdout
     quiet = run_nbcore("backends", env={"PYTHONPATH": str(site), "NBCORE_DISABLE_PLUGINS": "nbtest-broken"})
     assert quiet.returncode == 0 and "nbtest" not in quiet.stderr, quiet.stderr
+
+
+#: Prints the plugin modules (``*.plugin``) a probe imported, then exits with the probe's code.
+PLUGINS_IMPORTED = "import json, sys; print(json.dumps(sorted(m for m in sys.modules if m.startswith('nb_') and m.endswith('.plugin'))))"
+
+
+def test_only_the_plugins_a_command_needs_are_imported(tmp_path):
+    """A call with a chosen backend imports the protocol plugins and no other first-party plugin; looking a
+    backend up imports its plugin alone; listing the backends imports them all."""
+    write(tmp_path / "nbcore.yaml", "environments:\n  bare: {}\n")
+    write(tmp_path / "mod.py", "def f(a, b):\n    return a + b\n")
+    variables = clean_environ({"NBCORE_HOME": str(tmp_path / "home")})
+    call = ("from nbcore.cli.main import main; code = main(['call', 'bare', 'mod:f', '--args', '[1, 2]', "
+            "'--backend', 'python']); " + PLUGINS_IMPORTED + "; sys.exit(code)")
+    lookup = "from nbcore.plugin import get_registry; get_registry().backends['docker']; " + PLUGINS_IMPORTED
+    listing = "from nbcore.plugin import get_registry; sorted(get_registry().backends); " + PLUGINS_IMPORTED
+    outputs = [subprocess.run([sys.executable, "-c", probe], cwd=str(tmp_path), env=variables, capture_output=True,
+                              text=True, timeout=120) for probe in (call, call, lookup, listing)]
+    for result in outputs:
+        assert result.returncode == 0, result.stderr
+    assert outputs[0].stdout.splitlines()[0] == "3"
+    assert json.loads(outputs[1].stdout.splitlines()[1]) == ["nb_shm.plugin"], "a known config: no other plugin"
+    assert json.loads(outputs[2].stdout) == ["nb_docker.plugin"]
+    assert {"nb_conda.plugin", "nb_docker.plugin", "nb_ray.plugin"} < set(json.loads(outputs[3].stdout))
+
+
+@pytest.mark.parametrize("plugin", sorted(p.name for p in (REPO_ROOT / "plugins").glob("nb-*")))
+def test_a_first_party_plugin_module_is_cheap_to_import(plugin):
+    """A plugin is imported when a command may need it: its hooks module leaves engine clients, HTTP and the
+    config parsers to the code that uses them."""
+    module = plugin.replace("-", "_") + ".plugin"
+    heavy = ("docker", "rattler", "ray", "urllib.request", "http.client", "requests", "yaml", "jsonschema")
+    probe = "import json, sys, %s; print(json.dumps([m for m in %r if m in sys.modules]))" % (module, heavy)
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == []

@@ -6,7 +6,7 @@ import pytest
 
 from nbcore.errors import PluginError
 from nbcore.host.selection import choose_backend, default_protocols, plan_protocols
-from nbcore.host.store import make_environment
+from nbcore.plugin.store import make_environment
 from nbcore.plugin import (FALLBACK, UPGRADE, CapabilityMissing, EnvironmentSpec, ListenAddress,
                            ProtocolProvider, UserError)
 from nbcore.plugin import registry as plugins

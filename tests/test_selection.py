@@ -11,7 +11,7 @@ from nbcore.errors import BackendUnavailable, UserError
 from nbcore.host.selection import choose_backend, default_protocols, plan_protocols, protocol_list
 from nbcore.spec import EnvironmentSpec
 from nbcore.testing import FakeBackend, python_or_skip, registry_with
-from nbcore.host.store import make_environment
+from nbcore.plugin.store import make_environment
 
 pytestmark = pytest.mark.usefixtures("clean_env")
 

@@ -11,7 +11,7 @@ from nbcore.builtin import venv as venv_backend
 from nbcore.errors import ConfigError
 from nbcore.host import config_cache, config_check
 from nbcore.host.config import parse_config
-from nbcore.host.store import make_environment
+from nbcore.plugin.store import make_environment
 from nbcore.plugin.registry import build_registry
 from nbcore.spec import EnvironmentSpec
 
@@ -58,13 +58,22 @@ def test_a_valid_config_is_parsed_once(home, backends, checks):
     assert len(checks) == 2, "a changed text is checked again"
 
 
-def test_another_schema_checks_again(home, backends, checks):
-    """A plugin installed, removed or changed changes the schema: the text is checked again."""
+def test_a_changed_schema_of_a_section_in_use_checks_again(home, backends, checks):
+    """A plugin installed, removed or changed changes the schema of its section: a text that has the section is
+    checked again; one without it is not."""
+    text = TEXT + "  sectioned:\n    extra: {key: 1}\n"
+    plugin = types.SimpleNamespace(config_schema={"type": "object"})
     parse_config(TEXT, "a.yaml", backends)
-    with_plugin = dict(backends, extra=types.SimpleNamespace(config_schema={"type": "object"}))
-    parse_config(TEXT, "a.yaml", with_plugin)
-    parse_config(TEXT, "a.yaml", with_plugin)
+    parse_config(TEXT, "a.yaml", dict(backends, extra=plugin))
+    assert len(checks) == 1, "a backend whose section the text does not use changes nothing"
+    parse_config(text, "a.yaml", dict(backends, extra=plugin))
+    parse_config(text, "a.yaml", dict(backends, extra=plugin))
     assert len(checks) == 2
+    stricter = types.SimpleNamespace(config_schema={"type": "object", "properties": {"key": {"type": "integer"}}})
+    parse_config(text, "a.yaml", dict(backends, extra=stricter))
+    assert len(checks) == 3
+    with pytest.raises(ConfigError, match="unknown key 'environments.sectioned.extra'"):
+        parse_config(text, "a.yaml", backends)
 
 
 def test_an_invalid_config_is_never_remembered(home, backends, checks):

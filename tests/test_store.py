@@ -13,7 +13,7 @@ from nbcore.plugin.backend import BackendProvider
 from nbcore.errors import InstallError
 from nbcore.plugin.progress import Progress
 from nbcore.spec import EnvironmentSpec
-from nbcore.host.store import READY_MARKER, ensure_installed, is_ready, list_environments, make_environment
+from nbcore.plugin.store import READY_MARKER, ensure_installed, is_ready, list_environments, make_environment
 
 from nbcore.testing import read_line, wait_until
 from nbtest import clean_environ, run_nbcore, write
@@ -219,7 +219,7 @@ def test_a_build_that_another_project_uses_too_is_not_replaced(tmp_path):
 
 def test_an_open_environment_is_neither_replaced_nor_collected(tmp_path, monkeypatch):
     from nbcore.cli.gc import collect_garbage
-    from nbcore.host.store import InUse
+    from nbcore.plugin.store import InUse
 
     monkeypatch.setenv("NBCORE_HOME", str(tmp_path))
     provider = CountingBackend()
@@ -243,7 +243,7 @@ def test_a_waiting_install_returns_once_the_env_is_ready_and_open_elsewhere(tmp_
     opener that was waiting for the install must not wait for that close (NBCORE_INSTALL_TIMEOUT)."""
     import threading
 
-    from nbcore.host.store import InUse, install_lock, write_record
+    from nbcore.plugin.store import InUse, install_lock, write_record
 
     monkeypatch.setenv("NBCORE_INSTALL_TIMEOUT", "60")
     provider = CountingBackend()

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from nbcore.home import HomeNotWritable
-from nbcore.host import store
+from nbcore.plugin import store
 from nbcore.host.staging import stage_worker
-from nbcore.host.store import READY_MARKER, ensure_installed, make_environment
+from nbcore.plugin.store import READY_MARKER, ensure_installed, make_environment
 from nbcore.plugin.registry import get_registry
 from nbcore.spec import EnvironmentSpec
 

@@ -1,4 +1,5 @@
 """The worker side imports only the standard library (numpy optional) and runs on Python 3.8."""
+import json
 import os
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import pytest
 from nbcore import open_backend
 from nbcore.builtin import venv as venv_backend
 from nbcore.plugin.registry import get_registry
-from nbcore.host.staging import stage_worker
+from nbcore.host.staging import NBCORE_STUB, stage_worker
 from nbcore.testing import python_or_skip
 
 from nbtest import STDLIB_ONLY_CHECKER, write
@@ -25,7 +26,7 @@ def staged(tmp_path_factory):
 def test_staged_folder_holds_only_worker_code(staged, tmp_path):
     files = sorted(str(p.relative_to(staged)) for p in staged.rglob("*.py"))
     assert "nbcore/worker/rpc.py" in files and "nbcore/worker/tcp_pickle.py" in files
-    assert (staged / "nbcore" / "__init__.py").read_text() == "", "the parent package must be an empty stub"
+    assert (staged / "nbcore" / "__init__.py").read_bytes() == NBCORE_STUB, "the parent package is a stub"
     host_side = {"host.py", "client.py", "cli.py", "config.py", "plugins.py", "selection.py", "store.py"}
     assert not [f for f in files if f.startswith("nbcore/") and f.count("/") == 1 and f.split("/")[1] in host_side]
     # content-addressed: staging again reuses the folder
@@ -78,3 +79,46 @@ def test_real_worker_on_python_38(nbcore_home, workdir, monkeypatch):
             assert env.call("operator:add", b"x" * 3_000_000, b"y") == b"x" * 3_000_000 + b"y"
     finally:
         venv_backend.find_interpreter.cache_clear()
+
+
+def test_the_worker_caches_the_bytecode_of_its_own_modules_only(nbcore_home, workdir, monkeypatch, tmp_path):
+    """Under PYTHONDONTWRITEBYTECODE a worker compiled nbcore's modules at every start; the user's code keeps
+    the setting."""
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    staged = stage_worker(tmp_path / "home", [p.worker_module for p in get_registry().protocols.values()])
+    variables = dict(os.environ, PYTHONPATH=str(staged), NBCORE_WORKER_ADDRESS="127.0.0.1:1",
+                     NBCORE_WORKER_SECRET="00" * 32, NBCORE_WORKER_PROTOCOLS="tcp-pickle=nbcore.worker.tcp_pickle")
+    result = subprocess.run([sys.executable, "-m", "nbcore.worker"], env=variables, capture_output=True, text=True,
+                            timeout=60, cwd=str(workdir))
+    assert "cannot connect to the host" in result.stderr
+    cached = {p.name.split(".")[0] for p in (staged / "nbcore" / "worker").glob("__pycache__/*.pyc")}
+    assert {"__init__", "serve", "rpc", "tcp_pickle"} <= cached
+    write(workdir / "nbt_bytecode_mod.py", "import sys\n\ndef flag():\n    return sys.dont_write_bytecode\n")
+    with open_backend("demo", config={"environments": {"demo": {}}}, backend="venv", protocol="tcp-pickle") as env:
+        assert env.call("nbt_bytecode_mod:flag") is True
+    assert not (workdir / "__pycache__").exists()
+
+
+def test_the_worker_connects_to_an_ip_address_without_a_name_lookup(tmp_path):
+    """A name lookup imports the idna codec (about a millisecond of every worker's start); host names still work."""
+    probe = ("import socket, sys; from nbcore.worker.tcp_pickle import _connect\n"
+             "server = socket.socket(); server.bind(('127.0.0.1', 0)); server.listen(2)\n"
+             "port = server.getsockname()[1]\n"
+             "_connect('127.0.0.1', port).close(); print('encodings.idna' in sys.modules)\n"
+             "_connect('localhost', port).close(); print('connected')\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                            cwd=str(tmp_path))
+    assert result.stdout.split() == ["False", "connected"], result.stderr
+
+
+def test_the_worker_start_leaves_out_what_only_some_paths_need(staged, tmp_path):
+    """Modules a worker needs only when it ends (signal), runs an install guard (subprocess) or cleans a folder
+    (shutil) are imported there, not on every start."""
+    protocols = sorted(p.worker_module for p in get_registry().protocols.values())
+    probe = ("import json, sys; sys.path.insert(0, sys.argv[1]); import nbcore.worker.serve, %s; "
+             "print(json.dumps(sorted(m for m in ('signal', 'shutil', 'subprocess', 'tempfile', 'logging', 'inspect') "
+             "if m in sys.modules)))" % ", ".join(protocols))
+    result = subprocess.run([sys.executable, "-S", "-E", "-c", probe, str(staged)], capture_output=True, text=True,
+                            timeout=60, cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == []

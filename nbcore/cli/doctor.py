@@ -7,7 +7,7 @@ from .. import __version__
 from ..errors import NbcoreError
 from ..home import check_writable, home_variable, nbcore_home
 from ..plugin.registry import get_registry
-from ..host.store import folder_bytes
+from ..plugin.store import folder_bytes
 
 
 def diagnose(config_path=None):
@@ -68,7 +68,7 @@ def check_project(config, registry, home):
     """For each environment of ``config``: the backend it would use and why, whether it is built, whether its
     Python can be found (``problem`` says what stops it, None when nothing does)."""
     from ..host.selection import choose_backend
-    from ..host.store import is_ready, make_environment
+    from ..plugin.store import is_ready, make_environment
 
     results = []
     for name, spec in sorted(config.environments.items()):

@@ -14,7 +14,7 @@ from ..host.config import find_config_file, load_config
 from ..errors import UserError
 from ..home import nbcore_home
 from ..plugin.registry import get_registry
-from ..host.store import (environment_from_record, folder_bytes, install_lock, list_environments, projects_of,
+from ..plugin.store import (environment_from_record, folder_bytes, install_lock, list_environments, projects_of,
                           read_record)
 
 DAY = 86400.0
@@ -89,7 +89,7 @@ def _reason(registry, record, configs, unreferenced, older_than_days, now) -> Op
 
 
 def _remove(registry, record) -> None:
-    """Delete the environment and what its backend keeps for it; the lock file stays (see nbcore.host.store)."""
+    """Delete the environment and what its backend keeps for it; the lock file stays (see nbcore.plugin.store)."""
     provider = registry.backends.get(record["backend"])
     if provider is not None and record["hash"]:
         provider.remove(environment_from_record(record))

@@ -196,7 +196,7 @@ def _listed_environments(backend):
     """``(records, leading columns)``: the local store's environments; with ``--backend NAME`` that backend's
     own listing when it has one (the nodes of a cluster), else the local store's environments of it."""
     from ..home import nbcore_home
-    from ..host.store import list_environments
+    from ..plugin.store import list_environments
     from ..plugin.registry import get_registry, missing_hint
 
     if not backend:
@@ -213,7 +213,7 @@ def _listed_environments(backend):
 def cmd_install(args):
     from ..host.launch import prepare
     from ..plugin.progress import Progress
-    from ..host.store import ensure_installed
+    from ..plugin.store import ensure_installed
 
     on_event = None
     if args.json:  # JSON Lines: one event per line as it happens, the outcome last
@@ -347,7 +347,7 @@ def cmd_gc(args):
 
 def cmd_push(args):
     from ..host.launch import prepare, resolve_config
-    from ..host.store import ensure_installed
+    from ..plugin.store import ensure_installed
     from ..plugin.progress import Progress
     from ..plugin.registry import get_registry
 

@@ -92,18 +92,19 @@ def schema(backends) -> dict:
 def parse_config(text: str, where: str, backends, base_dir=None) -> Config:
     """Parse and validate configuration text; ``where`` names it in errors.
 
-    A text that was valid under the same schema before is taken from
-    :mod:`.config_cache` without parsing it again.
+    A text that was valid before, under the same schemas of the backend sections it
+    uses, is taken from :mod:`.config_cache` without parsing it again (and without
+    importing the plugins of the backends it does not use).
     """
     from . import config_cache
 
-    file_schema = schema(backends)
-    key = config_cache.cache_key(text, file_schema)
+    key = config_cache.cache_key(text)
     checked = config_cache.load(key)
-    if not _is_checked(checked):
+    if not (_is_checked(checked) and checked.get("schemas") == _section_schemas(checked["data"], backends)):
         from .config_check import check
 
-        checked = check(text, where, file_schema)
+        checked = check(text, where, schema(backends))
+        checked["schemas"] = _section_schemas(checked["data"], backends)
         config_cache.store(key, checked)
     data, lines = checked["data"], checked["lines"]
     environments = {}
@@ -112,6 +113,13 @@ def parse_config(text: str, where: str, backends, base_dir=None) -> Config:
         environments[name] = EnvironmentSpec.from_dict(spec, source=source, base_dir=base_dir,
                                                        registry=data.get("registry"))
     return Config(environments, data.get("backend"), data.get("protocol"), registry=data.get("registry"))
+
+
+def _section_schemas(data, backends) -> dict:
+    """The schema of each backend section the environments of ``data`` use (None: a known backend not installed)."""
+    names = {key for spec in (data.get("environments") or {}).values() if isinstance(spec, dict)
+             for key in spec if key not in _GENERIC_SPEC}
+    return {name: backends[name].config_schema if name in backends else None for name in sorted(names)}
 
 
 def _is_checked(value):

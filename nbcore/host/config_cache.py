@@ -3,9 +3,11 @@
 Parsing a file with PyYAML and validating it with jsonschema costs more than
 the rest of a CLI start (importing jsonschema alone is about a third of it).
 The outcome depends only on the file's text and the schema in force (nbcore's
-and the installed plugins'), so a valid file's parsed data is kept under
-``NBCORE_HOME/config-cache/`` keyed by a hash of both; any change to either
-is a miss and goes through the full check again, with the same messages.
+and that of each backend section the file uses), so a valid file's parsed data
+is kept under ``NBCORE_HOME/config-cache/`` keyed by a hash of the text (and
+nbcore's version), with the schemas of the sections it uses; any change to the
+text or to one of those schemas is a miss and goes through the full check again,
+with the same messages.
 Invalid files are never remembered.  A cache that cannot be read or written
 (read-only home, a damaged entry) is a miss, never an error.
 
@@ -30,13 +32,9 @@ log = logging.getLogger("nbcore")
 MAX_ENTRIES = 64
 
 
-def cache_key(text: str, schema: dict):
-    """The key of ``text`` validated against ``schema``, or None when the schema is not plain JSON data."""
-    try:
-        schema_text = json.dumps(schema, sort_keys=True)
-    except (TypeError, ValueError):
-        return None
-    material = "\0".join((__version__, schema_text, text))
+def cache_key(text: str) -> str:
+    """The key of the configuration ``text`` (with nbcore's version, whose own schema it was checked against)."""
+    material = "\0".join((__version__, text))
     return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
@@ -46,8 +44,6 @@ def _folder():
 
 def load(key):
     """The value stored under ``key``, or None (a miss: also for an entry another user could have written)."""
-    if key is None:
-        return None
     folder = _folder()
     path = folder / (key + ".json")
     try:
@@ -69,8 +65,6 @@ def load(key):
 
 def store(key, value):
     """Remember ``value`` (JSON data that must read back equal) under ``key``; silently skipped when impossible."""
-    if key is None:
-        return
     try:
         text = json.dumps(value, allow_nan=False)
         if json.loads(text) != value:  # YAML types JSON does not keep (dates, non-string keys)

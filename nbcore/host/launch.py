@@ -16,7 +16,7 @@ from ..plugin.registry import get_registry
 from ..plugin.progress import Progress
 from .selection import KEPT_BUILD, choose_backend, plan_protocols, protocol_list
 from .staging import stage_worker, worker_archive
-from .store import InUse, ensure_installed, is_ready, make_environment
+from ..plugin.store import InUse, ensure_installed, is_ready, make_environment
 from ..plugin.backend import WorkerLaunch
 from ..plugin.protocol import ListenAddress, connect_timeout, keepalive_seconds
 from ..worker.framing import ConnectionClosed, ProtocolError
@@ -162,7 +162,7 @@ def worker_launch(address, secret, fallback, candidates, spec=None):
 def start(config, provider, env, protocol: Optional[str] = None) -> RemoteEnv:
     """Start a worker for an installed environment and connect to it.
 
-    The environment counts as in use (:class:`~nbcore.host.store.InUse`) until the result is closed.
+    The environment counts as in use (:class:`~nbcore.plugin.store.InUse`) until the result is closed.
     """
     in_use = InUse(env.path)
     try:

@@ -2,7 +2,12 @@
 
 It holds ``nbcore/worker/`` and each protocol plugin's worker module at the same
 dotted names they have on the host (parent packages become empty stubs), so
-the environment needs no nbcore install.
+the environment needs no nbcore install.  The ``nbcore`` stub alone is not
+empty: it lets Python cache the bytecode of the worker's own modules in the
+staged folder even where ``PYTHONDONTWRITEBYTECODE`` (or ``-B``) is set, so a
+worker does not compile them again at every start; the worker restores the
+user's setting once its protocol modules are imported, before any user code
+(:func:`nbcore.worker.serve.main`).
 
 The files are content-addressed: :func:`worker_archive` packs them into a
 deterministic tar whose sha256 names them.  :func:`stage_worker` unpacks them
@@ -20,6 +25,11 @@ from pathlib import Path
 from typing import Dict, Iterable, Tuple
 
 from ..plugin.staging import FILE_MODE, FOLDER_MODE, folders_of, stage_files
+
+#: The staged ``nbcore/__init__.py``: bytecode of the worker's own modules is cached whatever the user's setting.
+NBCORE_STUB = (b"import sys\n"
+               b"sys.dont_write_bytecode = False  # nbcore.worker.serve.main() restores the setting\n")
+
 
 def _module_files(module_name: str) -> Dict[str, Path]:
     """Map relative target paths to source files for one module or package."""
@@ -43,6 +53,7 @@ def worker_files(worker_modules: Iterable[str]) -> Dict[str, bytes]:
     for module_name in ["nbcore.worker"] + sorted(set(worker_modules)):
         sources.update(_module_files(module_name))
     files = {target: source.read_bytes() for target, source in sources.items()}
+    files["nbcore/__init__.py"] = NBCORE_STUB
     for target in list(files):
         parts = target.split("/")[:-1]
         for i in range(1, len(parts) + 1):

@@ -20,8 +20,9 @@ def nbcore_register(register):
         taken, or a provider of the wrong type, raises :class:`nbcore.PluginError`
         naming the plugin.
 
-    Called once per process, when the registry is first built; all
-    implementations are called (not firstresult).
+    Called at most once per process, when something the plugin may provide
+    is first asked for (see ``docs/plugins.md``, "When a plugin is imported");
+    all implementations are called (not firstresult).
 
     .. versionadded:: 0.2
     """

@@ -5,6 +5,17 @@ plugin name, value = the module holding the hook implementations).  nbcore's
 own providers are the modules in :data:`DEFAULT_PLUGINS`, registered through the
 very same hooks.
 
+Entry points are read when the registry is built, but a plugin is imported (and
+its hook called) only when something it may provide is asked for: looking up a
+name (``registry.backends["docker"]``, ``registry.capability("conda-prefix")``)
+imports the plugins the catalog (:mod:`.catalog`) says provide it, and every
+other plugin only if the name is still missing; going through a whole table
+(``registry.protocols.values()``, automatic backend selection, ``nbcore
+backends``) imports every plugin that may provide that kind.  nbcore's own
+plugins provide what the catalog lists; a third-party plugin is imported by
+every look-up it may answer.  So ``nbcore call`` with a chosen backend imports
+that backend's plugin and the protocol plugins, not every installed plugin.
+
 ``NBCORE_DISABLE_PLUGINS=name,name`` blocks plugins by entry-point name;
 ``NBCORE_DISABLE_PLUGIN_AUTOLOAD=1`` skips entry points altogether.
 """
@@ -13,8 +24,10 @@ import importlib
 import logging
 import os
 import re
+import threading
+from collections.abc import MutableMapping
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, Optional
 
 import pluggy
 
@@ -121,7 +134,7 @@ class Register:
                        % (kind, name))
 
     def _claim(self, kind, name, value):
-        table = self._registry.table(kind)
+        table = self._registry.table(kind).loaded
         if name in table:
             self._fail("registers %s %r, already provided by plugin %r"
                        % (kind, name, self._registry.plugin_of(kind, name).name))
@@ -139,31 +152,147 @@ _PLURALS = {"backend": "backends", "protocol": "protocols", "capability": "capab
 _LEGACY_HOOKS = {"nbcore_register_backends": "backend", "nbcore_register_protocols": "protocol"}
 
 
+class ProviderTable(MutableMapping):
+    """The name -> provider table of one kind; it imports the plugins that may provide what is asked for
+    (see the module's docstring), so reading it is all a caller does."""
+
+    def __init__(self, registry: "Registry", kind: str):
+        self._registry = registry
+        self._kind = kind
+        #: What the plugins imported so far registered.
+        self.loaded: Dict[str, object] = {}
+
+    def __getitem__(self, name):
+        if name not in self.loaded:
+            self._registry.load_providers_of(self._kind, name)
+        return self.loaded[name]
+
+    def __contains__(self, name):
+        try:
+            self[name]
+        except KeyError:
+            return False
+        return True
+
+    def __setitem__(self, name, provider):
+        self.loaded[name] = provider
+
+    def __delitem__(self, name):
+        del self.loaded[name]
+
+    def __iter__(self) -> Iterator[str]:
+        self._registry.load_providers_of(self._kind)
+        return iter(self.loaded)
+
+    def __len__(self):
+        self._registry.load_providers_of(self._kind)
+        return len(self.loaded)
+
+    def __repr__(self):
+        return "<%s table: %s>" % (self._kind, ", ".join(sorted(self)))
+
+
+@dataclasses.dataclass(eq=False)
+class _Pending:
+    """An entry point read but not imported yet, and what the catalog says its plugin provides (None: unknown)."""
+
+    entry_point: object
+    dist: object
+    known: Optional[KnownPlugin]
+
+    def may_provide(self, kind: str, name: Optional[str] = None) -> bool:
+        if self.known is None:
+            return True
+        names = getattr(self.known, _PLURALS[kind])
+        return name in names if name is not None else bool(names)
+
+
 class Registry:
     """The backends, protocols and capabilities of this process, by name, and the plugins they came from."""
 
     def __init__(self, plugin_manager: pluggy.PluginManager):
         self.plugin_manager = plugin_manager
-        self.backends: Dict[str, BackendProvider] = {}
-        self.protocols: Dict[str, ProtocolProvider] = {}
-        self.capabilities: Dict[str, object] = {}
-        self.plugins: Dict[str, PluginInfo] = {}
+        self.backends = ProviderTable(self, "backend")
+        self.protocols = ProviderTable(self, "protocol")
+        self.capabilities = ProviderTable(self, "capability")
+        self._plugins: Dict[str, PluginInfo] = {}
         self.provided_by: Dict[str, str] = {}
-        #: Plugins whose entry point failed to load: name -> the one-line problem (the others still work).
-        self.broken: Dict[str, str] = {}
+        self._broken: Dict[str, str] = {}
+        #: Entry points not imported yet, in the order they were found.
+        self._pending: List[_Pending] = []
+        self._loading = threading.RLock()  # threads may look names up at once; a hook may look one up too
         #: Install commands plugins declared for names they do not provide (:meth:`Register.hint`).
         self.hints: Dict[str, str] = {}
 
-    def table(self, kind: str) -> dict:
+    @property
+    def plugins(self) -> Dict[str, PluginInfo]:
+        """Every plugin of this process by name (all of them imported)."""
+        self.load_all()
+        return self._plugins
+
+    @property
+    def broken(self) -> Dict[str, str]:
+        """Plugins whose entry point failed to load: name -> the one-line problem (the others still work)."""
+        self.load_all()
+        return self._broken
+
+    def table(self, kind: str) -> ProviderTable:
         """The name -> provider table of ``kind`` (``backend``, ``protocol`` or ``capability``)."""
         return {"backend": self.backends, "protocol": self.protocols, "capability": self.capabilities}[kind]
 
-    def collect(self):
-        """Call every plugin's register hooks, attributing each provider to its plugin."""
+    def load_all(self) -> None:
+        """Import every plugin not imported yet."""
+        self._load(list(self._pending))
+
+    def load_providers_of(self, kind: str, name: Optional[str] = None) -> None:
+        """Import the plugins that may provide ``kind`` ``name`` (every name of ``kind`` when None): first those
+        the catalog names for it, then, while it is still missing, every other one."""
+        with self._loading:
+            self._load([p for p in self._pending if p.may_provide(kind, name)])
+            if name is not None and name not in self.table(kind).loaded:
+                self.load_all()
+
+    def _load(self, pending: List[_Pending]) -> None:
+        with self._loading:
+            loaded = []
+            for item in pending:
+                if item not in self._pending:  # loaded meanwhile, by a look-up its plugin's import made
+                    continue
+                self._pending.remove(item)
+                info = self._import(item)
+                if info is not None:
+                    loaded.append(info.name)
+            if loaded:
+                self.collect(loaded)
+
+    def _import(self, item: _Pending) -> Optional[PluginInfo]:
+        """Import one entry point's plugin and register it with pluggy; None (and one warning line) if it fails."""
+        entry_point, dist = item.entry_point, item.dist
+        distribution = dist.metadata["Name"]
+        try:
+            plugin = entry_point.load()
+            self.plugin_manager.register(plugin, name=entry_point.name)
+        except Exception as exc:  # one broken plugin must not take the others down
+            problem = "plugin %r (%s %s) failed to load: %s: %s" % (
+                entry_point.name, distribution, dist.version, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+            log.warning("%s; the other plugins work (NBCORE_DISABLE_PLUGINS=%s skips it)", problem, entry_point.name)
+            self._broken[entry_point.name] = problem
+            return None
+        _check_pending(self.plugin_manager)
+        info = PluginInfo(entry_point.name, getattr(plugin, "__name__", entry_point.value), distribution, dist.version,
+                          False)
+        self._plugins[info.name] = info
+        return info
+
+    def collect(self, names=None):
+        """Call the register hooks of the plugins ``names`` (default: all registered), attributing each
+        provider to its plugin."""
         for hook_name in ("nbcore_register",) + tuple(_LEGACY_HOOKS):
             hook = getattr(self.plugin_manager.hook, hook_name)
             for impl in hook.get_hookimpls():  # registration order: built-ins first, so newcomers get the blame
-                plugin = self.plugins[impl.plugin_name]
+                if names is not None and impl.plugin_name not in names:
+                    continue
+                plugin = self._plugins[impl.plugin_name]
                 plugin.hooks.append(hook_name)
                 register = Register(self, plugin)
                 if hook_name in _LEGACY_HOOKS:
@@ -178,7 +307,7 @@ class Registry:
 
     def plugin_of(self, kind: str, name: str) -> PluginInfo:
         """The plugin that registered ``kind`` ``name``."""
-        return self.plugins[self.provided_by[kind + ":" + name]]
+        return self._plugins[self.provided_by[kind + ":" + name]]
 
     def capability(self, name: str):
         """The implementation some plugin offers as ``name``; raise :class:`CapabilityMissing` naming the package."""
@@ -208,6 +337,7 @@ class Registry:
         """How to install the backend, protocol or capability ``name`` (``pip install ...``), or None when
         no plugin is known to provide it.  A first-party plugin is named by its folder when nbcore runs
         from a source checkout that has it, else by its distribution."""
+        self.load_all()  # any plugin may have declared a hint for it
         if name in self.hints:
             return self.hints[name]
         known = _known(name)
@@ -217,7 +347,10 @@ class Registry:
         """The ``kind`` names (``backend``, ``protocol``, ``capability``) that nbcore's own plugins provide and
         that are not registered here; :meth:`hint` says how to install each."""
         table, field = self.table(kind), _PLURALS[kind]
-        return sorted(n for plugin in FIRST_PARTY for n in getattr(plugin, field) if n not in table)
+        names = [n for plugin in FIRST_PARTY for n in getattr(plugin, field)]
+        if any(n not in table.loaded for n in names):
+            self.load_providers_of(kind)
+        return sorted(n for n in names if n not in table.loaded)
 
     def auto_backends(self) -> List[BackendProvider]:
         """Backends tried by automatic selection, highest :attr:`~BackendProvider.auto_priority` first."""
@@ -254,54 +387,49 @@ def _disabled():
 
 
 def build_registry(plugins=(), autoload: Optional[bool] = None) -> Registry:
-    """Build a registry from the built-in plugins, entry points and ``plugins`` (extra module objects)."""
+    """Build a registry from the built-in plugins, entry points (imported when needed, see the module's
+    docstring) and ``plugins`` (extra module objects)."""
     from .. import __version__
     from . import hookspecs
 
     pm = pluggy.PluginManager(GROUP)
     pm.add_hookspecs(hookspecs)
-    infos = {}
+    registry = Registry(pm)
     for module_name in DEFAULT_PLUGINS:
         module = importlib.import_module(module_name)
         pm.register(module, name=module_name)
-        infos[module_name] = PluginInfo(module_name, module_name, "nbcore", __version__, True)
+        registry._plugins[module_name] = PluginInfo(module_name, module_name, "nbcore", __version__, True)
     for name in _disabled():
         pm.set_blocked(name)
     if autoload is None:
         autoload = not os.environ.get("NBCORE_DISABLE_PLUGIN_AUTOLOAD")
-    broken = {}
     if autoload:
-        for entry_point, dist in _entry_points():
-            if pm.get_plugin(entry_point.name) is not None or pm.is_blocked(entry_point.name):
-                continue
-            distribution = dist.metadata["Name"]
-            try:
-                plugin = entry_point.load()
-                pm.register(plugin, name=entry_point.name)
-            except Exception as exc:  # one broken plugin must not take the others down
-                problem = "plugin %r (%s %s) failed to load: %s: %s" % (
-                    entry_point.name, distribution, dist.version, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
-                log.warning("%s; the other plugins work (NBCORE_DISABLE_PLUGINS=%s skips it)", problem, entry_point.name)
-                broken[entry_point.name] = problem
-                continue
-            infos[entry_point.name] = PluginInfo(entry_point.name, getattr(plugin, "__name__", entry_point.value),
-                                                 distribution, dist.version, False)
+        registry._pending = [_Pending(entry_point, dist, _catalog_entry(entry_point.name))
+                             for entry_point, dist in _entry_points()
+                             if pm.get_plugin(entry_point.name) is None and not pm.is_blocked(entry_point.name)]
     for plugin in plugins:
         name = getattr(plugin, "__name__", repr(plugin))
         try:
             pm.register(plugin, name=name)
         except pluggy.PluginValidationError as exc:
             raise PluginError(str(exc), plugin=name) from exc
-        infos[name] = PluginInfo(name, name, None, None, False)
+        registry._plugins[name] = PluginInfo(name, name, None, None, False)
+    _check_pending(pm)
+    registry.collect()
+    return registry
+
+
+def _check_pending(pm):
+    """Reject a hook implementation that matches no spec, naming its plugin."""
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
         raise PluginError(str(exc), plugin=pm.get_name(exc.plugin)) from exc
-    registry = Registry(pm)
-    registry.plugins = infos
-    registry.broken = broken
-    registry.collect()
-    return registry
+
+
+def _catalog_entry(entry_point_name: str) -> Optional[KnownPlugin]:
+    """The catalog's record of a first-party plugin, whose entry point is named after its distribution."""
+    return next((p for p in FIRST_PARTY if p.distribution == entry_point_name), None)
 
 
 _registry: Optional[Registry] = None

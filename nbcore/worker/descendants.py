@@ -16,7 +16,6 @@ command ends or its parent goes away.  Standard library only, Python 3.7+;
 elsewhere than Linux it degrades to a plain wrapper.
 """
 import os
-import signal
 import sys
 
 PR_SET_PDEATHSIG = 1
@@ -79,6 +78,8 @@ def descendants(pid):
 def end_descendants(pid=None, reap=False):
     """SIGKILL every descendant of ``pid`` (default: this process) until none is left; ``reap``: also collect
     the exit status of this process's own children (a subreaper's orphans become its children)."""
+    import signal  # here: the worker imports this module at its start, and needs signal only when it ends
+
     pid = os.getpid() if pid is None else pid
     for _ in range(ROUNDS):
         found = descendants(pid)
@@ -105,6 +106,7 @@ def _reap():
 
 def guard(parent, argv):
     """Run ``argv`` until it ends or ``parent`` dies, then end everything it started; return its exit code."""
+    import signal
     import subprocess  # here: the worker imports this module, and needs no subprocess
 
     become_subreaper()

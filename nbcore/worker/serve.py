@@ -85,6 +85,8 @@ def main():
     address = os.environ.pop(ADDRESS_VARIABLE)
     secret = bytes.fromhex(os.environ.pop(SECRET_VARIABLE))
     protocols = load_protocols(os.environ.pop(PROTOCOLS_VARIABLE))
+    # The staged nbcore package lifted PYTHONDONTWRITEBYTECODE (-B) for the worker's own modules; user code keeps it.
+    sys.dont_write_bytecode = bool(sys.flags.dont_write_bytecode)
     keepalive = os.environ.pop(KEEPALIVE_VARIABLE, None)
     cwd = os.getcwd()
     if cwd not in sys.path:

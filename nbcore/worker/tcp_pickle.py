@@ -16,7 +16,7 @@ def worker_available():
 def worker_connect(address, secret, role):
     """Open an authenticated connection to ``address`` (``host:port``) in ``role``."""
     host, _, port = address.rpartition(":")
-    sock = socket.create_connection((host.strip("[]"), int(port)), timeout=30)
+    sock = _connect(host.strip("[]"), int(port))
     try:
         configure_socket(sock)
         worker_authenticate(sock, secret, role)
@@ -25,3 +25,22 @@ def worker_connect(address, secret, role):
         sock.close()
         raise
     return SocketChannel(sock, PROTOCOL)
+
+
+def _connect(host, port):
+    """A TCP socket connected to ``host``; an IP address is connected to without a name lookup, which would
+    import the idna codec on the worker's start."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except (OSError, ValueError):
+            continue
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(30)
+            sock.connect((host, port))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    return socket.create_connection((host, port), timeout=30)

@@ -13,7 +13,7 @@ import pytest
 import nbcore
 from nbcore.host.launch import prepare, start
 from nbcore.testing import engine_unavailable
-from nbcore.host.store import READY_MARKER, ensure_installed
+from nbcore.plugin.store import READY_MARKER, ensure_installed
 from nbcore.plugin import Progress
 
 from nbtest import run_nbcore, write

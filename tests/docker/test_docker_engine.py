@@ -14,7 +14,7 @@ import nbcore
 from nbcore.testing import engine_unavailable, read_line
 from nbcore.host.launch import prepare, start
 from nbcore.plugin.progress import Progress
-from nbcore.host.store import ensure_installed
+from nbcore.plugin.store import ensure_installed
 
 from nbtest import SHM_INSTALLED, run_nbcore
 

@@ -3,7 +3,7 @@
 import pytest
 
 from nbcore import EnvironmentSpec, UserError
-from nbcore.host.store import make_environment
+from nbcore.plugin.store import make_environment
 from nbcore.plugin import CapabilityMissing, get_registry
 
 from nb_docker.backend import DockerBackend

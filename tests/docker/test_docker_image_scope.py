@@ -4,7 +4,7 @@ import uuid
 import pytest
 
 from nbcore.host.launch import prepare
-from nbcore.host.store import ensure_installed
+from nbcore.plugin.store import ensure_installed
 from nbcore.plugin.progress import Progress
 
 from nbtest import write

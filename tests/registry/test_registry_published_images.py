@@ -6,7 +6,7 @@ import socket
 import pytest
 
 from nbcore.host.launch import open_backend, prepare
-from nbcore.host.store import ensure_installed
+from nbcore.plugin.store import ensure_installed
 
 from nbtest import run_nbcore, write_docker_credentials
 

@@ -11,7 +11,6 @@ import os
 import re
 from typing import Optional, Tuple
 from urllib.parse import unquote, urlparse
-from urllib.request import url2pathname
 
 #: rattler's words when a downloaded archive does not match (py-rattler 0.28).
 _RATTLER_MISMATCH = re.compile(r"hash mismatch when extracting (\S+) to \S+: expected ([0-9a-f]+), got ([0-9a-f]+)")
@@ -34,6 +33,8 @@ def local_path(url: str) -> Optional[str]:
     """The file a package URL names on this machine (a ``file://`` URL or a plain path), or None for a remote one."""
     parsed = urlparse(url)
     if parsed.scheme == "file":
+        from urllib.request import url2pathname  # here: urllib.request (http.client, email) is slow to import
+
         return url2pathname(unquote(parsed.path))
     if parsed.scheme == "" or (len(parsed.scheme) == 1 and os.name == "nt"):  # a path, or C:\\...
         return url

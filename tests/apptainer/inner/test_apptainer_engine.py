@@ -13,7 +13,7 @@ import pytest
 
 import nbcore
 from nbcore.host.launch import prepare
-from nbcore.host.store import ensure_installed
+from nbcore.plugin.store import ensure_installed
 
 from innertest import CountingProgress, one_error_line, open_env
 from nbtest import pid_alive, run_nbcore

@@ -53,7 +53,7 @@ def install_error(image, env=None):
 def pulls_and_runs(image):
     """Install through the engine's pull (no build), then a call in the environment."""
     from nbcore.host.launch import prepare
-    from nbcore.host.store import ensure_installed
+    from nbcore.plugin.store import ensure_installed
 
     progress = CountingProgress()
     _, provider, env = prepare(ENV_NAME, "nbcore.yaml", backend="apptainer", install=False)

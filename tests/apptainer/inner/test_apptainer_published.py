@@ -10,7 +10,7 @@ import socket
 import pytest
 
 from nbcore.host.launch import prepare
-from nbcore.host.store import ensure_installed
+from nbcore.plugin.store import ensure_installed
 
 from innertest import CountingProgress, one_error_line, open_env, point_tag
 from nbtest import run_nbcore

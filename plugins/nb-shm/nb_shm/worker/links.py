@@ -8,7 +8,6 @@ doorbell), segment descriptors on the socket.
 """
 import array
 import os
-import shutil
 import socket
 import struct
 import sys
@@ -38,6 +37,8 @@ def listen():
     except BaseException:
         sock.close()
         if folder:
+            import shutil  # here: off the worker's start, like tempfile
+
             shutil.rmtree(folder, ignore_errors=True)
         raise
     return sock, address, folder

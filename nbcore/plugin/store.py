@@ -38,8 +38,8 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from ..plugin.backend import Environment
-from ..plugin.process import end_install_steps, installing
+from .backend import Environment
+from .process import end_install_steps, installing
 from ..errors import InstallError
 from ..home import SHARED_FILE, SHARED_FOLDER, make_folder, untrusted_path, write_file, writing_into
 from ..settings import install_timeout
