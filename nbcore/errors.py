@@ -57,3 +57,12 @@ class RemoteTraceback(Exception):
 
 class ResultError(NbcoreError):
     """A result of the worker that the host cannot rebuild; the message names its type and the fixes."""
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread when the process receives SIGTERM.
+
+    A :class:`KeyboardInterrupt`, so every path that handles Ctrl-C (killing an
+    install step's process group, removing a half-built environment, releasing
+    the install lock) handles it too.
+    """

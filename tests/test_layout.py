@@ -97,10 +97,12 @@ def absolute_imports(path: Path, package: str):
             yield ".".join(base + ([node.module] if node.module else []))
 
 
-def test_the_plugin_api_imports_no_host_runtime():
-    """``nbcore.plugin`` sits below the host runtime and the CLI: plugins import it, it imports neither."""
-    above = ("nbcore.host", "nbcore.cli", "nbcore.builtin")
+@pytest.mark.parametrize("package, above", [
+    ("plugin", ("nbcore.host", "nbcore.cli", "nbcore.builtin")),  # plugins import the API, it imports neither
+    ("host", ("nbcore.cli",)),  # the CLI drives the host runtime, never the other way
+])
+def test_no_layer_imports_one_above_it(package, above):
     found = ["%s imports %s" % (path.relative_to(REPO_ROOT), module)
-             for path in sorted((REPO_ROOT / "nbcore" / "plugin").glob("*.py"))
-             for module in absolute_imports(path, "nbcore.plugin") if module.startswith(above)]
+             for path in sorted((REPO_ROOT / "nbcore" / package).glob("*.py"))
+             for module in absolute_imports(path, "nbcore." + package) if module.startswith(above)]
     assert not found, "\n".join(found)

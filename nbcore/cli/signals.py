@@ -3,17 +3,10 @@ import contextlib
 import signal
 import threading
 
+from ..errors import Terminated
+
 #: The conventional exit code of a process ended by SIGTERM (128 + 15).
 TERMINATED_EXIT = 128 + signal.SIGTERM
-
-
-class Terminated(KeyboardInterrupt):
-    """Raised in the main thread when the process receives SIGTERM.
-
-    A :class:`KeyboardInterrupt`, so every path that handles Ctrl-C (killing an
-    install step's process group, removing a half-built environment, releasing
-    the install lock) handles it too.
-    """
 
 
 def _raise_terminated(signum, frame):

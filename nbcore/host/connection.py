@@ -4,8 +4,7 @@ import sys
 import threading
 import time
 
-from ..cli.signals import Terminated
-from ..errors import RemoteError, RemoteTraceback, ResultError, WorkerError
+from ..errors import RemoteError, RemoteTraceback, ResultError, Terminated, WorkerError
 from ..worker import callbacks
 from ..worker.cancel import CancelledError
 from ..worker.channel import DecodeError, EncodeError
