@@ -607,23 +607,24 @@ def _plot_open(ax, bench):
 
 
 def _plot_render_loop(ax, bench):
-    """Grouped bars: the render loops' frames/s through the worker and in-process, plain and allocated
-    (with numpy, and with torch when the environment has it)."""
-    loops = [(bench["render_loop"], "")]
+    """Grouped bars: the render loops' frames/s through the worker, with and without run-ahead, as a ratio to
+    the same loop in-process; plain and allocated, with numpy and, when the environment has it, torch."""
+    loops = [(bench["render_loop"], "numpy")]
     if bench.get("render_loop_torch") is not None:
-        loops.append((bench["render_loop_torch"], "torch, "))
-    groups = [(loop[kind], prefix + label) for loop, prefix in loops
-              for kind, label in (("plain", "fresh arrays"), ("allocated", "allocate_ndarray"))]
-    bars = (("fps", "worker generator"), ("run_ahead_fps", "worker generator, run_ahead(%d)" % RUN_AHEAD),
-            ("in_process_fps", "in-process"))
+        loops.append((bench["render_loop_torch"], "torch"))
+    groups = [(loop[kind], "%s\n%s\n%.0f frames/s in-process" % (name, label, loop[kind]["in_process_fps"]))
+              for loop, name in loops for kind, label in (("plain", "fresh arrays"), ("allocated", "allocate_ndarray"))]
+    bars = (("fps", "worker generator"), ("run_ahead_fps", "worker generator, run_ahead(%d)" % RUN_AHEAD))
     for offset, (key, label) in enumerate(bars):
-        ax.bar([i + 0.27 * offset for i in range(len(groups))], [figures[key] for figures, _ in groups],
-               width=0.27, label=label)
-    ax.set_xticks([i + 0.27 for i in range(len(groups))])
-    ax.set_xticklabels([label for _, label in groups], fontsize="small")
-    ax.set_ylabel("frames/s (%.1f MB each)" % bench["render_frame_mb"])
+        ax.bar([i + 0.4 * offset for i in range(len(groups))],
+               [figures[key] / figures["in_process_fps"] for figures, _ in groups], width=0.4, label=label)
+    ax.axhline(1.0, color="black", linewidth=0.8, label="in-process")
+    ax.set_xticks([i + 0.2 for i in range(len(groups))])
+    ax.set_xticklabels([label for _, label in groups], fontsize="x-small")
+    ax.set_ylabel("frames/s, x in-process (%.1f MB frames)" % bench["render_frame_mb"])
     ax.set_title("render loop")
-    ax.set_ylim(0, 1.4 * max(figures[key] for figures, _ in groups for key, _ in bars))  # room for the legend
+    ax.set_ylim(0, 1.4 * max([1.0] + [figures[key] / figures["in_process_fps"] for figures, _ in groups
+                                      for key, _ in bars]))  # room for the legend
     ax.legend(fontsize="small", loc="upper left")
 
 
