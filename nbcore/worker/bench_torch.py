@@ -9,6 +9,7 @@ thread (``torch.set_num_threads(1)``).  Frames are numpy arrays
 op writes into (``out=``).  The in-process reference runs in this process
 (the host need not have torch).
 """
+import math
 import time
 
 from .allocation import allocate_ndarray
@@ -43,7 +44,7 @@ class Scene:
         height, width = RENDER_SHAPE[0] // DOWNSCALE, RENDER_SHAPE[1] // DOWNSCALE
         ys, xs = torch.meshgrid(torch.linspace(-1, 1, height), torch.linspace(-1, 1, width), indexing="ij")
         self.coords = torch.stack([xs, ys], -1).reshape(-1, 2)
-        self.frequencies = 2.0 ** torch.arange(FREQUENCIES) * 3.14159265
+        self.frequencies = 2.0 ** torch.arange(FREQUENCIES) * math.pi
         generator = torch.Generator().manual_seed(0)
         inputs = 2 * 2 * FREQUENCIES + 1
         self.weights = [torch.randn(inputs, HIDDEN, generator=generator) * 0.5,
