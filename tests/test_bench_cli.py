@@ -40,6 +40,7 @@ def test_bench_on_an_environment_without_numpy(tmp_path):
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["frame_is_numpy"] is False
+    assert data["render_loop_torch"] is None and not [r for r in data["ratios"] if "torch" in r]
     check_figures(data)
 
 
@@ -50,6 +51,7 @@ def test_bench_on_a_host_without_numpy(tmp_path, plugins):
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     assert "frame to host, allocate_buffer" in result.stdout
+    assert "render loop with torch: not measured (frames are not numpy arrays" in result.stdout
     if plugins:
         assert "protocol tcp-pickle5-buffers" in result.stdout
 
@@ -65,6 +67,29 @@ def test_plain_buffer_frames_are_what_allocate_ndarray_would_give():
         assert [memoryview(p).nbytes for p in bench_targets.frame()] == bench_targets.frame_nbytes()
     finally:
         bench_targets.use_numpy(False)  # drops the cached frame
+
+
+def test_torch_render_loop_frames_are_the_same_every_way():
+    """Fresh arrays, allocate_ndarray arrays and run_ahead give the same frames (not timed: the bench times them)."""
+    np = pytest.importorskip("numpy")
+    pytest.importorskip("torch")
+    from nbcore.worker import bench_targets, bench_torch
+
+    plain = list(bench_torch.render_loop(3, False))
+    assert all(f.shape == bench_targets.RENDER_SHAPE and f.dtype == np.float32 and f.flags.c_contiguous
+               for f in plain)
+    assert 0 <= plain[0].min() and plain[0].max() <= 1 and not np.array_equal(plain[0], plain[1])
+    for frames in (bench_targets.in_process(bench_torch.render_loop(3, True)), bench_torch.render_loop(3, False, 1)):
+        for expected, frame in zip(plain, frames):
+            np.testing.assert_array_equal(frame, expected)
+    assert bench_torch.in_process_fps(1, True) > 0
+
+
+def test_torch_version_is_none_without_torch(monkeypatch):
+    from nbcore.worker import bench_torch
+
+    monkeypatch.setitem(sys.modules, "torch", None)
+    assert bench_torch.torch_version() is None
 
 
 def test_allocate_ndarray_without_numpy_says_what_to_use(monkeypatch):

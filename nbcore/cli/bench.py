@@ -27,7 +27,9 @@ Three figures time what a user waits for, each beside its reference:
 - **render loop**: frames/s of a worker generator yielding :data:`RENDER_FRAMES`
   rendered 1080p float32 frames, as fresh arrays and as ``allocate_ndarray``
   frames, one item per ``next()`` and wrapped in ``run_ahead`` (:data:`RUN_AHEAD`
-  items ahead), beside the same generator run in the host process (alternating rounds).
+  items ahead), beside the same generator run in the host process (alternating rounds); and, when the
+  environment has torch, the same for a compute-bound torch render (:mod:`nbcore.worker.bench_torch`),
+  whose in-process reference runs in the worker's process.
 - **memcpy into shared memory**: the frame reference taken again into an
   already-touched shared mapping (4 KiB pages unless the system gives shared
   memory huge pages), the floor of any protocol that copies into shared memory.
@@ -57,6 +59,7 @@ from ..worker.bench_targets import has_numpy, make_blob
 from ..worker.framing import configure_socket
 
 TARGETS = "nbcore.worker.bench_targets"
+TORCH_TARGETS = "nbcore.worker.bench_torch"
 NOOP_BLOCKS = 10
 #: Calls per block in the frame measurements (each kind and the memcpy take turns), after the first call.
 FRAME_BLOCK = 5
@@ -305,18 +308,6 @@ def measure_open(env_name, config, provider, env, backend, protocol, count):
     }
 
 
-def _in_process(frames):
-    """Run the generator ``frames`` as a program without nbcore would: ``allocate_ndarray`` gives ordinary memory."""
-    from ..worker import allocation
-
-    channel = allocation._channel
-    allocation.set_active_channel(None)
-    try:
-        yield from frames
-    finally:
-        allocation.set_active_channel(channel)
-
-
 def _loop_seconds(frames):
     clock = time.perf_counter
     t = clock()
@@ -333,7 +324,7 @@ def measure_render_loop(remote_env, numpy_frames, count, rounds):
         for allocated in (False, True):
             kind = "allocated" if allocated else "plain"
             remote = lambda ahead: remote_env.call(TARGETS + ":render_loop", count, allocated, ahead)  # noqa: E731
-            local = lambda: _in_process(bench_targets.render_loop(count, allocated))  # noqa: E731
+            local = lambda: bench_targets.in_process(bench_targets.render_loop(count, allocated))  # noqa: E731
             _loop_seconds(remote(0)), _loop_seconds(remote(RUN_AHEAD)), _loop_seconds(local())  # warm up
             over, ahead, here = [], [], []
             for _ in range(rounds):
@@ -345,6 +336,28 @@ def measure_render_loop(remote_env, numpy_frames, count, rounds):
         return result
     finally:
         bench_targets.use_numpy(False)  # drops the host's scene
+
+
+def measure_torch_render_loop(remote_env, numpy_frames, count, rounds):
+    """Frames/s of the worker's torch render loop (:mod:`nbcore.worker.bench_torch`) over the connection and in
+    the worker's process, plain and allocated; None when the environment has no torch or either end no numpy."""
+    version = remote_env.call(TORCH_TARGETS + ":torch_version") if numpy_frames else None
+    if version is None:
+        return None
+    result = {"torch": version}
+    for allocated in (False, True):
+        remote = lambda ahead: remote_env.call(TORCH_TARGETS + ":render_loop", count, allocated, ahead)  # noqa: E731
+        local = lambda: remote_env.call(TORCH_TARGETS + ":in_process_fps", count, allocated)  # noqa: E731
+        _loop_seconds(remote(0)), _loop_seconds(remote(RUN_AHEAD)), local()  # warm up
+        over, ahead, here = [], [], []
+        for _ in range(rounds):
+            over.append(count / _loop_seconds(remote(0)))
+            ahead.append(count / _loop_seconds(remote(RUN_AHEAD)))
+            here.append(local())
+        result["allocated" if allocated else "plain"] = {
+            "fps": statistics.median(over), "run_ahead_fps": statistics.median(ahead),
+            "in_process_fps": statistics.median(here)}
+    return result
 
 
 def run_bench(env_name=None, config=None, backend=None, protocol=None, quick=False):
@@ -403,6 +416,8 @@ def run_bench(env_name=None, config=None, backend=None, protocol=None, quick=Fal
         del frame, memcpy, memcpy_shared
         loop = measure_render_loop(remote_env, numpy_frames, RENDER_FRAMES // 3 if quick else RENDER_FRAMES,
                                    frame_rounds)
+        torch_loop = measure_torch_render_loop(remote_env, numpy_frames,
+                                               RENDER_FRAMES // 3 if quick else RENDER_FRAMES, frame_rounds)
         negotiated = remote_env.protocol
         worker_python = remote_env.worker_python
     finally:
@@ -431,6 +446,7 @@ def run_bench(env_name=None, config=None, backend=None, protocol=None, quick=Fal
         "python_start_ms": python_s * 1e3,
         "render_loop": loop,
         "render_frame_mb": 4 * bench_targets.RENDER_SHAPE[0] * bench_targets.RENDER_SHAPE[1] * 3 / 1e6,
+        "render_loop_torch": torch_loop,
     }
     result.update({key: opening[key] for key in ("open_to_first_result_ms", "open_phases_ms", "cli_call_ms",
                                                   "host_python_start_ms")})
@@ -452,6 +468,12 @@ def run_bench(env_name=None, config=None, backend=None, protocol=None, quick=Fal
         "render_loop_allocated_run_ahead_vs_in_process": (loop["allocated"]["run_ahead_fps"]
                                                           / loop["allocated"]["in_process_fps"]),
     }
+    if torch_loop is not None:
+        for kind, infix in (("plain", ""), ("allocated", "_allocated")):
+            figures = torch_loop[kind]
+            result["ratios"]["render_loop_torch%s_vs_in_process" % infix] = figures["fps"] / figures["in_process_fps"]
+            result["ratios"]["render_loop_torch%s_run_ahead_vs_in_process" % infix] = (figures["run_ahead_fps"]
+                                                                                     / figures["in_process_fps"])
     if shared_copies:
         result["ratios"]["frame_to_worker_vs_memcpy_to_shared"] = (result["frame_to_worker_ms"]
                                                                    / result["memcpy_to_shared_ms"])
@@ -585,18 +607,24 @@ def _plot_open(ax, bench):
 
 
 def _plot_render_loop(ax, bench):
-    """Grouped bars: the render loop's frames/s through the worker and in-process, plain and allocated."""
-    kinds = ("plain", "allocated")
-    bars = (("fps", "worker generator"), ("run_ahead_fps", "worker generator, run_ahead(%d)" % RUN_AHEAD),
-            ("in_process_fps", "in-process"))
+    """Grouped bars: the render loops' frames/s through the worker, with and without run-ahead, as a ratio to
+    the same loop in-process; plain and allocated, with numpy and, when the environment has it, torch."""
+    loops = [(bench["render_loop"], "numpy")]
+    if bench.get("render_loop_torch") is not None:
+        loops.append((bench["render_loop_torch"], "torch"))
+    groups = [(loop[kind], "%s\n%s\n%.0f frames/s in-process" % (name, label, loop[kind]["in_process_fps"]))
+              for loop, name in loops for kind, label in (("plain", "fresh arrays"), ("allocated", "allocate_ndarray"))]
+    bars = (("fps", "worker generator"), ("run_ahead_fps", "worker generator, run_ahead(%d)" % RUN_AHEAD))
     for offset, (key, label) in enumerate(bars):
-        ax.bar([i + 0.27 * offset for i in range(len(kinds))], [bench["render_loop"][k][key] for k in kinds],
-               width=0.27, label=label)
-    ax.set_xticks([i + 0.27 for i in range(len(kinds))])
-    ax.set_xticklabels(["fresh arrays", "allocate_ndarray"])
-    ax.set_ylabel("frames/s (%.1f MB each)" % bench["render_frame_mb"])
+        ax.bar([i + 0.4 * offset for i in range(len(groups))],
+               [figures[key] / figures["in_process_fps"] for figures, _ in groups], width=0.4, label=label)
+    ax.axhline(1.0, color="black", linewidth=0.8, label="in-process")
+    ax.set_xticks([i + 0.2 for i in range(len(groups))])
+    ax.set_xticklabels([label for _, label in groups], fontsize="x-small")
+    ax.set_ylabel("frames/s, x in-process (%.1f MB frames)" % bench["render_frame_mb"])
     ax.set_title("render loop")
-    ax.set_ylim(0, 1.4 * max(bench["render_loop"][k][key] for k in kinds for key, _ in bars))  # room for the legend
+    ax.set_ylim(0, 1.4 * max([1.0] + [figures[key] / figures["in_process_fps"] for figures, _ in groups
+                                      for key, _ in bars]))  # room for the legend
     ax.legend(fontsize="small", loc="upper left")
 
 
@@ -634,6 +662,23 @@ def format_report(result):
             RUN_AHEAD, r["render_loop"]["plain"]["run_ahead_fps"], x["render_loop_run_ahead_vs_in_process"],
             allocator, r["render_loop"]["allocated"]["run_ahead_fps"],
             x["render_loop_allocated_run_ahead_vs_in_process"]),
+        _format_torch_render_loop(r),
     ] + ([] if r["memcpy_to_shared_ms"] is None else [
         "frame to worker %.2fx memcpy into shared memory (%.2f ms)" % (
             x["frame_to_worker_vs_memcpy_to_shared"], r["memcpy_to_shared_ms"])]))
+
+
+def _format_torch_render_loop(result):
+    """The torch render loop's line, or why it was not measured."""
+    loop = result["render_loop_torch"]
+    if loop is None:
+        return "render loop with torch: not measured (%s)" % (
+            "torch is not importable in the environment" if result["frame_is_numpy"]
+            else "frames are not numpy arrays: numpy is missing on one end")
+    x = result["ratios"]
+    return ("render loop with torch %s (in-process in the worker: %.1f frames/s, allocate_ndarray %.1f): "
+            "%.2fx in-process, run_ahead(%d) %.2fx; allocate_ndarray %.2fx, run_ahead(%d) %.2fx" % (
+                loop["torch"], loop["plain"]["in_process_fps"], loop["allocated"]["in_process_fps"],
+                x["render_loop_torch_vs_in_process"], RUN_AHEAD, x["render_loop_torch_run_ahead_vs_in_process"],
+                x["render_loop_torch_allocated_vs_in_process"], RUN_AHEAD,
+                x["render_loop_torch_allocated_run_ahead_vs_in_process"]))

@@ -6,6 +6,7 @@ of the same sizes: either way they cross out of band, as arrays do.
 """
 import pickle
 
+from . import allocation
 from .allocation import allocate_buffer, allocate_ndarray
 from .run_ahead import run_ahead
 
@@ -94,6 +95,16 @@ def render_loop(count, allocated, ahead=0):
     ``allocate_ndarray`` (``allocate_buffer`` without numpy); with ``ahead``, run that many frames ahead."""
     frames = _render(count, allocated)
     return run_ahead(frames, ahead) if ahead else frames
+
+
+def in_process(frames):
+    """Run the generator ``frames`` as a program without nbcore would: ``allocate_ndarray`` gives ordinary memory."""
+    channel = allocation._channel
+    allocation.set_active_channel(None)
+    try:
+        yield from frames
+    finally:
+        allocation.set_active_channel(channel)
 
 
 def _render(count, allocated):

@@ -19,6 +19,8 @@ def test_bench_reports_the_allocate_ndarray_frame(nbcore_home):
     report = format_report(result)
     assert "allocate_ndarray" in report and "first call" in report
     assert "open to first result" in report and "render loop" in report and "into shared memory" in report
+    assert result["render_loop_torch"] is None  # the environment has no torch
+    assert "render loop with torch: not measured (torch is not importable in the environment)" in report
 
 
 def test_size_sweep_compares_both_protocols(nbcore_home, tmp_path):
@@ -42,3 +44,8 @@ def test_size_sweep_compares_both_protocols(nbcore_home, tmp_path):
              "render_frame_mb": 24.9}
     plot_sweep(sweep, tmp_path / "all.png", bench)
     assert (tmp_path / "all.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bench["render_loop_torch"] = {"torch": "2.13.0+cpu",
+                                  "plain": {"fps": 30.0, "run_ahead_fps": 31.0, "in_process_fps": 32.0},
+                                  "allocated": {"fps": 31.0, "run_ahead_fps": 32.0, "in_process_fps": 32.0}}
+    plot_sweep(sweep, tmp_path / "torch.png", bench)
+    assert (tmp_path / "torch.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
