@@ -1,5 +1,6 @@
 """What starting an installed environment leaves out: no YAML or JSON Schema for a config validated before,
 no interpreter lookup for a venv that exists.  (The time itself is measured in docs/cli.md, not here.)"""
+import json
 import os
 import subprocess
 import sys
@@ -145,3 +146,27 @@ def test_an_installed_venv_needs_no_interpreter_lookup(tmp_path, monkeypatch):
         assert backend.check_spec(env) is None
     finally:
         find_interpreter.cache_clear()
+
+
+#: Modules a start on a known config needs none of: the command line's, the config check's, importlib.metadata
+#: (entry points are read directly) and the parts of the plugin API that only some plugins use.
+RARE_PATH_MODULES = ("argparse", "yaml", "jsonschema", "importlib.metadata", "email", "zipfile", "nbcore.cli.main",
+                     "nbcore.plugin.capabilities", "nbcore.plugin.containers", "nbcore.plugin.environments")
+
+
+def test_opening_an_environment_imports_only_what_the_start_needs(tmp_path):
+    """``open_backend`` and one call in a fresh process; the first run validates the config, the second reuses it."""
+    write(tmp_path / "nbcore.yaml", "environments:\n  bare: {}\n")
+    write(tmp_path / "mod.py", "def f(a, b):\n    return a + b\n")
+    probe = ("import json, sys, nbcore\n"
+             "with nbcore.open_backend('bare', backend='python') as env:\n"
+             "    print(env.call('mod:f', 1, 2))\n"
+             "print(json.dumps(sorted(m for m in %r if m in sys.modules)))" % (RARE_PATH_MODULES,))
+    variables = clean_environ({"NBCORE_HOME": str(tmp_path / "home")})
+    outputs = [subprocess.run([sys.executable, "-c", probe], cwd=str(tmp_path), env=variables, capture_output=True,
+                              text=True, timeout=120) for _ in range(2)]
+    for result in outputs:
+        assert result.returncode == 0, result.stderr
+    assert outputs[0].stdout.split("\n", 1)[0] == "3"
+    assert {"jsonschema", "yaml"} <= set(json.loads(outputs[0].stdout.splitlines()[1])), "a config never seen"
+    assert json.loads(outputs[1].stdout.splitlines()[1]) == []
