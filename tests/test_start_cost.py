@@ -1,5 +1,6 @@
 """What starting an installed environment leaves out: no YAML or JSON Schema for a config validated before,
-no importlib.metadata or command line for ``open_backend``, no interpreter lookup for a venv that exists.  (The time itself is measured in docs/cli.md, not here.)"""
+no importlib.metadata or command line for ``open_backend``, no interpreter lookup for a venv that exists.
+(The time itself is measured in docs/cli.md, not here.)"""
 import json
 import os
 import subprocess
