@@ -106,7 +106,7 @@ def distributions():
         return [_MetadataDistribution(d) for d in importlib.metadata.distributions()]
     found = []
     for entry in sys.path:
-        folder = entry or "."
+        folder = os.fsdecode(entry) or "."
         if os.path.isdir(folder) and not folder.lower().endswith(".egg"):
             found.extend(_folder_distributions(folder))
         elif os.path.exists(folder):
