@@ -12,6 +12,7 @@ own go through :mod:`importlib.metadata`, which handles them.
 import importlib
 import os
 import sys
+from importlib.machinery import PathFinder
 from typing import Iterator, Optional
 
 _INFO_SUFFIXES = (".dist-info", ".egg-info")
@@ -33,9 +34,6 @@ class EntryPoint:
         for attribute in filter(None, attributes.strip().split(".")):
             value = getattr(value, attribute)
         return value
-
-    def __repr__(self):
-        return "EntryPoint(name=%r, value=%r, group=%r)" % (self.name, self.value, self.group)
 
 
 class Distribution:
@@ -127,8 +125,6 @@ def _folder_distributions(folder):
 
 def _other_finders():
     """Whether an import finder other than the standard path finder lists distributions."""
-    from importlib.machinery import PathFinder
-
     return any(hasattr(finder, "find_distributions") for finder in sys.meta_path if finder is not PathFinder)
 
 
