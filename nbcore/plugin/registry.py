@@ -2,9 +2,8 @@
 
 Plugins are found through entry points in the group ``nbcore`` (entry name =
 plugin name, value = the module holding the hook implementations), read by
-:mod:`.entry_points`.  nbcore's
-own providers are the modules in :data:`DEFAULT_PLUGINS`, registered through the
-very same hooks.
+:mod:`.entry_points`.  nbcore's own providers are the modules in
+:data:`DEFAULT_PLUGINS`, registered through the very same hooks.
 
 Entry points are read when the registry is built, but a plugin is imported (and
 its hook called) only when something it may provide is asked for: looking up a
