@@ -61,6 +61,19 @@ def specs():
     return [(name, fn) for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("nbcore_")]
 
 
+def test_every_name_of_the_plugin_api_resolves_from_its_module():
+    """``nbcore.plugin`` imports a name's module when the name is first used; each name is the module's object."""
+    import nbcore.plugin
+
+    for name in nbcore.plugin.__all__:
+        value = getattr(nbcore.plugin, name)
+        home = sys.modules[nbcore.plugin._EXPORTS[name]] if name in nbcore.plugin._EXPORTS else None
+        assert home is None or getattr(home, name) is value, name
+    assert set(nbcore.plugin.__all__) <= set(dir(nbcore.plugin))
+    with pytest.raises(AttributeError, match="has no attribute 'Nothing'"):
+        nbcore.plugin.Nothing
+
+
 def test_every_hookspec_is_documented():
     assert specs(), "no hookspecs found"
     for name, fn in specs():

@@ -1,5 +1,7 @@
 """What starting an installed environment leaves out: no YAML or JSON Schema for a config validated before,
-no interpreter lookup for a venv that exists.  (The time itself is measured in docs/cli.md, not here.)"""
+no importlib.metadata or command line for ``open_backend``, no interpreter lookup for a venv that exists.
+(The time itself is measured in docs/cli.md, not here.)"""
+import json
 import os
 import subprocess
 import sys
@@ -116,19 +118,42 @@ def test_the_cache_keeps_a_bounded_number_of_entries(home, backends, monkeypatch
     assert len(list((home / "config-cache").glob("*.json"))) == 3
 
 
-def test_a_cli_start_on_a_known_config_imports_neither_yaml_nor_jsonschema(tmp_path):
+#: Modules a start on a known config needs none of: the config check's, importlib.metadata (entry points are
+#: read directly), the parts of the plugin API only some plugins use, and (but for ``nbcore call``) the CLI's.
+RARE_PATH_MODULES = ("yaml", "jsonschema", "importlib.metadata", "email", "zipfile", "nbcore.plugin.capabilities",
+                     "nbcore.plugin.containers", "nbcore.plugin.environments", "argparse", "nbcore.cli.main")
+
+
+def _start_twice(tmp_path, code, *args):
+    """Run ``code`` (which calls ``mod:f`` of environment ``bare`` with 1 and 2, then prints the result) in a fresh
+    process twice, the first on a config never seen; each time the :data:`RARE_PATH_MODULES` it imported."""
     write(tmp_path / "nbcore.yaml", "environments:\n  bare: {}\n")
     write(tmp_path / "mod.py", "def f(a, b):\n    return a + b\n")
-    probe = ("import sys; from nbcore.cli.main import main; code = main(sys.argv[1:]); "
-             "print(sorted(m for m in ('yaml', 'jsonschema') if m in sys.modules)); sys.exit(code)")
-    argv = [sys.executable, "-c", probe, "call", "bare", "mod:f", "--args", "[1, 2]", "--backend", "python"]
+    probe = ("import json, sys\n%s\nprint(json.dumps(sorted(m for m in %r if m in sys.modules)))"
+             % (code, RARE_PATH_MODULES))
     variables = clean_environ({"NBCORE_HOME": str(tmp_path / "home")})
-    outputs = [subprocess.run(argv, cwd=str(tmp_path), env=variables, capture_output=True, text=True, timeout=120)
-               for _ in range(2)]
-    for result in outputs:
+    imported = []
+    for _ in range(2):
+        result = subprocess.run([sys.executable, "-c", probe] + list(args), cwd=str(tmp_path), env=variables,
+                                capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr
-    assert outputs[0].stdout.split() == ["3", "['jsonschema',", "'yaml']"]
-    assert outputs[1].stdout.split() == ["3", "[]"]
+        assert result.stdout.splitlines()[0] == "3"
+        imported.append(set(json.loads(result.stdout.splitlines()[1])))
+    assert {"jsonschema", "yaml"} <= imported[0], "a config never seen is checked"
+    return imported[1]
+
+
+def test_a_cli_start_on_a_known_config_imports_only_what_the_start_needs(tmp_path):
+    code = "from nbcore.cli.main import main\nassert main(sys.argv[1:]) == 0"
+    assert _start_twice(tmp_path, code, "call", "bare", "mod:f", "--args", "[1, 2]", "--backend", "python") == {
+        "argparse", "nbcore.cli.main"}
+
+
+def test_opening_an_environment_imports_only_what_the_start_needs(tmp_path):
+    code = ("import nbcore\n"
+            "with nbcore.open_backend('bare', backend='python') as env:\n"
+            "    print(env.call('mod:f', 1, 2))")
+    assert _start_twice(tmp_path, code) == set()
 
 
 def test_an_installed_venv_needs_no_interpreter_lookup(tmp_path, monkeypatch):
@@ -145,3 +170,4 @@ def test_an_installed_venv_needs_no_interpreter_lookup(tmp_path, monkeypatch):
         assert backend.check_spec(env) is None
     finally:
         find_interpreter.cache_clear()
+

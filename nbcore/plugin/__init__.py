@@ -5,22 +5,31 @@ BackendProvider, hookimpl``) and from :mod:`nbcore.plugin.containers`; its
 worker-side code imports only from :mod:`nbcore.worker` (see
 :data:`PLUGIN_SURFACE`).  ``tests/test_layout.py`` fails when a first-party
 plugin reaches past them.  See ``docs/plugins.md``.
+
+Most names are imported from their modules when first used, so that importing
+one part of the API (the registry, on every start) does not import the rest.
 """
 from .. import __version__ as nbcore_version
 from ..errors import (BackendUnavailable, ConfigError, InstallError, NbcoreError, PluginError, UserError,
                       WorkerError)
-from ..home import nbcore_home
-from ..spec import EnvironmentSpec
-from .auth import ANSWER_BYTES, AuthenticationError, host_challenge, host_verify
-from .backend import FEATURES, BackendProvider, Command, Environment, WorkerLaunch, host_environment
-from .capabilities import CondaPrefixCapability, DockerImage, DockerImageCapability
-from .environments import environment_ready, install_environment, list_environments
-from .process import OutputReader, OutputTail, SubprocessWorker, WorkerProcess
-from .progress import Progress
-from .protocol import (FALLBACK, UPGRADE, ListenAddress, Listener, ProtocolProvider, connect_timeout,
-                       keepalive_seconds, readable)
-from .registry import CapabilityMissing, FeatureMissing, Register, get_registry, hookimpl
-from .staging import stage_files
+
+#: The rest of the API by module, imported on first use.
+_LAZY = {
+    "nbcore.home": ("nbcore_home",),
+    "nbcore.spec": ("EnvironmentSpec",),
+    "nbcore.plugin.auth": ("ANSWER_BYTES", "AuthenticationError", "host_challenge", "host_verify"),
+    "nbcore.plugin.backend": ("FEATURES", "BackendProvider", "Command", "Environment", "WorkerLaunch",
+                              "host_environment"),
+    "nbcore.plugin.capabilities": ("CondaPrefixCapability", "DockerImage", "DockerImageCapability"),
+    "nbcore.plugin.environments": ("environment_ready", "install_environment", "list_environments"),
+    "nbcore.plugin.process": ("OutputReader", "OutputTail", "SubprocessWorker", "WorkerProcess"),
+    "nbcore.plugin.progress": ("Progress",),
+    "nbcore.plugin.protocol": ("FALLBACK", "UPGRADE", "ListenAddress", "Listener", "ProtocolProvider",
+                               "connect_timeout", "keepalive_seconds", "readable"),
+    "nbcore.plugin.registry": ("CapabilityMissing", "FeatureMissing", "Register", "get_registry", "hookimpl"),
+    "nbcore.plugin.staging": ("stage_files",),
+}
+_EXPORTS = {name: module for module, names in _LAZY.items() for name in names}
 
 __all__ = [
     "ANSWER_BYTES", "AuthenticationError", "BackendProvider", "BackendUnavailable", "CapabilityMissing", "Command",
@@ -35,3 +44,18 @@ __all__ = [
 #: The modules a plugin may import from nbcore: this package and its container toolkit (host side),
 #: :mod:`nbcore.worker` (worker side) and :mod:`nbcore.testing` (its tests).
 PLUGIN_SURFACE = ("nbcore.plugin", "nbcore.plugin.containers", "nbcore.worker", "nbcore.testing")
+
+
+def __getattr__(name):
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError("module 'nbcore.plugin' has no attribute %r" % name)
+    import importlib
+
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
