@@ -1,5 +1,5 @@
 """What starting an installed environment leaves out: no YAML or JSON Schema for a config validated before,
-no importlib.metadata or command line for ``open_backend``, no interpreter lookup for a venv that exists.
+no command line for ``open_backend``, no interpreter lookup for a venv that exists.
 (The time itself is measured in docs/cli.md, not here.)"""
 import json
 import os
@@ -118,9 +118,9 @@ def test_the_cache_keeps_a_bounded_number_of_entries(home, backends, monkeypatch
     assert len(list((home / "config-cache").glob("*.json"))) == 3
 
 
-#: Modules a start on a known config needs none of: the config check's, importlib.metadata (entry points are
-#: read directly), the parts of the plugin API only some plugins use, and (but for ``nbcore call``) the CLI's.
-RARE_PATH_MODULES = ("yaml", "jsonschema", "importlib.metadata", "email", "zipfile", "nbcore.plugin.capabilities",
+#: Modules a start on a known config needs none of: the config check's, the parts of the plugin API only some
+#: plugins use, and (but for ``nbcore call``) the CLI's.
+RARE_PATH_MODULES = ("yaml", "jsonschema", "nbcore.plugin.capabilities",
                      "nbcore.plugin.containers", "nbcore.plugin.environments", "argparse", "nbcore.cli.main")
 
 

@@ -1,9 +1,9 @@
 """Plugin discovery and the registry of what plugins provide: backends, protocols, capabilities.
 
 Plugins are found through entry points in the group ``nbcore`` (entry name =
-plugin name, value = the module holding the hook implementations), read by
-:mod:`.entry_points`.  nbcore's own providers are the modules in
-:data:`DEFAULT_PLUGINS`, registered through the very same hooks.
+plugin name, value = the module holding the hook implementations).  nbcore's
+own providers are the modules in :data:`DEFAULT_PLUGINS`, registered through the
+very same hooks.
 
 Entry points are read when the registry is built, but a plugin is imported (and
 its hook called) only when something it may provide is asked for: looking up a
@@ -33,7 +33,6 @@ import pluggy
 
 from ..errors import PluginError, UserError
 from .backend import FEATURES, BackendProvider
-from . import entry_points
 from .catalog import FIRST_PARTY, KnownPlugin
 from .protocol import FALLBACK, UPGRADE, ProtocolProvider
 
@@ -270,7 +269,7 @@ class Registry:
     def _import(self, item: _Pending) -> Optional[PluginInfo]:
         """Import one entry point's plugin and register it with pluggy; None (and one warning line) if it fails."""
         entry_point, dist = item.entry_point, item.dist
-        distribution = dist.name
+        distribution = dist.metadata["Name"]
         try:
             plugin = entry_point.load()
             self.plugin_manager.register(plugin, name=entry_point.name)
@@ -375,9 +374,11 @@ def _by_preference(protocols):
 def _entry_points():
     """``(entry point, distribution)`` for every entry point in the group ``nbcore``, each name once."""
     seen = set()
-    for dist in entry_points.distributions():
-        for entry_point in dist.entry_points(GROUP):
-            if entry_point.name not in seen:
+    import importlib.metadata
+
+    for dist in importlib.metadata.distributions():
+        for entry_point in dist.entry_points:
+            if entry_point.group == GROUP and entry_point.name not in seen:
                 seen.add(entry_point.name)
                 yield entry_point, dist
 
