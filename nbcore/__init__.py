@@ -43,12 +43,24 @@ _EXPORTS = {
 __all__ = ["__version__"] + sorted(_EXPORTS)
 
 
-def __getattr__(name):
-    module_name = _EXPORTS.get(name)
-    if module_name is None:
-        raise AttributeError("module 'nbcore' has no attribute %r" % name)
-    import importlib
+def _lazy_exports(namespace, exports):
+    """A module's ``__getattr__`` and ``__dir__`` that import each name of ``exports`` (name -> module) on first
+    use and keep it in ``namespace`` (the module's globals)."""
 
-    value = getattr(importlib.import_module(module_name), name)
-    globals()[name] = value
-    return value
+    def __getattr__(name):
+        module_name = exports.get(name)
+        if module_name is None:
+            raise AttributeError("module %r has no attribute %r" % (namespace["__name__"], name))
+        import importlib
+
+        value = getattr(importlib.import_module(module_name), name)
+        namespace[name] = value
+        return value
+
+    def __dir__():
+        return sorted(set(namespace) | set(exports))
+
+    return __getattr__, __dir__
+
+
+__getattr__, __dir__ = _lazy_exports(globals(), _EXPORTS)

@@ -10,6 +10,7 @@ Most names are imported from their modules when first used, so that importing
 one part of the API (the registry, on every start) does not import the rest.
 """
 from .. import __version__ as nbcore_version
+from .. import _lazy_exports
 from ..errors import (BackendUnavailable, ConfigError, InstallError, NbcoreError, PluginError, UserError,
                       WorkerError)
 
@@ -46,16 +47,4 @@ __all__ = [
 PLUGIN_SURFACE = ("nbcore.plugin", "nbcore.plugin.containers", "nbcore.worker", "nbcore.testing")
 
 
-def __getattr__(name):
-    module_name = _EXPORTS.get(name)
-    if module_name is None:
-        raise AttributeError("module 'nbcore.plugin' has no attribute %r" % name)
-    import importlib
-
-    value = getattr(importlib.import_module(module_name), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = _lazy_exports(globals(), _EXPORTS)
