@@ -373,9 +373,9 @@ def _by_preference(protocols):
 
 def _entry_points():
     """``(entry point, distribution)`` for every entry point in the group ``nbcore``, each name once."""
-    seen = set()
     import importlib.metadata
 
+    seen = set()
     for dist in importlib.metadata.distributions():
         for entry_point in dist.entry_points:
             if entry_point.group == GROUP and entry_point.name not in seen:
