@@ -50,17 +50,17 @@ def home(tmp_path, monkeypatch):
 def test_the_config_cache_is_private_whatever_the_umask(home):
     key = config_cache.cache_key("environments: {}\n")
     with umask(0):
-        config_cache.store(key, {"environments": {}})
+        config_cache.CACHE.store(key, {"environments": {}})
     entry = home / "config-cache" / (key + ".json")
     assert mode(home / "config-cache") == 0o700 and mode(entry) == 0o600
-    assert config_cache.load(key) == {"environments": {}}
+    assert config_cache.CACHE.load(key) == {"environments": {}}
 
 
 @pytest.mark.parametrize("damage", ["other owner", "group writable", "other writable", "folder other owner",
                                     "folder writable"])
 def test_a_cache_entry_another_user_could_write_is_ignored(home, caplog, damage):
     key = config_cache.cache_key("environments: {}\n")
-    config_cache.store(key, {"environments": {}})
+    config_cache.CACHE.store(key, {"environments": {}})
     entry = home / "config-cache" / (key + ".json")
     if "owner" in damage:
         needs_root()
@@ -69,11 +69,11 @@ def test_a_cache_entry_another_user_could_write_is_ignored(home, caplog, damage)
         target = entry.parent if "folder" in damage else entry
         os.chmod(str(target), mode(target) | (0o020 if "group" in damage else 0o002))
     with caplog.at_level(logging.WARNING, logger="nbcore"):
-        assert config_cache.load(key) is None
+        assert config_cache.CACHE.load(key) is None
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "ignored" in warnings[0], warnings
-    config_cache.store(key, {"environments": {}})  # rebuilt: the next store replaces it with a trusted entry
-    assert config_cache.load(key) == {"environments": {}}
+    config_cache.CACHE.store(key, {"environments": {}})  # rebuilt: the next store replaces it with a trusted entry
+    assert config_cache.CACHE.load(key) == {"environments": {}}
 
 
 def test_a_planted_cache_entry_never_runs_its_install_script(tmp_path):

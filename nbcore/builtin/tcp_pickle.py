@@ -1,8 +1,8 @@
 """The built-in ``tcp-pickle`` protocol: the fallback every worker can reach."""
-import logging
 import socket
 import time
 
+from ..log import log
 from ..errors import WorkerError
 from ..plugin.registry import hookimpl
 from ..plugin.protocol import FALLBACK, Listener, ListenAddress, ProtocolProvider, readable
@@ -11,7 +11,6 @@ from ..worker.channel import SocketChannel
 from ..worker.framing import configure_socket
 from ..worker.tcp_pickle import PROTOCOL
 
-log = logging.getLogger("nbcore")
 AUTH_TIMEOUT = 5.0
 
 

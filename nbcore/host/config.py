@@ -99,13 +99,13 @@ def parse_config(text: str, where: str, backends, base_dir=None) -> Config:
     from . import config_cache
 
     key = config_cache.cache_key(text)
-    checked = config_cache.load(key)
+    checked = config_cache.CACHE.load(key)
     if not (_is_checked(checked) and checked.get("schemas") == _section_schemas(checked["data"], backends)):
         from .config_check import check
 
         checked = check(text, where, schema(backends))
         checked["schemas"] = _section_schemas(checked["data"], backends)
-        config_cache.store(key, checked)
+        config_cache.CACHE.store(key, checked)
     data, lines = checked["data"], checked["lines"]
     environments = {}
     for name, spec in (data.get("environments") or {}).items():

@@ -1,11 +1,11 @@
 """Opening an environment: pick the backend, install if needed, start and connect its worker."""
 import atexit
-import logging
 import os
 import weakref
 from pathlib import Path
 from typing import Optional, Union
 
+from ..log import log
 from .. import settings
 from ..worker import serve
 from .connection import Connection
@@ -24,7 +24,6 @@ from ..worker.versions import TOO_OLD_EXIT
 from ..worker.versions import describe as describe_versions
 from .negotiation import host_negotiate
 
-log = logging.getLogger("nbcore")
 _open = weakref.WeakSet()
 
 

@@ -18,16 +18,15 @@ config file's ``protocol:``, else :func:`default_protocols` (the preferred
 fallback, then every upgrade protocol, the most preferred last).  The first
 entry is the fallback; the others are tried in reverse order after connecting.
 """
-import logging
 import os
 from typing import List, Optional, Tuple
 
+from ..log import log
 from ..errors import BackendUnavailable, UserError
 from ..plugin.protocol import FALLBACK, UPGRADE
 from ..plugin.registry import missing_hint
 from .interpreters import python_range_refused
 
-log = logging.getLogger("nbcore")
 #: Said of a backend chosen because it has a ready build of the spec.
 KEPT_BUILD = "it has a ready build of this spec"
 

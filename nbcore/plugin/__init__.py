@@ -17,6 +17,7 @@ from ..errors import (BackendUnavailable, ConfigError, InstallError, NbcoreError
 #: The rest of the API by module, imported on first use.
 _LAZY = {
     "nbcore.home": ("nbcore_home",),
+    "nbcore.log": ("log",),
     "nbcore.spec": ("EnvironmentSpec",),
     "nbcore.plugin.auth": ("ANSWER_BYTES", "AuthenticationError", "host_challenge", "host_verify"),
     "nbcore.plugin.backend": ("FEATURES", "BackendProvider", "Command", "Environment", "WorkerLaunch",
@@ -37,7 +38,7 @@ __all__ = [
     "CondaPrefixCapability", "DockerImage", "DockerImageCapability",
     "ConfigError", "Environment", "EnvironmentSpec", "FALLBACK", "FEATURES", "FeatureMissing", "InstallError", "ListenAddress", "Listener",
     "NbcoreError", "OutputReader", "OutputTail", "PluginError", "Progress", "ProtocolProvider", "Register",
-    "SubprocessWorker", "UPGRADE", "UserError", "WorkerError", "WorkerLaunch", "WorkerProcess", "get_registry",
+    "SubprocessWorker", "UPGRADE", "UserError", "WorkerError", "WorkerLaunch", "WorkerProcess", "get_registry", "log",
     "connect_timeout", "environment_ready", "hookimpl", "host_challenge", "host_environment", "host_verify", "install_environment",
     "keepalive_seconds", "list_environments", "nbcore_home", "nbcore_version", "readable", "stage_files",
 ]

@@ -5,8 +5,9 @@ plugin name, value = the module holding the hook implementations).  nbcore's
 own providers are the modules in :data:`DEFAULT_PLUGINS`, registered through the
 very same hooks.
 
-Entry points are read when the registry is built, but a plugin is imported (and
-its hook called) only when something it may provide is asked for: looking up a
+Entry points are read when the registry is built (:mod:`.entry_points`
+remembers them between starts), but a plugin is imported (and its hook called)
+only when something it may provide is asked for: looking up a
 name (``registry.backends["docker"]``, ``registry.capability("conda-prefix")``)
 imports the plugins the catalog (:mod:`.catalog`) says provide it, and every
 other plugin only if the name is still missing; going through a whole table
@@ -21,7 +22,6 @@ that backend's plugin and the protocol plugins, not every installed plugin.
 """
 import dataclasses
 import importlib
-import logging
 import os
 import re
 import threading
@@ -32,11 +32,12 @@ from typing import Dict, Iterator, List, Optional
 import pluggy
 
 from ..errors import PluginError, UserError
+from ..log import log
 from .backend import FEATURES, BackendProvider
 from .catalog import FIRST_PARTY, KnownPlugin
+from .entry_points import GROUP, EntryPoint, entry_points
 from .protocol import FALLBACK, UPGRADE, ProtocolProvider
 
-GROUP = "nbcore"
 hookimpl = pluggy.HookimplMarker(GROUP)
 
 #: nbcore's built-in plugins, registered exactly like third-party ones.
@@ -48,8 +49,6 @@ DEFAULT_PLUGINS = (
 
 #: What a backend, protocol or capability name may look like.
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_.-]*$")
-
-log = logging.getLogger("nbcore")
 
 
 class CapabilityMissing(UserError):
@@ -197,8 +196,7 @@ class ProviderTable(MutableMapping):
 class _Pending:
     """An entry point read but not imported yet, and what the catalog says its plugin provides (None: unknown)."""
 
-    entry_point: object
-    dist: object
+    entry_point: EntryPoint
     known: Optional[KnownPlugin]
 
     def may_provide(self, kind: str, name: Optional[str] = None) -> bool:
@@ -268,20 +266,19 @@ class Registry:
 
     def _import(self, item: _Pending) -> Optional[PluginInfo]:
         """Import one entry point's plugin and register it with pluggy; None (and one warning line) if it fails."""
-        entry_point, dist = item.entry_point, item.dist
-        distribution = dist.metadata["Name"]
+        entry_point = item.entry_point
+        distribution, version = entry_point.distribution, entry_point.version
         try:
             plugin = entry_point.load()
             self.plugin_manager.register(plugin, name=entry_point.name)
         except Exception as exc:  # one broken plugin must not take the others down
             problem = "plugin %r (%s %s) failed to load: %s: %s" % (
-                entry_point.name, distribution, dist.version, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+                entry_point.name, distribution, version, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
             log.warning("%s; the other plugins work (NBCORE_DISABLE_PLUGINS=%s skips it)", problem, entry_point.name)
             self._broken[entry_point.name] = problem
             return None
         _check_pending(self.plugin_manager)
-        info = PluginInfo(entry_point.name, getattr(plugin, "__name__", entry_point.value), distribution, dist.version,
-                          False)
+        info = PluginInfo(entry_point.name, getattr(plugin, "__name__", entry_point.value), distribution, version, False)
         self._plugins[info.name] = info
         return info
 
@@ -371,18 +368,6 @@ def _by_preference(protocols):
     return sorted(protocols, key=lambda p: (-p.preference, p.name))
 
 
-def _entry_points():
-    """``(entry point, distribution)`` for every entry point in the group ``nbcore``, each name once."""
-    import importlib.metadata
-
-    seen = set()
-    for dist in importlib.metadata.distributions():
-        for entry_point in dist.entry_points:
-            if entry_point.group == GROUP and entry_point.name not in seen:
-                seen.add(entry_point.name)
-                yield entry_point, dist
-
-
 def _disabled():
     return {n.strip() for n in os.environ.get("NBCORE_DISABLE_PLUGINS", "").split(",") if n.strip()}
 
@@ -405,8 +390,8 @@ def build_registry(plugins=(), autoload: Optional[bool] = None) -> Registry:
     if autoload is None:
         autoload = not os.environ.get("NBCORE_DISABLE_PLUGIN_AUTOLOAD")
     if autoload:
-        registry._pending = [_Pending(entry_point, dist, _catalog_entry(entry_point.name))
-                             for entry_point, dist in _entry_points()
+        registry._pending = [_Pending(entry_point, _catalog_entry(entry_point.name))
+                             for entry_point in entry_points()
                              if pm.get_plugin(entry_point.name) is None and not pm.is_blocked(entry_point.name)]
     for plugin in plugins:
         name = getattr(plugin, "__name__", repr(plugin))

@@ -30,7 +30,6 @@ it is ignored with a warning and rebuilt.
 import contextlib
 import fcntl
 import json
-import logging
 import os
 import shutil
 import tempfile
@@ -38,6 +37,7 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
+from ..log import log
 from .backend import Environment
 from .process import end_install_steps, installing
 from ..errors import InstallError
@@ -45,7 +45,6 @@ from ..home import SHARED_FILE, SHARED_FOLDER, make_folder, untrusted_path, writ
 from ..settings import install_timeout
 from ..spec import EnvironmentSpec
 
-log = logging.getLogger("nbcore")
 
 READY_MARKER = "nbcore-env.json"
 #: The fields of a ready marker nbcore reads, with the types they may have; any other makes the marker damaged.

@@ -3,15 +3,12 @@
 docker-py is imported only when the backend is used: every ``nbcore`` command
 builds the registry, and importing docker-py costs about 0.2 s.
 """
-import logging
 import os
 import shutil
 
-from nbcore.plugin import BackendProvider, BackendUnavailable, Command, nbcore_home
+from nbcore.plugin import BackendProvider, BackendUnavailable, Command, log, nbcore_home
 
 from .settings import BASE_IMAGE_VARIABLE, CONFIG_SCHEMA, DockerSettings, base_image
-
-log = logging.getLogger("nbcore")
 
 #: What ``nbcore shell`` runs when no command is given.
 DEFAULT_SHELL = ["sh", "-c", "if command -v bash >/dev/null 2>&1; then exec bash; else exec sh; fi"]

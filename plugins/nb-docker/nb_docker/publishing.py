@@ -11,20 +11,17 @@ the local image made from it in the environment's folder (:data:`RECORD`); every
 start checks that the environment's tag still names that image.
 """
 import json
-import logging
 from typing import Optional
 
 import docker.errors
 from docker.utils import parse_repository_tag
 
-from nbcore.plugin import InstallError, UserError
+from nbcore.plugin import InstallError, UserError, log
 from nbcore.plugin.containers import PULL_VARIABLE, REGISTRY_VARIABLE, pull_policy
 
 from .images import LABEL_IMAGE_HASH, ImagePlan, adopt, follow_status, pull, registry_failure
 from .plan import configured_registry, published_name
 from .settings import DockerSettings
-
-log = logging.getLogger("nbcore")
 
 #: The file in an environment's folder recording the published image it was pulled from (JSON: ``image``,
 #: ``digest``, ``id`` of the local image made from it); written before the ready marker.

@@ -1,10 +1,9 @@
 """``nbcore envs --backend ray``: every alive node of the cluster lists the environments of its own store."""
-import logging
 from typing import List
 
-from .cluster import error_cause
+from nbcore.plugin import log
 
-log = logging.getLogger("nbcore")
+from .cluster import error_cause
 
 #: Seconds the host waits for the nodes' listings; a node that has not answered by then is left out, with a warning.
 LIST_TIMEOUT = 60.0

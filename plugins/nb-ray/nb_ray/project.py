@@ -12,7 +12,6 @@ its sha256 names it.
 """
 import hashlib
 import io
-import logging
 import os
 import tarfile
 from pathlib import Path
@@ -20,9 +19,7 @@ from typing import List, Sequence, Tuple
 
 import pathspec
 
-from nbcore.plugin import UserError
-
-log = logging.getLogger("nbcore")
+from nbcore.plugin import UserError, log
 
 #: ``NBCORE_RAY_PROJECT_LIMIT``: the most bytes of project files shipped to a node (default 100 MiB).
 LIMIT_VARIABLE = "NBCORE_RAY_PROJECT_LIMIT"

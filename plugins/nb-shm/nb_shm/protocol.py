@@ -1,16 +1,13 @@
 """The host side of shm-pickle: the protocol provider, its offer and the accept of the worker's connection."""
 import hmac
-import logging
 import os
 import shutil
 import time
 
-from nbcore.plugin import UPGRADE, ProtocolProvider, readable
+from nbcore.plugin import ProtocolProvider, UPGRADE, log, readable
 
 from . import worker
 from .worker import links
-
-log = logging.getLogger("nbcore")
 
 #: How long the host waits for the worker's connection in all.
 ACCEPT_TIMEOUT = 10.0
