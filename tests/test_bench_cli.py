@@ -1,5 +1,6 @@
 """``nbcore bench`` without numpy (in the environment, on the host) and its size sweep's keys."""
 import json
+import pickle
 import subprocess
 import sys
 
@@ -26,9 +27,15 @@ def check_figures(result):
     assert sum(result["open_phases_ms"].values()) == pytest.approx(result["open_to_first_result_ms"], rel=0.5)
     for kind in ("plain", "allocated"):
         assert all(result["render_loop"][kind][key] > 0 for key in ("fps", "run_ahead_fps", "in_process_fps"))
+    # the plain loop's floors: in-process plus one copy into shared memory, or plus the socket
+    floors = ("in_process_one_copy_fps", "in_process_socket_fps")
+    assert all(0 < result["render_loop"]["plain"][key] for key in floors)
+    assert not set(floors) & set(result["render_loop"]["allocated"])
     for ratio in ("open_to_first_result_vs_python_start", "cli_call_vs_pythons_start", "render_loop_vs_in_process",
                   "render_loop_allocated_vs_in_process", "render_loop_run_ahead_vs_in_process",
-                  "render_loop_allocated_run_ahead_vs_in_process", "frame_to_host_vs_tcp_socket",
+                  "render_loop_allocated_run_ahead_vs_in_process", "render_loop_vs_in_process_one_copy",
+                  "render_loop_run_ahead_vs_in_process_one_copy", "render_loop_vs_in_process_socket",
+                  "render_loop_run_ahead_vs_in_process_socket", "frame_to_host_vs_tcp_socket",
                   "frame_to_worker_vs_tcp_socket"):
         assert result["ratios"][ratio] > 0, ratio
 
@@ -52,8 +59,26 @@ def test_bench_on_a_host_without_numpy(tmp_path, plugins):
     assert "Traceback" not in result.stderr
     assert "frame to host, allocate_buffer" in result.stdout
     assert "render loop with torch: not measured (frames are not numpy arrays" in result.stdout
+    assert "render loop floors, in-process: each frame copied once into shared memory" in result.stdout
     if plugins:
         assert "protocol tcp-pickle5-buffers" in result.stdout
+
+
+def test_the_render_loop_floors_pass_each_frame_on_after_its_copy_or_send():
+    from nbcore.cli.bench import SocketReference, _copied_once, _sent_through
+
+    frames = [pickle.PickleBuffer(bytearray([i]) * 4096) for i in (1, 2)]
+    target = memoryview(bytearray(4096))
+    seen = []
+    for frame in _copied_once(iter(frames), target):
+        seen.append(frame)
+        assert bytes(target) == bytes(memoryview(frame))
+    assert seen == frames
+    sockets = SocketReference(4096)
+    try:
+        assert list(_sent_through(iter(frames), sockets)) == frames  # the peer answered each frame
+    finally:
+        sockets.close()
 
 
 def test_plain_buffer_frames_are_what_allocate_ndarray_would_give():
