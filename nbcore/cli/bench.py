@@ -352,18 +352,18 @@ def measure_render_loop(remote_env, numpy_frames, count, rounds):
             kind = "allocated" if allocated else "plain"
             remote = lambda ahead: remote_env.call(TARGETS + ":render_loop", count, allocated, ahead)  # noqa: E731
             local = lambda: bench_targets.in_process(bench_targets.render_loop(count, allocated))  # noqa: E731
-            floors = {} if allocated else {
-                "in_process_one_copy_fps": lambda: _copied_once(local(), target),
-                "in_process_socket_fps": lambda: _sent_through(local(), sockets)}
-            for frames in [remote(0), remote(RUN_AHEAD), local()] + [floor() for floor in floors.values()]:
-                _loop_seconds(frames)  # warm up
+            floors = [] if allocated else [
+                ("in_process_one_copy_fps", lambda: _copied_once(local(), target)),
+                ("in_process_socket_fps", lambda: _sent_through(local(), sockets))]
+            _loop_seconds(remote(0)), _loop_seconds(remote(RUN_AHEAD)), _loop_seconds(local())  # warm up
             over, ahead, here = [], [], []
-            below = {key: [] for key in floors}
-            for _ in range(rounds):
+            below = {key: [] for key, _ in floors}
+            for index in range(rounds):
                 over.append(count / _loop_seconds(remote(0)))
                 ahead.append(count / _loop_seconds(remote(RUN_AHEAD)))
                 here.append(count / _loop_seconds(local()))
-                for key, floor in floors.items():
+                if floors:  # the floors take turns, one a round: they vary less than the loops through the worker
+                    key, floor = floors[index % len(floors)]
                     below[key].append(count / _loop_seconds(floor()))
             result[kind] = {"fps": statistics.median(over), "run_ahead_fps": statistics.median(ahead),
                             "in_process_fps": statistics.median(here)}
