@@ -8,6 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from nbcore.testing import pid_alive  # noqa: F401 (the tests import it from here)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -199,3 +201,30 @@ def write_docker_credentials(folder, registry, user=AUTH_USER, password=AUTH_PAS
     token = base64.b64encode(("%s:%s" % (user, password)).encode()).decode()
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps({"auths": {host: {"auth": token}}}))
+
+
+def check_bench_figures(result):
+    """Assert that a :func:`nbcore.cli.bench.run_bench` result has every figure and ratio, each positive."""
+    for key in ("noop_us_median", "frame_to_host_ms", "frame_to_host_prealloc_ms", "frame_to_worker_ms", "memcpy_ms",
+                "start_ms", "python_start_ms"):
+        assert result[key] > 0, key
+    assert result["frame_mb"] == pytest.approx(33.18, abs=0.01)
+    assert all(ms > 0 for ms in result["first_call_ms"].values())
+    assert set(result["tcp_socket_ms"]) == {"to_host", "to_peer"} and all(v > 0 for v in result["tcp_socket_ms"].values())
+    for key in ("open_to_first_result_ms", "cli_call_ms", "open_python_start_ms", "host_python_start_ms"):
+        assert result[key] > 0, key
+    assert set(result["open_phases_ms"]) == {"import", "plugins", "config_and_store", "worker", "first_call"}
+    assert sum(result["open_phases_ms"].values()) == pytest.approx(result["open_to_first_result_ms"], rel=0.5)
+    for kind in ("plain", "allocated"):
+        assert all(result["render_loop"][kind][key] > 0 for key in ("fps", "run_ahead_fps", "in_process_fps"))
+    # the plain loop's floors: in-process plus one copy into shared memory, or plus the socket
+    floors = ("in_process_one_copy_fps", "in_process_socket_fps")
+    assert all(0 < result["render_loop"]["plain"][key] for key in floors)
+    assert not set(floors) & set(result["render_loop"]["allocated"])
+    for ratio in ("open_to_first_result_vs_python_start", "cli_call_vs_pythons_start", "render_loop_vs_in_process",
+                  "render_loop_allocated_vs_in_process", "render_loop_run_ahead_vs_in_process",
+                  "render_loop_allocated_run_ahead_vs_in_process", "render_loop_vs_in_process_one_copy",
+                  "render_loop_run_ahead_vs_in_process_one_copy", "render_loop_vs_in_process_socket",
+                  "render_loop_run_ahead_vs_in_process_socket", "frame_to_host_vs_tcp_socket",
+                  "frame_to_worker_vs_tcp_socket"):
+        assert result["ratios"][ratio] > 0, ratio

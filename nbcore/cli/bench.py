@@ -170,8 +170,12 @@ class SocketReference:
         _recv_all(self.sock, self.buffer)
 
     def to_peer(self):
+        self.send(self.buffer)
+
+    def send(self, data):
+        """Send ``data`` (``nbytes`` bytes) to the peer and wait for its answer."""
         self.sock.sendall(b"p")
-        self.sock.sendall(self.buffer)
+        self.sock.sendall(data)
         self.sock.recv(1)
 
     def close(self):
@@ -316,25 +320,59 @@ def _loop_seconds(frames):
     return clock() - t
 
 
+def _copied_once(frames, target):
+    """The generator ``frames``, each frame also copied into ``target`` (one memmove, as a transfer must)."""
+    for frame in frames:
+        view = memoryview(frame).cast("B")
+        target[:view.nbytes] = view
+        yield frame
+
+
+def _sent_through(frames, sockets):
+    """The generator ``frames``, each frame also sent through ``sockets`` (a :class:`SocketReference`)."""
+    for frame in frames:
+        sockets.send(frame)
+        yield frame
+
+
 def measure_render_loop(remote_env, numpy_frames, count, rounds):
-    """Frames/s of the worker's render loop over the connection and in this process, plain and allocated."""
+    """Frames/s of the worker's render loop over the connection and in this process, plain and allocated;
+    for plain frames also the two floors of the loop in this process: each frame copied once into an
+    already-touched shared mapping, and each frame sent through a bare loopback TCP socket."""
     bench_targets.use_numpy(numpy_frames)
+    nbytes = bench_targets.ITEMSIZE * bench_targets.RENDER_SHAPE[0] * bench_targets.RENDER_SHAPE[1] \
+        * bench_targets.RENDER_SHAPE[2]
+    shared = mmap.mmap(-1, nbytes)
+    target = memoryview(shared)
+    target[:] = bytes(nbytes)  # touched once, as a reused shared memory segment is
+    sockets = SocketReference(nbytes)
     try:
         result = {}
         for allocated in (False, True):
             kind = "allocated" if allocated else "plain"
             remote = lambda ahead: remote_env.call(TARGETS + ":render_loop", count, allocated, ahead)  # noqa: E731
             local = lambda: bench_targets.in_process(bench_targets.render_loop(count, allocated))  # noqa: E731
+            floors = [] if allocated else [
+                ("in_process_one_copy_fps", lambda: _copied_once(local(), target)),
+                ("in_process_socket_fps", lambda: _sent_through(local(), sockets))]
             _loop_seconds(remote(0)), _loop_seconds(remote(RUN_AHEAD)), _loop_seconds(local())  # warm up
             over, ahead, here = [], [], []
-            for _ in range(rounds):
+            below = {key: [] for key, _ in floors}
+            for index in range(rounds):
                 over.append(count / _loop_seconds(remote(0)))
                 ahead.append(count / _loop_seconds(remote(RUN_AHEAD)))
                 here.append(count / _loop_seconds(local()))
+                if floors:  # the floors take turns, one a round: they vary less than the loops through the worker
+                    key, floor = floors[index % len(floors)]
+                    below[key].append(count / _loop_seconds(floor()))
             result[kind] = {"fps": statistics.median(over), "run_ahead_fps": statistics.median(ahead),
                             "in_process_fps": statistics.median(here)}
+            result[kind].update({key: statistics.median(values) for key, values in below.items()})
         return result
     finally:
+        sockets.close()
+        target.release()
+        shared.close()
         bench_targets.use_numpy(False)  # drops the host's scene
 
 
@@ -468,6 +506,10 @@ def run_bench(env_name=None, config=None, backend=None, protocol=None, quick=Fal
         "render_loop_allocated_run_ahead_vs_in_process": (loop["allocated"]["run_ahead_fps"]
                                                           / loop["allocated"]["in_process_fps"]),
     }
+    for floor in ("one_copy", "socket"):
+        reference = loop["plain"]["in_process_%s_fps" % floor]
+        result["ratios"]["render_loop_vs_in_process_%s" % floor] = loop["plain"]["fps"] / reference
+        result["ratios"]["render_loop_run_ahead_vs_in_process_%s" % floor] = loop["plain"]["run_ahead_fps"] / reference
     if torch_loop is not None:
         for kind, infix in (("plain", ""), ("allocated", "_allocated")):
             figures = torch_loop[kind]
@@ -608,7 +650,8 @@ def _plot_open(ax, bench):
 
 def _plot_render_loop(ax, bench):
     """Grouped bars: the render loops' frames/s through the worker, with and without run-ahead, as a ratio to
-    the same loop in-process; plain and allocated, with numpy and, when the environment has it, torch."""
+    the same loop in-process; plain and allocated, with numpy and, when the environment has it, torch; lines
+    across the numpy plain group mark its floors (the loop in-process plus one copy, or plus the socket)."""
     loops = [(bench["render_loop"], "numpy")]
     if bench.get("render_loop_torch") is not None:
         loops.append((bench["render_loop_torch"], "torch"))
@@ -619,11 +662,17 @@ def _plot_render_loop(ax, bench):
         ax.bar([i + 0.4 * offset for i in range(len(groups))],
                [figures[key] / figures["in_process_fps"] for figures, _ in groups], width=0.4, label=label)
     ax.axhline(1.0, color="black", linewidth=0.8, label="in-process")
+    floors = (("in_process_one_copy_fps", "in-process, each frame copied once into shared memory", "--"),
+              ("in_process_socket_fps", "in-process, each frame sent through a loopback TCP socket", ":"))
+    for key, label, style in floors:
+        at = [(i, figures[key] / figures["in_process_fps"]) for i, (figures, _) in enumerate(groups) if key in figures]
+        for n, (i, ratio) in enumerate(at):
+            ax.hlines(ratio, i - 0.25, i + 0.65, color="black", linestyles=style, label=None if n else label)
     ax.set_xticks([i + 0.2 for i in range(len(groups))])
     ax.set_xticklabels([label for _, label in groups], fontsize="x-small")
     ax.set_ylabel("frames/s, x in-process (%.1f MB frames)" % bench["render_frame_mb"])
     ax.set_title("render loop")
-    ax.set_ylim(0, 1.4 * max([1.0] + [figures[key] / figures["in_process_fps"] for figures, _ in groups
+    ax.set_ylim(0, 1.75 * max([1.0] + [figures[key] / figures["in_process_fps"] for figures, _ in groups
                                       for key, _ in bars]))  # room for the legend
     ax.legend(fontsize="small", loc="upper left")
 
@@ -662,6 +711,12 @@ def format_report(result):
             RUN_AHEAD, r["render_loop"]["plain"]["run_ahead_fps"], x["render_loop_run_ahead_vs_in_process"],
             allocator, r["render_loop"]["allocated"]["run_ahead_fps"],
             x["render_loop_allocated_run_ahead_vs_in_process"]),
+        "render loop floors, in-process: each frame copied once into shared memory %.1f frames/s (render loop "
+        "%.2fx it, run_ahead(%d) %.2fx); each frame sent through a bare loopback TCP socket %.1f frames/s "
+        "(%.2fx, run_ahead(%d) %.2fx)" % (
+            r["render_loop"]["plain"]["in_process_one_copy_fps"], x["render_loop_vs_in_process_one_copy"], RUN_AHEAD,
+            x["render_loop_run_ahead_vs_in_process_one_copy"], r["render_loop"]["plain"]["in_process_socket_fps"],
+            x["render_loop_vs_in_process_socket"], RUN_AHEAD, x["render_loop_run_ahead_vs_in_process_socket"]),
         _format_torch_render_loop(r),
     ] + ([] if r["memcpy_to_shared_ms"] is None else [
         "frame to worker %.2fx memcpy into shared memory (%.2f ms)" % (

@@ -19,6 +19,10 @@ def test_bench_reports_the_allocate_ndarray_frame(nbcore_home):
     report = format_report(result)
     assert "allocate_ndarray" in report and "first call" in report
     assert "open to first result" in report and "render loop" in report and "into shared memory" in report
+    assert "render loop floors, in-process" in report
+    plain = result["render_loop"]["plain"]
+    assert plain["in_process_one_copy_fps"] > 0 and plain["in_process_socket_fps"] > 0
+    assert result["ratios"]["render_loop_vs_in_process_one_copy"] > 0
     assert result["render_loop_torch"] is None  # the environment has no torch
     assert "render loop with torch: not measured (torch is not importable in the environment)" in report
 
@@ -39,7 +43,8 @@ def test_size_sweep_compares_both_protocols(nbcore_home, tmp_path):
     bench = {"backend": "venv", "protocol": "shm-pickle5-buffers", "cli_call_ms": 200.0, "open_python_start_ms": 15.0,
              "open_phases_ms": {"import": 30.0, "plugins": 40.0, "config_and_store": 5.0, "worker": 40.0,
                                 "first_call": 1.0},
-             "render_loop": {"plain": {"fps": 20.0, "run_ahead_fps": 27.0, "in_process_fps": 30.0},
+             "render_loop": {"plain": {"fps": 20.0, "run_ahead_fps": 27.0, "in_process_fps": 30.0,
+                                       "in_process_one_copy_fps": 22.0, "in_process_socket_fps": 15.0},
                              "allocated": {"fps": 29.0, "run_ahead_fps": 30.0, "in_process_fps": 30.0}},
              "render_frame_mb": 24.9}
     plot_sweep(sweep, tmp_path / "all.png", bench)
