@@ -10,7 +10,7 @@ import os
 
 try:
     from _blake2 import blake2b
-except ImportError:  # a Python built without it: hashlib's, from OpenSSL
+except ImportError:  # a Python without CPython's module
     from hashlib import blake2b
 try:
     from _operator import _compare_digest as compare_digest
