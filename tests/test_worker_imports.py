@@ -113,8 +113,8 @@ def test_the_worker_connects_to_an_ip_address_without_a_name_lookup(tmp_path):
 
 def test_the_worker_start_leaves_out_what_only_some_paths_need(staged, tmp_path):
     """Modules a worker needs only when it ends (signal), runs an install guard (subprocess), cleans a folder
-    (shutil) or maps shared memory (ctypes) are imported there, not on every start; the connection's challenge
-    loads no OpenSSL (hashlib, hmac)."""
+    (shutil) or maps shared memory (ctypes: the host imports nb-shm's worker modules too) are imported there, not
+    on every start; the connection's challenge loads no OpenSSL (hashlib, hmac)."""
     protocols = sorted(p.worker_module for p in get_registry().protocols.values())
     left_out = ('signal', 'shutil', 'subprocess', 'tempfile', 'logging', 'inspect', 'ctypes', 'hashlib', '_hashlib',
                 'hmac')

@@ -1,9 +1,9 @@
 """Raw memory of mapped segments and of buffers, through ctypes.
 
-:mod:`.segments` imports this module when it maps its first segment, not at
-start: ctypes costs about a millisecond of every worker's start, and a worker
-that never sends or receives a buffer of :data:`~.channel.INLINE_MAX` bytes or
-more maps no segment.
+:mod:`.segments` imports this module when it maps its first segment, not when
+it is imported: the host imports it on every open, ctypes costs about a
+millisecond there, and a side that never sends or receives a buffer of
+:data:`~.channel.INLINE_MAX` bytes or more maps no segment.
 """
 import ctypes
 import sys
