@@ -147,3 +147,19 @@ def test_a_started_worker_runs_without_runpy_and_keeps_its_folder_on_sys_path(nb
         assert seen["argv"] == ["-c"] and not seen["runpy"]
         assert "" not in seen["path"] and str(workdir) in seen["path"]
         assert env.call("nbt_start_mod:import_after_chdir", "/") == 7
+
+
+def test_user_code_in_the_worker_starts_spawned_processes(nbcore_home, workdir):
+    """``multiprocessing`` prepares a spawned child from the parent's ``__main__``: the worker's is ``python -c``'s."""
+    write(workdir / "nbt_spawn_mod.py", """
+        import multiprocessing
+
+        def square(x):
+            return x * x
+
+        def squares(n):
+            with multiprocessing.get_context("spawn").Pool(2) as pool:
+                return pool.map(square, range(n))
+        """)
+    with open_backend("demo", config={"environments": {"demo": {}}}, backend="venv") as env:
+        assert env.call("nbt_spawn_mod:squares", 4) == [0, 1, 4, 9]
