@@ -114,10 +114,11 @@ def test_the_worker_connects_to_an_ip_address_without_a_name_lookup(tmp_path):
 def test_the_worker_start_leaves_out_what_only_some_paths_need(staged, tmp_path):
     """Modules a worker needs only when it ends (signal), runs an install guard (subprocess), cleans a folder
     (shutil) or maps shared memory (ctypes: the host imports nb-shm's worker modules too) are imported there, not
-    on every start; the connection's challenge loads no OpenSSL (hashlib, hmac)."""
+    on every start; the connection's challenge loads no OpenSSL (hashlib, hmac), and modules are imported
+    without importlib (and the warnings it imports)."""
     protocols = sorted(p.worker_module for p in get_registry().protocols.values())
     left_out = ('signal', 'shutil', 'subprocess', 'tempfile', 'logging', 'inspect', 'ctypes', 'hashlib', '_hashlib',
-                'hmac')
+                'hmac', 'importlib', 'warnings')
     probe = ("import json, sys; sys.path.insert(0, sys.argv[1]); import nbcore.worker.serve, %s; "
              "print(json.dumps(sorted(m for m in %r if m in sys.modules)))" % (", ".join(protocols), left_out))
     result = subprocess.run([sys.executable, "-S", "-E", "-c", probe, str(staged)], capture_output=True, text=True,

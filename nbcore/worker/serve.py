@@ -6,13 +6,12 @@ or ``python -m nbcore.worker``), and other launchers
 (the in-process ``python`` backend, a launcher on another machine) call it
 directly.
 """
-import importlib
 import os
 import sys
 
 from .descendants import become_subreaper, end_descendants
 from .negotiation import worker_negotiate
-from .rpc import Worker, add_import_paths
+from .rpc import Worker, add_import_paths, import_module
 
 #: Variables the host sets for the worker process; :func:`main` removes them before user code runs.
 ADDRESS_VARIABLE = "NBCORE_WORKER_ADDRESS"
@@ -41,7 +40,7 @@ def load_protocols(spec):
     for item in spec.split(","):
         name, _, module_name = item.partition("=")
         try:
-            modules[name] = importlib.import_module(module_name)
+            modules[name] = import_module(module_name)
         except Exception as exc:
             modules[name] = _Unavailable("cannot import %s: %s" % (module_name, exc))
     return modules
