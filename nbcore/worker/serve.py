@@ -89,7 +89,7 @@ def main():
     sys.dont_write_bytecode = bool(sys.flags.dont_write_bytecode)
     keepalive = os.environ.pop(KEEPALIVE_VARIABLE, None)
     cwd = os.getcwd()
-    if sys.path[:1] == [""]:  # python -c: "" is whatever folder is current later; the worker's stays first
+    if sys.path[:1] == [""]:  # python -c puts "" (the folder current at each import) first: the worker's own instead
         del sys.path[0]
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
