@@ -197,7 +197,7 @@ def test_secret_is_not_in_argv(venv_env):
     pid = venv_env.call("os:getpid")
     with open("/proc/%d/cmdline" % pid, "rb") as f:
         argv = f.read().split(b"\0")[:-1]
-    assert argv[1:] == [b"-m", b"nbcore.worker"]
+    assert argv[1:] == [b"-c", b"from nbcore.worker.serve import main; main()"]
     assert venv_env.call("os:getenv", "NBCORE_WORKER_SECRET") is None
     inherited = venv_env.call("subprocess:check_output", ["sh", "-c", "echo \"[$NBCORE_WORKER_SECRET]\""])
     assert inherited == b"[]\n", "a process the worker starts must not inherit the secret"

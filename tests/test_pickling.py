@@ -236,6 +236,29 @@ def test_numpy_version_is_found_without_importing_numpy():
     assert numpy_version() == np.__version__
 
 
+def test_numpy_version_lists_only_the_folder_that_holds_numpy(tmp_path, monkeypatch):
+    """The worker's working directory comes first on its ``sys.path`` and may hold many files: the search for
+    numpy's install record lists no folder without numpy."""
+    import os
+    import sys
+
+    from nbcore.worker import versions
+
+    project, site = tmp_path / "project", tmp_path / "site-packages"
+    for name in ("data", "numpy-1.26.4.dist-info"):
+        (project / name).mkdir(parents=True)  # a record without the package: not numpy's folder
+    for name in ("numpy", "numpy-1.26.4.dist-info", "other"):
+        (site / name).mkdir(parents=True)
+    listed, listdir = [], os.listdir
+    monkeypatch.setattr(versions.os, "listdir", lambda folder: listed.append(folder) or listdir(folder))
+    monkeypatch.delitem(sys.modules, "numpy")
+    monkeypatch.setattr(sys, "path", [str(project), str(tmp_path / "missing"), str(site)])
+    assert numpy_version() == "1.26.4"
+    assert listed == [str(site)]
+    monkeypatch.setattr(sys, "path", [str(project)])
+    assert numpy_version() is None
+
+
 @pytest.mark.parametrize("value", ["np.float32(2.5)", "np.arange(3)", "np.dtype('f4')"])
 def test_a_process_that_has_not_imported_numpy_rebuilds_numpy_objects(value):
     """The receiver imports numpy on the first numpy object (the CLI host never imports it itself)."""

@@ -112,13 +112,55 @@ def test_the_worker_connects_to_an_ip_address_without_a_name_lookup(tmp_path):
 
 
 def test_the_worker_start_leaves_out_what_only_some_paths_need(staged, tmp_path):
-    """Modules a worker needs only when it ends (signal), runs an install guard (subprocess) or cleans a folder
-    (shutil) are imported there, not on every start."""
+    """Modules a worker needs only when it ends (signal), runs an install guard (subprocess), cleans a folder
+    (shutil) or maps shared memory (ctypes: the host imports nb-shm's worker modules too) are imported there, not
+    on every start; the connection's challenge loads no OpenSSL (hashlib, hmac), and modules are imported
+    without importlib (and the warnings it imports)."""
     protocols = sorted(p.worker_module for p in get_registry().protocols.values())
+    left_out = ('signal', 'shutil', 'subprocess', 'tempfile', 'logging', 'inspect', 'ctypes', 'hashlib', '_hashlib',
+                'hmac', 'importlib', 'warnings')
     probe = ("import json, sys; sys.path.insert(0, sys.argv[1]); import nbcore.worker.serve, %s; "
-             "print(json.dumps(sorted(m for m in ('signal', 'shutil', 'subprocess', 'tempfile', 'logging', 'inspect') "
-             "if m in sys.modules)))" % ", ".join(protocols))
+             "print(json.dumps(sorted(m for m in %r if m in sys.modules)))" % (", ".join(protocols), left_out))
     result = subprocess.run([sys.executable, "-S", "-E", "-c", probe, str(staged)], capture_output=True, text=True,
                             timeout=60, cwd=str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == []
+
+
+def test_a_started_worker_runs_without_runpy_and_keeps_its_folder_on_sys_path(nbcore_home, workdir):
+    """The worker starts with ``python -c`` (``-m`` imported runpy on every start), yet user code imports from
+    its working directory as before, also after an ``os.chdir``."""
+    write(workdir / "nbt_start_mod.py", """
+        import os
+        import sys
+
+        def seen():
+            return {"argv": sys.argv, "path": sys.path, "runpy": "runpy" in sys.modules}
+
+        def import_after_chdir(folder):
+            os.chdir(folder)
+            import nbt_start_other
+            return nbt_start_other.X
+        """)
+    write(workdir / "nbt_start_other.py", "X = 7\n")
+    with open_backend("demo", config={"environments": {"demo": {}}}, backend="venv") as env:
+        seen = env.call("nbt_start_mod:seen")
+        assert seen["argv"] == ["-c"] and not seen["runpy"]
+        assert "" not in seen["path"] and str(workdir) in seen["path"]
+        assert env.call("nbt_start_mod:import_after_chdir", "/") == 7
+
+
+def test_user_code_in_the_worker_starts_spawned_processes(nbcore_home, workdir):
+    """``multiprocessing`` prepares a spawned child from the parent's ``__main__``: the worker's is ``python -c``'s."""
+    write(workdir / "nbt_spawn_mod.py", """
+        import multiprocessing
+
+        def square(x):
+            return x * x
+
+        def squares(n):
+            with multiprocessing.get_context("spawn").Pool(2) as pool:
+                return pool.map(square, range(n))
+        """)
+    with open_backend("demo", config={"environments": {"demo": {}}}, backend="venv") as env:
+        assert env.call("nbt_spawn_mod:squares", 4) == [0, 1, 4, 9]

@@ -1,5 +1,5 @@
-"""The host's half of the mutual HMAC challenge (the worker's is :mod:`nbcore.worker.auth`), for fallback
-protocols: challenge every accepted connection before reading anything else from it."""
+"""The host's half of the mutual challenge (keyed BLAKE2b; the worker's half is :mod:`nbcore.worker.auth`), for
+fallback protocols: challenge every accepted connection before reading anything else from it."""
 import hmac
 import os
 

@@ -59,16 +59,19 @@ def host_environment(variables: Optional[Dict[str, str]] = None) -> Dict[str, st
 class WorkerLaunch:
     """Everything a backend needs to start a worker for the host.
 
-    The backend runs ``python -m nbcore.worker`` (:attr:`python_args`) inside the
-    environment with :attr:`worker_path` on ``PYTHONPATH`` (mount it at the same
-    path in containers), the variables of :meth:`worker_variables` set, and
-    :attr:`cwd` as the working directory (None: the backend's default).
+    The backend runs the environment's Python with :attr:`python_args` (the worker's
+    :func:`~nbcore.worker.serve.main`) inside the environment with :attr:`worker_path`
+    on ``PYTHONPATH`` (mount it at the same path in containers), the variables of
+    :meth:`worker_variables` set, and :attr:`cwd` as the working directory (None: the
+    backend's default).
     """
 
     worker_path: Path
     cwd: Optional[Path]
     variables: Dict[str, str]
-    python_args: List[str] = dataclasses.field(default_factory=lambda: ["-m", "nbcore.worker"])
+    #: ``-c`` rather than ``-m nbcore.worker`` (which works too): ``-m`` imports runpy on every start.
+    python_args: List[str] = dataclasses.field(
+        default_factory=lambda: ["-c", "from nbcore.worker.serve import main; main()"])
     #: The same worker code as one content-addressed archive, for launchers that ship it to another machine:
     #: a callable returning ``(tar bytes, sha256 hex)``; the folder's name starts with that hash.
     worker_archive: Optional[Callable[[], Tuple[bytes, str]]] = None

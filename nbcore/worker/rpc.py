@@ -29,7 +29,6 @@ exception of the unpickling error's type whose message names both sides'
 Python and numpy versions.
 """
 import collections.abc
-import importlib
 import itertools
 import os
 import pickle
@@ -69,6 +68,13 @@ def add_import_paths(paths):
     _import_paths[:0] = [p for p in paths if p not in _import_paths]
 
 
+def import_module(name):
+    """Import the module ``name`` (absolute) and return it: ``importlib.import_module`` without importing
+    importlib and warnings on every worker's start."""
+    __import__(name)
+    return sys.modules[name]
+
+
 def resolve(path):
     """Import ``module:qualname`` and return the object it names.
 
@@ -81,7 +87,7 @@ def resolve(path):
         if not qualname:
             raise ValueError("expected 'module:qualname', got %r" % path)
         try:
-            target = importlib.import_module(module_name)
+            target = import_module(module_name)
         except ModuleNotFoundError as exc:
             raise _target_error(ModuleNotFoundError("%s (importing %s; %s)" % (exc, path, _where_imports_come_from()),
                                                     name=exc.name), path) from None

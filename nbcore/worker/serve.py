@@ -1,19 +1,19 @@
 """Starting a worker: connect to the host, negotiate the protocol, serve requests.
 
-:func:`serve` is the one entry point; ``python -m nbcore.worker`` calls it with
-what the host put in the environment (:func:`main`), and other launchers
+:func:`serve` is the one entry point; the worker process the host starts calls
+it with what the host put in the environment (:func:`main`, run by ``python -c``
+or ``python -m nbcore.worker``), and other launchers
 (the in-process ``python`` backend, a launcher on another machine) call it
 directly.
 """
-import importlib
 import os
 import sys
 
 from .descendants import become_subreaper, end_descendants
 from .negotiation import worker_negotiate
-from .rpc import Worker, add_import_paths
+from .rpc import Worker, add_import_paths, import_module
 
-#: Variables the host sets for ``python -m nbcore.worker``; :func:`main` removes them before user code runs.
+#: Variables the host sets for the worker process; :func:`main` removes them before user code runs.
 ADDRESS_VARIABLE = "NBCORE_WORKER_ADDRESS"
 SECRET_VARIABLE = "NBCORE_WORKER_SECRET"
 PROTOCOLS_VARIABLE = "NBCORE_WORKER_PROTOCOLS"
@@ -40,7 +40,7 @@ def load_protocols(spec):
     for item in spec.split(","):
         name, _, module_name = item.partition("=")
         try:
-            modules[name] = importlib.import_module(module_name)
+            modules[name] = import_module(module_name)
         except Exception as exc:
             modules[name] = _Unavailable("cannot import %s: %s" % (module_name, exc))
     return modules
@@ -78,7 +78,7 @@ def serve(address, secret, protocols, keepalive=None, exit_when_host_dies=True):
 
 
 def main():
-    """``python -m nbcore.worker``: read the host's variables (and remove them), then :func:`serve`.
+    """The worker process: read the host's variables (and remove them), then :func:`serve`.
 
     The worker process is the subreaper of everything its code starts, and ends all of it when it exits
     (see :mod:`.descendants`)."""
@@ -89,6 +89,8 @@ def main():
     sys.dont_write_bytecode = bool(sys.flags.dont_write_bytecode)
     keepalive = os.environ.pop(KEEPALIVE_VARIABLE, None)
     cwd = os.getcwd()
+    if sys.path[:1] == [""]:  # python -c puts "" (the folder current at each import) first: the worker's own instead
+        del sys.path[0]
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
     add_import_paths([p for p in os.environ.pop(PATHS_VARIABLE, "").split(os.pathsep) if p])

@@ -17,17 +17,19 @@ def python_version():
 
 
 def numpy_version():
-    """numpy's version on this side without importing it (its install record on ``sys.path``), or None."""
+    """numpy's version on this side without importing it (its install record on ``sys.path``), or None.
+
+    Only the folder holding numpy is listed: the others (the working directory first) may be large."""
     numpy = sys.modules.get("numpy")
     version = getattr(numpy, "__version__", None)
     if version:
         return version
     for folder in sys.path:
+        if not os.path.exists(os.path.join(folder or ".", "numpy")):
+            continue
         try:
             names = os.listdir(folder or ".")
         except OSError:
-            continue
-        if "numpy" not in names:
             continue
         for name in names:
             if name.startswith("numpy-") and name.endswith((".dist-info", ".egg-info")):

@@ -296,8 +296,8 @@ def _cluster_processes(cluster):
         except OSError:
             continue
         text = [a.decode(errors="replace") for a in argv if a]
-        if "nb_ray.node_agent" in text or ("nbcore.worker" in text and
-                                           any(text[0].startswith(str(h)) for h in cluster.homes.values())):
+        worker = any("nbcore.worker" in a for a in text[1:])  # python -c "from nbcore.worker.serve import ..."
+        if "nb_ray.node_agent" in text or (worker and any(text[0].startswith(str(h)) for h in cluster.homes.values())):
             found.append((int(entry), " ".join(text)))
     return found
 

@@ -14,11 +14,9 @@ or at once when room is needed under the limit.
 """
 import bisect
 import collections
-import ctypes
 import itertools
 import mmap
 import os
-import sys
 import threading
 import time
 
@@ -78,34 +76,6 @@ def probe(directory):
     return None
 
 
-class _Exporter(ctypes.c_char * min(1 << 40, sys.maxsize // 2)):
-    """Exports the memory of one region; every view of it keeps it (and the mapping) alive.
-
-    ``owner`` is ``(notify, key, segment)``: when the last view is gone,
-    ``notify(key)`` reports the region as released; ``segment`` keeps the
-    mapping alive meanwhile.  The exported length is nominal: callers only ever
-    see slices of it.
-    """
-
-    __slots__ = ("owner",)
-
-    def __del__(self):
-        owner = self.owner
-        owner[0](owner[1])
-
-
-def _copy_without_gil(address, buffer, nbytes):
-    """Copy ``buffer`` to ``address`` with the GIL released (other threads, such as a generator running
-    ahead, go on meanwhile); False when ``buffer`` is read-only and not ``bytes`` (the caller copies it)."""
-    if not isinstance(buffer, bytes):
-        try:
-            buffer = ctypes.addressof(ctypes.c_char.from_buffer(buffer))
-        except (TypeError, ValueError):
-            return False
-    ctypes.memmove(address, buffer, nbytes)
-    return True
-
-
 class Segment:
     """One mapped shared memory file (outgoing ones also track their free space)."""
 
@@ -113,7 +83,8 @@ class Segment:
         self.id = segment_id
         self.size = size
         self.map = mmap.mmap(fd, size)
-        self.base = ctypes.addressof(ctypes.c_char.from_buffer(self.map))
+        from .addresses import address_of  # imported with the first segment (ctypes: see there)
+        self.base = address_of(self.map)
         self.fd = fd if owned else None
         if not owned:
             os.close(fd)
@@ -124,7 +95,8 @@ class Segment:
 
     def view(self, start, offset, length, notify):
         """A writable view of ``length`` bytes at ``start + offset``; ``notify((id, start))`` when it dies."""
-        exporter = _Exporter.from_address(self.base + start)
+        from .addresses import Exporter
+        exporter = Exporter.from_address(self.base + start)
         exporter.owner = (notify, (self.id, start), self)
         return memoryview(exporter).cast("B")[offset:offset + length]
 
@@ -262,14 +234,16 @@ class Outgoing:
             return None
         region.remote = 1
         segment = region.segment
-        if not _copy_without_gil(region.address, buffer, nbytes):
+        from .addresses import copy_without_gil
+        if not copy_without_gil(region.address, buffer, nbytes):
             segment.map[region.start:region.start + nbytes] = buffer
         return segment.id, region.start, 0
 
     def _allocated_holding(self, buffer, nbytes):
         """``(region, offset)`` of the region from :meth:`allocate` that holds all of ``buffer``, else None."""
+        from .addresses import address_of
         try:
-            address = ctypes.addressof(ctypes.c_char.from_buffer(buffer))
+            address = address_of(buffer)
         except (TypeError, ValueError):  # read-only or empty: not one of ours
             return None
         region = self.allocated.get(address)
