@@ -231,6 +231,20 @@ def test_conda_is_tried_before_docker_and_venv():
     assert CondaBackend.auto_priority > DockerBackend.auto_priority > VenvBackend.auto_priority
 
 
+def test_the_embedded_engine_is_found_without_reading_package_metadata():
+    """Every start checks that the backend has an engine: that must not import importlib.metadata (7 ms)."""
+    import subprocess
+
+    if embedded.rattler_version() is None:
+        pytest.skip("py-rattler is not installed (Python < 3.10)")
+    probe = ("import sys; from nb_conda.backend import CondaBackend; assert CondaBackend().check_available() is None; "
+             "print('importlib.metadata' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", probe], env=dict(os.environ, NBCORE_CONDA_ENGINE="auto", PATH=""),
+                            capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "False", result.stderr
+    assert embedded.rattler_installed()
+
+
 def test_backend_names_its_engine_or_what_to_install(monkeypatch):
     if embedded.rattler_version() is None:
         pytest.skip("py-rattler is not installed (Python < 3.10)")

@@ -3,7 +3,6 @@ import functools
 import json
 import subprocess
 import sys
-from importlib import metadata
 from pathlib import Path
 from typing import List
 
@@ -13,8 +12,19 @@ from . import settings
 
 
 @functools.lru_cache(maxsize=None)
+def rattler_installed() -> bool:
+    """Whether py-rattler is importable here; found without importing it or reading package metadata (which
+    costs a start about 7 ms)."""
+    import importlib.util
+
+    return importlib.util.find_spec("rattler") is not None
+
+
+@functools.lru_cache(maxsize=None)
 def rattler_version():
     """py-rattler's version, or None when it is not installed (looked up once per process)."""
+    from importlib import metadata
+
     try:
         return metadata.version("py-rattler")
     except metadata.PackageNotFoundError:

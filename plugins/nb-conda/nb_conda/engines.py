@@ -95,7 +95,7 @@ def select_engine(environ: Mapping[str, str] = os.environ):
     Raise :class:`ConfigError` when the chosen one is not there, with what to install.
     """
     return choose_engine((environ.get("NBCORE_CONDA_ENGINE") or "auto").strip(), find_frontends(environ),
-                         embedded.rattler_version() is not None)
+                         embedded.rattler_installed())
 
 
 def choose_engine(choice: str, found: Mapping[str, str], embedded_ok: bool):
