@@ -30,6 +30,7 @@ _LAZY = {
                                "connect_timeout", "keepalive_seconds", "readable"),
     "nbcore.plugin.registry": ("CapabilityMissing", "FeatureMissing", "Register", "get_registry", "hookimpl"),
     "nbcore.plugin.staging": ("stage_files",),
+    "nbcore.private_cache": ("PrivateCache",),
 }
 _EXPORTS = {name: module for module, names in _LAZY.items() for name in names}
 
@@ -37,7 +38,7 @@ __all__ = [
     "ANSWER_BYTES", "AuthenticationError", "BackendProvider", "BackendUnavailable", "CapabilityMissing", "Command",
     "CondaPrefixCapability", "DockerImage", "DockerImageCapability",
     "ConfigError", "Environment", "EnvironmentSpec", "FALLBACK", "FEATURES", "FeatureMissing", "InstallError", "ListenAddress", "Listener",
-    "NbcoreError", "OutputReader", "OutputTail", "PluginError", "Progress", "ProtocolProvider", "Register",
+    "NbcoreError", "OutputReader", "OutputTail", "PluginError", "PrivateCache", "Progress", "ProtocolProvider", "Register",
     "SubprocessWorker", "UPGRADE", "UserError", "WorkerError", "WorkerLaunch", "WorkerProcess", "get_registry", "log",
     "connect_timeout", "environment_ready", "hookimpl", "host_challenge", "host_environment", "host_verify", "install_environment",
     "keepalive_seconds", "list_environments", "nbcore_home", "nbcore_version", "readable", "stage_files",

@@ -225,7 +225,9 @@ def fake_engine(folder, name, version_line):
 
 
 @pytest.fixture
-def clear_probe():
+def clear_probe(tmp_path, monkeypatch):
+    """A process that has not looked for the engine yet, with a home of its own (where versions are remembered)."""
+    monkeypatch.setenv("NBCORE_HOME", str(tmp_path / "home"))
     engine_module._probe.cache_clear()
     yield
     engine_module._probe.cache_clear()
@@ -245,6 +247,22 @@ def test_apptainer_is_preferred_to_singularity(tmp_path, monkeypatch, clear_prob
     assert engine_module.require_engine().flavour == "singularity"
     apptainer = fake_engine(tmp_path / "bin", "apptainer", "apptainer version 1.4.5")
     assert engine_module.require_engine().executable == str(apptainer)
+
+
+def test_the_engine_version_is_remembered_until_its_executable_changes(tmp_path, monkeypatch, clear_probe):
+    apptainer = fake_engine(tmp_path / "bin", "apptainer", "apptainer version 1.4.5")
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    asked = []
+    ask = engine_module._ask_version
+    monkeypatch.setattr(engine_module, "_ask_version", lambda executable: asked.append(executable) or ask(executable))
+    assert engine_module.require_engine().version == "1.4.5"
+    engine_module._probe.cache_clear()  # the next process
+    assert engine_module.require_engine() == Engine(str(apptainer), "apptainer", "1.4.5")
+    assert asked == [str(apptainer)], "the second start asks nothing"
+    fake_engine(tmp_path / "bin", "apptainer", "apptainer version 1.5.0")  # upgraded in place, same size
+    engine_module._probe.cache_clear()
+    assert engine_module.require_engine().version == "1.5.0"
+    assert len(asked) == 2
 
 
 def test_unavailable_reasons_name_the_fix(tmp_path, monkeypatch, clear_probe):

@@ -4,20 +4,27 @@ spython runs the executable named ``singularity`` from ``PATH``.  Hosts with onl
 ``apptainer`` (or with a ``singularity`` that is another installation) get a
 folder holding a ``singularity`` link to the engine nbcore found, put first on
 ``PATH`` while spython runs (:func:`spython_path`).
+
+What the engine's ``--version`` says is remembered between starts (asking it,
+spython included, costs an open about 25 ms) until the executable's file
+changes: its size, times or inode.
 """
 import contextlib
 import dataclasses
 import functools
+import hashlib
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Optional
 
-from nbcore.plugin import BackendUnavailable, nbcore_home
+from nbcore.plugin import BackendUnavailable, PrivateCache, nbcore_home
 
 #: Executable names tried in order.
 EXECUTABLES = ("apptainer", "singularity")
+#: ``--version`` of each engine executable, with the stamp of its file.
+VERSIONS = PrivateCache("apptainer-engine", 8, "cached Apptainer version", "the engine is asked again")
 INSTALL_HINT = ("install Apptainer (https://apptainer.org/docs/admin/main/installation.html) or SingularityCE, "
                 "or load its module (module load apptainer)")
 
@@ -83,16 +90,32 @@ def _slug(path: str) -> str:
 @functools.lru_cache(maxsize=None)
 def _probe(executable: str):
     """``(Engine, None)`` when ``executable --version`` works (asked through spython), else ``(None, reason)``."""
-    from spython.utils import get_singularity_version
-
-    with spython_path(executable):
-        version = get_singularity_version()
+    real = os.path.realpath(executable)
+    try:
+        st = os.stat(real)
+        stamp = [real, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+    except OSError:
+        stamp = None
+    key = hashlib.sha256(real.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    known = VERSIONS.load(key) if stamp else None
+    remembered = isinstance(known, dict) and known.get("stamp") == stamp and isinstance(known.get("version"), str)
+    version = known["version"] if remembered else _ask_version(executable)
     words = str(version or "").split()
     if len(words) < 3 or words[1] != "version":
         return None, "%s does not run (%s --version said %r); check the installation" % (
             executable, os.path.basename(executable), str(version or "nothing")[:200])
+    if stamp and not remembered:
+        VERSIONS.store(key, {"stamp": stamp, "version": version})
     flavour = "apptainer" if words[0] == "apptainer" else "singularity"
     return Engine(executable, flavour, words[2]), None
+
+
+def _ask_version(executable: str):
+    """What ``executable --version`` prints, asked through spython."""
+    from spython.utils import get_singularity_version
+
+    with spython_path(executable):
+        return get_singularity_version()
 
 
 def unavailable_reason() -> Optional[str]:
