@@ -203,6 +203,18 @@ def write_docker_credentials(folder, registry, user=AUTH_USER, password=AUTH_PAS
     (folder / "config.json").write_text(json.dumps({"auths": {host: {"auth": token}}}))
 
 
+def check_backend_bench(env_name, backend):
+    """A quick ``nbcore bench`` of ``env_name`` on ``backend``: numpy frames, shm-pickle where nb-shm is installed,
+    every figure (:func:`check_bench_figures`), the backend named in the report."""
+    from nbcore.cli.bench import format_report, run_bench
+
+    result = run_bench(env_name, None, backend, quick=True)
+    assert result["backend"] == backend and result["frame_is_numpy"] is True
+    assert result["protocol"] == ("shm-pickle5-buffers" if SHM_INSTALLED else "tcp-pickle5-buffers")
+    check_bench_figures(result)
+    assert "backend " + backend in format_report(result)
+
+
 def check_bench_figures(result):
     """Assert that a :func:`nbcore.cli.bench.run_bench` result has every figure and ratio, each positive."""
     for key in ("noop_us_median", "frame_to_host_ms", "frame_to_host_prealloc_ms", "frame_to_worker_ms", "memcpy_ms",
