@@ -99,6 +99,23 @@ def test_the_worker_caches_the_bytecode_of_its_own_modules_only(nbcore_home, wor
     assert not (workdir / "__pycache__").exists()
 
 
+def test_a_worker_whose_code_is_read_only_keeps_its_bytecode_in_the_folder_it_is_given(nbcore_home, workdir,
+                                                                                      monkeypatch, tmp_path):
+    """Containers mount the worker's code read-only and give it a folder of the environment's
+    (``NBCORE_WORKER_PYCACHE``, :func:`nbcore.plugin.containers.worker_bytecode`) for the bytecode of its own modules;
+    user code sees neither that folder as ``sys.pycache_prefix`` nor the variable."""
+    folder = tmp_path / "env-bytecode"
+    folder.mkdir()
+    monkeypatch.setenv("NBCORE_WORKER_PYCACHE", str(folder))  # the venv worker inherits it, as a container's gets it
+    write(workdir / "nbt_prefix_mod.py", "import os, sys\n\ndef seen():\n"
+          "    return sys.pycache_prefix, os.environ.get('NBCORE_WORKER_PYCACHE')\n")
+    with open_backend("demo", config={"environments": {"demo": {}}}, backend="venv", protocol="tcp-pickle") as env:
+        assert tuple(env.call("nbt_prefix_mod:seen")) == (None, None)
+    cached = {p.name.split(".")[0] for p in folder.rglob("nbcore/worker/*.pyc")}
+    assert {"serve", "rpc", "tcp_pickle"} <= cached, sorted(str(p) for p in folder.rglob("*.pyc"))[:5]
+    assert not list(folder.rglob("nbt_prefix_mod*.pyc")), "user code keeps its own bytecode where it always was"
+
+
 def test_the_worker_connects_to_an_ip_address_without_a_name_lookup(tmp_path):
     """A name lookup imports the idna codec (about a millisecond of every worker's start); host names still work."""
     probe = ("import socket, sys; from nbcore.worker.tcp_pickle import _connect\n"

@@ -25,10 +25,18 @@ from pathlib import Path
 from typing import Dict, Iterable, Tuple
 
 from ..plugin.staging import FILE_MODE, FOLDER_MODE, folders_of, stage_files
+from ..worker.serve import BYTECODE_VARIABLE
 
-#: The staged ``nbcore/__init__.py``: bytecode of the worker's own modules is cached whatever the user's setting.
-NBCORE_STUB = (b"import sys\n"
-               b"sys.dont_write_bytecode = False  # nbcore.worker.serve.main() restores the setting\n")
+#: The staged ``nbcore/__init__.py``: bytecode of the worker's own modules is cached whatever the user's setting,
+#: in the folder of :data:`~nbcore.worker.serve.BYTECODE_VARIABLE` when the backend gives one (a read-only mount).
+NBCORE_STUB = ("""import os
+import sys
+
+sys.dont_write_bytecode = False  # nbcore.worker.serve.main() restores the settings
+USER_PYCACHE_PREFIX = getattr(sys, "pycache_prefix", None)
+if os.environ.get("%s") and hasattr(sys, "pycache_prefix"):
+    sys.pycache_prefix = os.environ["%s"]
+""" % (BYTECODE_VARIABLE, BYTECODE_VARIABLE)).encode()
 
 
 def _module_files(module_name: str) -> Dict[str, Path]:

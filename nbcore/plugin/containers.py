@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
 from ..errors import UserError
+from ..worker.serve import BYTECODE_VARIABLE
 
 #: Host variables a container gets when they are set: GPU selection, threads, proxies, pip, terminal.
 FORWARDED_VARIABLES = (
@@ -53,6 +54,19 @@ class Mount:
     source: str
     target: str
     read_only: bool = False
+
+
+def worker_bytecode(env_path: Path) -> Tuple[Mount, Dict[str, str]]:
+    """The writable mount and the variable with which a worker whose code is mounted read-only keeps the bytecode
+    of its own modules between starts, in ``worker-bytecode`` of the environment's folder ``env_path`` (made here).
+
+    Without them, a container whose Python differs from every worker that ran on the host compiles the worker's
+    modules at every start.  The folder is the environment's own, so what one environment writes there reaches no
+    other.
+    """
+    folder = Path(env_path) / "worker-bytecode"
+    folder.mkdir(exist_ok=True)
+    return Mount(str(folder), str(folder)), {BYTECODE_VARIABLE: str(folder)}
 
 
 def parse_mount(text: str, base_dir: Optional[str]) -> Mount:

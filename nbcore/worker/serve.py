@@ -20,6 +20,10 @@ PROTOCOLS_VARIABLE = "NBCORE_WORKER_PROTOCOLS"
 KEEPALIVE_VARIABLE = "NBCORE_WORKER_KEEPALIVE"
 #: The spec's ``pythonpath:`` folders (``os.pathsep``-separated), put first on ``sys.path``.
 PATHS_VARIABLE = "NBCORE_WORKER_PATHS"
+#: A writable folder where the worker keeps the bytecode of its own modules while their folder is read-only (a
+#: container's mount): the staged ``nbcore`` package makes it ``sys.pycache_prefix`` until :func:`main` restores
+#: the user's.
+BYTECODE_VARIABLE = "NBCORE_WORKER_PYCACHE"
 #: Seconds after which a host that stopped answering on the control connection counts as gone.
 DEFAULT_KEEPALIVE = 60.0
 
@@ -85,8 +89,12 @@ def main():
     address = os.environ.pop(ADDRESS_VARIABLE)
     secret = bytes.fromhex(os.environ.pop(SECRET_VARIABLE))
     protocols = load_protocols(os.environ.pop(PROTOCOLS_VARIABLE))
-    # The staged nbcore package lifted PYTHONDONTWRITEBYTECODE (-B) for the worker's own modules; user code keeps it.
+    # The staged nbcore package lifted PYTHONDONTWRITEBYTECODE (-B) for the worker's own modules, and may have moved
+    # their bytecode to the folder of BYTECODE_VARIABLE; user code keeps the user's settings.
     sys.dont_write_bytecode = bool(sys.flags.dont_write_bytecode)
+    os.environ.pop(BYTECODE_VARIABLE, None)
+    if hasattr(sys, "pycache_prefix"):
+        sys.pycache_prefix = getattr(sys.modules["nbcore"], "USER_PYCACHE_PREFIX", sys.pycache_prefix)
     keepalive = os.environ.pop(KEEPALIVE_VARIABLE, None)
     cwd = os.getcwd()
     if sys.path[:1] == [""]:  # python -c puts "" (the folder current at each import) first: the worker's own instead

@@ -140,6 +140,7 @@ def test_definition_keeps_build_only_variables_out_of_the_image_and_its_text(tmp
 
 def exec_argv(tmp_path, section=None, variables=None, **kwargs):
     env = environment(section or {}, path=tmp_path / "envs")
+    env.path.mkdir(parents=True, exist_ok=True)
     settings = ApptainerSettings.from_spec(env.spec)
     worker = tmp_path / "worker"
     worker.mkdir(exist_ok=True)
@@ -159,6 +160,8 @@ def test_exec_runs_with_a_clean_environment_the_cwd_and_the_worker_code(tmp_path
     binds = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--bind"]
     assert "%s:%s" % (tmp_path, tmp_path) in binds
     assert "%s:%s:ro" % (tmp_path / "worker", tmp_path / "worker") in binds
+    bytecode = tmp_path / "envs" / "demo" / "worker-bytecode"
+    assert "%s:%s" % (bytecode, bytecode) in binds and command.env["APPTAINERENV_NBCORE_WORKER_PYCACHE"] == str(bytecode)
     assert command.env["APPTAINERENV_NBCORE_WORKER_SECRET"] == "s3cret"
     assert command.env["APPTAINERENV_OMP_NUM_THREADS"] == "2" and command.env["APPTAINERENV_MY_SETTING"] == "1"
     assert "APPTAINERENV_SOME_HOST_VARIABLE" not in command.env

@@ -1,4 +1,5 @@
 """What nb-docker asks the engine for: spec section, Dockerfile, image plan, container arguments (no daemon)."""
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -39,6 +40,8 @@ def plan(env):
 
 
 def config_for(env, tmp_path):
+    env = dataclasses.replace(env, path=tmp_path / "envs" / env.name)
+    env.path.mkdir(parents=True, exist_ok=True)
     worker = launch(tmp_path)
     return container_config(env, DockerSettings.from_spec(env.spec), "img:tag", ["python", "-m", "nbcore.worker"],
                             worker.worker_variables(), worker.cwd, tmp_path / "home", "worker", worker.worker_path)
@@ -135,6 +138,9 @@ def test_worker_container_arguments(tmp_path, monkeypatch):
     assert variables["NBCORE_WORKER_SECRET"] == "s3cret"
     assert (variables["CUDA_VISIBLE_DEVICES"], variables["HTTPS_PROXY"], variables["A"]) == ("1", "http://proxy:3128", "1")
     assert variables["MY_VAR"] == "forwarded on request" and "SOME_SECRET" not in variables
+    bytecode = tmp_path / "envs" / "demo" / "worker-bytecode"
+    assert not targets[str(bytecode)].read_only and variables["NBCORE_WORKER_PYCACHE"] == str(bytecode), \
+        "the worker keeps its bytecode in the environment's folder"
     if os.path.isfile("/etc/ssl/certs/ca-certificates.crt"):
         assert targets[CA_TARGET].read_only and variables["PIP_CERT"] == CA_TARGET
 
@@ -173,7 +179,10 @@ def test_gpus_and_users(tmp_path):
     request = config.create_kwargs(Api())["host_config"]["device_requests"][0]
     assert request["Count"] == -1 and request["Capabilities"] == [["gpu"]]
     assert "--gpus" in config.cli_argv("docker", interactive=False)
-    assert config_for(environment({"user": "root"}), tmp_path).user == "0:0"
+    as_root = config_for(environment({"user": "root"}), tmp_path)
+    assert as_root.user == "0:0"
+    if os.getuid() != 0:
+        assert "NBCORE_WORKER_PYCACHE" not in as_root.environment, "another uid's files would stay in the folder"
 
 
 def test_shell_argv_keeps_values_out_of_the_command_line(tmp_path):

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from nbcore.plugin import BackendUnavailable, Command, host_environment
-from nbcore.plugin.containers import CA_TARGET, CA_VARIABLES, Mount, deduplicate_mounts, forwarded_environment
+from nbcore.plugin.containers import (CA_TARGET, CA_VARIABLES, Mount, deduplicate_mounts, forwarded_environment,
+                                      worker_bytecode)
 
 from .settings import ApptainerSettings
 
@@ -31,10 +32,12 @@ def exec_command(engine, settings: ApptainerSettings, image: str, argv: List[str
     if is_sif and not settings.unsquash:
         check_fuse()
     options = ["--cleanenv", "--no-eval"]
-    mounts = list(mounts)
+    mounts, worker = list(mounts), {}
     if worker_path is not None:
         worker_folder = str(Path(worker_path).resolve())
         mounts.append(Mount(worker_folder, worker_folder, read_only=True))
+        bytecode_mount, worker = worker_bytecode(env_path)
+        mounts.append(bytecode_mount)
     working_dir = None if cwd is None else str(Path(cwd).resolve())
     if working_dir is not None:
         options += ["--pwd", working_dir]
@@ -46,6 +49,7 @@ def exec_command(engine, settings: ApptainerSettings, image: str, argv: List[str
         environment.update((name, CA_TARGET) for name in CA_VARIABLES)
     mounts += settings.mounts
     environment.update(settings.env)
+    environment.update(worker)
     environment.update(variables)
     if settings.home == "private":
         home = env_path / PRIVATE_HOME

@@ -5,10 +5,11 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import docker.types
-from nbcore.plugin.containers import CA_TARGET, CA_VARIABLES, Mount, deduplicate_mounts, forwarded_environment
+from nbcore.plugin.containers import (CA_TARGET, CA_VARIABLES, Mount, deduplicate_mounts, forwarded_environment,
+                                      worker_bytecode)
 
 from .engine import ulimit_ceilings
-from .settings import DockerSettings, wants_gpus, worker_ulimits
+from .settings import DockerSettings, resolve_user, wants_gpus, worker_ulimits
 
 #: Inside the container: pip's cache (a host folder under ``NBCORE_HOME``) and HOME for users without one.
 PIP_CACHE_TARGET = "/tmp/nbcore-pip-cache"
@@ -70,10 +71,13 @@ def container_config(env, settings: DockerSettings, image: str, command: List[st
     """The container for ``env``: same-path mounts of ``cwd`` (also the working directory; None: the image's)
     and of the worker code, the user's mounts, the CA bundle, pip and model caches, forwarded and declared
     variables, then ``variables``."""
-    mounts = []
+    mounts, worker = [], {}
     if worker_path is not None:
         worker_folder = str(Path(worker_path).resolve())
         mounts.append(Mount(worker_folder, worker_folder, read_only=True))
+        if settings.user == resolve_user("auto"):  # another uid's files would stay behind in the environment's folder
+            bytecode_mount, worker = worker_bytecode(env.path)
+            mounts.append(bytecode_mount)
     working_dir = None if cwd is None else str(Path(cwd).resolve())
     if working_dir not in (None, "/"):
         mounts.append(Mount(working_dir, working_dir))
@@ -92,6 +96,7 @@ def container_config(env, settings: DockerSettings, image: str, command: List[st
         environment[variable] = target
     mounts += settings.mounts
     environment.update(settings.env)
+    environment.update(worker)
     environment.update(variables)
     return ContainerConfig(
         image=image, command=command, user=settings.user, environment=environment,
