@@ -23,7 +23,10 @@ Three figures time what a user waits for, each beside its reference:
   phase (import, plugin discovery, config and store, worker start and
   connection, first call), beside the environment's ``python -c pass``; and
   the whole ``nbcore call ENV ...`` command, beside the host's ``python -c pass``
-  plus the environment's (the two interpreters it starts).
+  plus the environment's (the two interpreters it starts); and beside the
+  least any open could cost, a **bare open**: a fresh host process of the
+  standard library alone (subprocess, socket, pickle) starting the
+  environment's Python, which connects back and answers one pickled call.
 - **render loop**: frames/s of a worker generator yielding :data:`RENDER_FRAMES`
   rendered 1080p float32 frames, as fresh arrays and as ``allocate_ndarray``
   frames, one item per ``next()`` and wrapped in ``run_ahead`` (:data:`RUN_AHEAD`
@@ -88,6 +91,36 @@ t5 = time.perf_counter()
 remote_env.close()
 print(json.dumps({"import": t1 - t0, "plugins": t2 - t1, "config_and_store": t3 - t2, "worker": t4 - t3,
                   "first_call": t5 - t4}))
+"""
+
+#: Runs in a fresh host process: the least any open could do, timed as :data:`OPEN_CHILD` times nbcore's. A bare
+#: host (subprocess, socket and pickle; no framework) starts the environment's Python on :data:`BARE_WORKER`,
+#: sends it one pickled call on the connection it makes back and prints the seconds until the answer.
+BARE_OPEN_CHILD = """
+import json, sys, time
+t0 = time.perf_counter()
+import pickle, socket, subprocess
+argv, env, cwd = json.loads(sys.argv[1])
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen(1)
+env["NBCORE_BENCH_PORT"] = str(listener.getsockname()[1])
+process = subprocess.Popen(argv, env=env, cwd=cwd)
+connection, _ = listener.accept()
+stream = connection.makefile("rwb")
+pickle.dump(("call", "noop"), stream)
+stream.flush()
+pickle.load(stream)
+t1 = time.perf_counter()
+process.wait()
+print(t1 - t0)
+"""
+#: The environment's side of :data:`BARE_OPEN_CHILD`: connect back, answer one call.
+BARE_WORKER = """
+import os, pickle, socket
+stream = socket.create_connection(("127.0.0.1", int(os.environ["NBCORE_BENCH_PORT"]))).makefile("rwb")
+pickle.dump(pickle.load(stream), stream)
+stream.flush()
 """
 
 
@@ -267,12 +300,22 @@ def _open_config(config):
     return os.path.abspath(str(config))
 
 
+def _bare_open_argv(provider, env):
+    """The fresh host process of :data:`BARE_OPEN_CHILD` for ``env``, or None when its backend runs no commands."""
+    if "command" not in provider.features:
+        return None
+    command = provider.command(env, [provider.worker_python(env), "-c", BARE_WORKER], {}, None)
+    return [sys.executable, "-c", BARE_OPEN_CHILD, json.dumps([command.argv, command.env, command.cwd])]
+
+
 def measure_open(env_name, config, provider, env, backend, protocol, count):
     """Medians of open-to-first-result in a fresh host process (with its phases), of ``nbcore call``, and of
-    their references: the environment's ``python -c pass`` and the host's (all interleaved)."""
+    their references: the environment's ``python -c pass``, the host's, and the same open by a bare host and
+    worker (:data:`BARE_OPEN_CHILD`, on backends that run commands) (all interleaved)."""
     config = _open_config(config)
     child_argv = [sys.executable, "-c", OPEN_CHILD, json.dumps([env_name, config, backend, protocol])]
-    phases, calls, pythons, host_pythons = [], [], [], []
+    bare_argv = _bare_open_argv(provider, env)
+    phases, calls, pythons, host_pythons, bare_opens = [], [], [], [], []
     with tempfile.TemporaryDirectory(prefix="nbcore-bench-") as folder:
         if isinstance(config, dict):  # nbcore call reads a file: JSON is YAML
             path = os.path.join(folder, "nbcore.yaml")
@@ -302,6 +345,12 @@ def measure_open(env_name, config, provider, env, backend, protocol, count):
             t = time.perf_counter()
             subprocess.run([sys.executable, "-c", "pass"], check=False)
             host_pythons.append(time.perf_counter() - t)
+            if bare_argv is not None:
+                out = subprocess.run(bare_argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
+                if out.returncode != 0:
+                    raise UserError("the bare open failed: %s" % out.stderr.decode(errors="replace")
+                                    .strip().splitlines()[-1:])
+                bare_opens.append(float(out.stdout))
     phase_ms = {name: _ms([p[name] for p in phases]) for name in phases[0]}
     return {
         "open_to_first_result_ms": _ms([sum(p.values()) for p in phases]),
@@ -309,6 +358,7 @@ def measure_open(env_name, config, provider, env, backend, protocol, count):
         "cli_call_ms": _ms(calls),
         "python_start_ms": _ms(pythons),
         "host_python_start_ms": _ms(host_pythons),
+        "bare_open_ms": _ms(bare_opens) if bare_opens else None,
     }
 
 
@@ -487,7 +537,7 @@ def run_bench(env_name=None, config=None, backend=None, protocol=None, quick=Fal
         "render_loop_torch": torch_loop,
     }
     result.update({key: opening[key] for key in ("open_to_first_result_ms", "open_phases_ms", "cli_call_ms",
-                                                  "host_python_start_ms")})
+                                                  "host_python_start_ms", "bare_open_ms")})
     result["open_python_start_ms"] = opening["python_start_ms"]
     result["ratios"] = {
         "noop_vs_pipe": result["noop_us_median"] / result["pipe_noop_us_median"],
@@ -516,6 +566,9 @@ def run_bench(env_name=None, config=None, backend=None, protocol=None, quick=Fal
             result["ratios"]["render_loop_torch%s_vs_in_process" % infix] = figures["fps"] / figures["in_process_fps"]
             result["ratios"]["render_loop_torch%s_run_ahead_vs_in_process" % infix] = (figures["run_ahead_fps"]
                                                                                      / figures["in_process_fps"])
+    if result["bare_open_ms"] is not None:
+        result["ratios"]["open_to_first_result_vs_bare_open"] = result["open_to_first_result_ms"] / result["bare_open_ms"]
+        result["ratios"]["bare_open_vs_python_start"] = result["bare_open_ms"] / result["open_python_start_ms"]
     if shared_copies:
         result["ratios"]["frame_to_worker_vs_memcpy_to_shared"] = (result["frame_to_worker_ms"]
                                                                    / result["memcpy_to_shared_ms"])
@@ -636,12 +689,14 @@ def plot_sweep(sweep, path, bench=None):
 
 
 def _plot_open(ax, bench):
-    """Stacked bars: the phases of open to first result, beside the environment's python -c pass."""
+    """Stacked bars: the phases of open to first result, beside the bare open and the environment's python -c pass."""
     left = 0.0
     for name, ms in bench["open_phases_ms"].items():
         ax.barh("open to first result", ms, left=left, label=name.replace("_", " "))
         left += ms
     ax.barh("nbcore call", bench["cli_call_ms"], color="grey")
+    if bench.get("bare_open_ms") is not None:
+        ax.barh("bare open (no framework)", bench["bare_open_ms"], color="dimgrey")
     ax.barh("python -c pass (env)", bench["open_python_start_ms"], color="black")
     ax.set_xlabel("ms (fresh host process)")
     ax.set_title("opening an environment (%s, %s)" % (bench["backend"], bench["protocol"]))
@@ -701,6 +756,7 @@ def format_report(result):
         "open to first result, fresh host process %6.1f ms  %.2fx python -c pass (%.1f ms); %s" % (
             r["open_to_first_result_ms"], x["open_to_first_result_vs_python_start"], r["open_python_start_ms"],
             ", ".join("%s %.1f" % item for item in r["open_phases_ms"].items())),
+        _format_bare_open(r),
         "nbcore call      %8.1f ms  %.2fx the host's and the env's python -c pass (%.1f + %.1f ms)" % (
             r["cli_call_ms"], x["cli_call_vs_pythons_start"], r["host_python_start_ms"], r["open_python_start_ms"]),
         "render loop     %8.1f frames/s  %.2fx in-process (%.1f); %s %.1f frames/s  %.2fx in-process (%.1f)" % (
@@ -721,6 +777,16 @@ def format_report(result):
     ] + ([] if r["memcpy_to_shared_ms"] is None else [
         "frame to worker %.2fx memcpy into shared memory (%.2f ms)" % (
             x["frame_to_worker_vs_memcpy_to_shared"], r["memcpy_to_shared_ms"])]))
+
+
+def _format_bare_open(result):
+    """The bare open's line, or why it was not measured."""
+    if result["bare_open_ms"] is None:
+        return "bare open: not measured (the %s backend runs no commands)" % result["backend"]
+    x = result["ratios"]
+    return ("bare open (a host and worker of subprocess, socket and pickle, no framework) %6.1f ms  %.2fx python -c "
+            "pass; open to first result %.2fx it" % (result["bare_open_ms"], x["bare_open_vs_python_start"],
+                                                      x["open_to_first_result_vs_bare_open"]))
 
 
 def _format_torch_render_loop(result):

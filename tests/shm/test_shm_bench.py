@@ -41,6 +41,7 @@ def test_size_sweep_compares_both_protocols(nbcore_home, tmp_path):
     assert (tmp_path / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # with the bench's figures: opening an environment by phase, and the render loop
     bench = {"backend": "venv", "protocol": "shm-pickle5-buffers", "cli_call_ms": 200.0, "open_python_start_ms": 15.0,
+             "bare_open_ms": 40.0,
              "open_phases_ms": {"import": 30.0, "plugins": 40.0, "config_and_store": 5.0, "worker": 40.0,
                                 "first_call": 1.0},
              "render_loop": {"plain": {"fps": 20.0, "run_ahead_fps": 27.0, "in_process_fps": 30.0,
