@@ -236,10 +236,12 @@ def check_bench_figures(result):
     floors = ("in_process_one_copy_fps", "in_process_socket_fps")
     assert all(0 < result["render_loop"]["plain"][key] for key in floors)
     assert not set(floors) & set(result["render_loop"]["allocated"])
+    assert result["render_loop"]["allocated"]["in_process_shared_fps"] > 0  # its floor: rendered in shared memory
     for ratio in ("open_to_first_result_vs_python_start", "cli_call_vs_pythons_start", "render_loop_vs_in_process",
                   "render_loop_allocated_vs_in_process", "render_loop_run_ahead_vs_in_process",
                   "render_loop_allocated_run_ahead_vs_in_process", "render_loop_vs_in_process_one_copy",
                   "render_loop_run_ahead_vs_in_process_one_copy", "render_loop_vs_in_process_socket",
-                  "render_loop_run_ahead_vs_in_process_socket", "frame_to_host_vs_tcp_socket",
+                  "render_loop_run_ahead_vs_in_process_socket", "render_loop_allocated_vs_in_process_shared",
+                  "render_loop_allocated_run_ahead_vs_in_process_shared", "frame_to_host_vs_tcp_socket",
                   "frame_to_worker_vs_tcp_socket"):
         assert result["ratios"][ratio] > 0, ratio

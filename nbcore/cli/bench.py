@@ -388,13 +388,15 @@ def _sent_through(frames, sockets):
 def measure_render_loop(remote_env, numpy_frames, count, rounds):
     """Frames/s of the worker's render loop over the connection and in this process, plain and allocated;
     for plain frames also the two floors of the loop in this process: each frame copied once into an
-    already-touched shared mapping, and each frame sent through a bare loopback TCP socket."""
+    already-touched shared mapping, and each frame sent through a bare loopback TCP socket; for allocated
+    frames the floor of rendering in this process into already-touched shared mappings (two, in turn)."""
     bench_targets.use_numpy(numpy_frames)
     nbytes = bench_targets.ITEMSIZE * bench_targets.RENDER_SHAPE[0] * bench_targets.RENDER_SHAPE[1] \
         * bench_targets.RENDER_SHAPE[2]
-    shared = mmap.mmap(-1, nbytes)
-    target = memoryview(shared)
-    target[:] = bytes(nbytes)  # touched once, as a reused shared memory segment is
+    mappings = [mmap.mmap(-1, nbytes) for _ in range(2)]
+    for shared in mappings:
+        shared[:] = bytes(nbytes)  # touched once, as a reused shared memory segment is
+    target = memoryview(mappings[0])
     sockets = SocketReference(nbytes)
     try:
         result = {}
@@ -402,7 +404,8 @@ def measure_render_loop(remote_env, numpy_frames, count, rounds):
             kind = "allocated" if allocated else "plain"
             remote = lambda ahead: remote_env.call(TARGETS + ":render_loop", count, allocated, ahead)  # noqa: E731
             local = lambda: bench_targets.in_process(bench_targets.render_loop(count, allocated))  # noqa: E731
-            floors = [] if allocated else [
+            floors = [("in_process_shared_fps",
+                       lambda: bench_targets.in_process(bench_targets.render_into(count, mappings)))] if allocated else [
                 ("in_process_one_copy_fps", lambda: _copied_once(local(), target)),
                 ("in_process_socket_fps", lambda: _sent_through(local(), sockets))]
             _loop_seconds(remote(0)), _loop_seconds(remote(RUN_AHEAD)), _loop_seconds(local())  # warm up
@@ -422,7 +425,8 @@ def measure_render_loop(remote_env, numpy_frames, count, rounds):
     finally:
         sockets.close()
         target.release()
-        shared.close()
+        for shared in mappings:
+            shared.close()
         bench_targets.use_numpy(False)  # drops the host's scene
 
 
@@ -556,10 +560,11 @@ def run_bench(env_name=None, config=None, backend=None, protocol=None, quick=Fal
         "render_loop_allocated_run_ahead_vs_in_process": (loop["allocated"]["run_ahead_fps"]
                                                           / loop["allocated"]["in_process_fps"]),
     }
-    for floor in ("one_copy", "socket"):
-        reference = loop["plain"]["in_process_%s_fps" % floor]
-        result["ratios"]["render_loop_vs_in_process_%s" % floor] = loop["plain"]["fps"] / reference
-        result["ratios"]["render_loop_run_ahead_vs_in_process_%s" % floor] = loop["plain"]["run_ahead_fps"] / reference
+    for kind, infix, floor in (("plain", "", "one_copy"), ("plain", "", "socket"), ("allocated", "_allocated", "shared")):
+        reference = loop[kind]["in_process_%s_fps" % floor]
+        result["ratios"]["render_loop%s_vs_in_process_%s" % (infix, floor)] = loop[kind]["fps"] / reference
+        result["ratios"]["render_loop%s_run_ahead_vs_in_process_%s" % (infix, floor)] = (loop[kind]["run_ahead_fps"]
+                                                                                         / reference)
     if torch_loop is not None:
         for kind, infix in (("plain", ""), ("allocated", "_allocated")):
             figures = torch_loop[kind]
@@ -718,7 +723,8 @@ def _plot_render_loop(ax, bench):
                [figures[key] / figures["in_process_fps"] for figures, _ in groups], width=0.4, label=label)
     ax.axhline(1.0, color="black", linewidth=0.8, label="in-process")
     floors = (("in_process_one_copy_fps", "in-process, each frame copied once into shared memory", "--"),
-              ("in_process_socket_fps", "in-process, each frame sent through a loopback TCP socket", ":"))
+              ("in_process_socket_fps", "in-process, each frame sent through a loopback TCP socket", ":"),
+              ("in_process_shared_fps", "in-process, each frame rendered in shared memory", "-."))
     for key, label, style in floors:
         at = [(i, figures[key] / figures["in_process_fps"]) for i, (figures, _) in enumerate(groups) if key in figures]
         for n, (i, ratio) in enumerate(at):
@@ -773,6 +779,11 @@ def format_report(result):
             r["render_loop"]["plain"]["in_process_one_copy_fps"], x["render_loop_vs_in_process_one_copy"], RUN_AHEAD,
             x["render_loop_run_ahead_vs_in_process_one_copy"], r["render_loop"]["plain"]["in_process_socket_fps"],
             x["render_loop_vs_in_process_socket"], RUN_AHEAD, x["render_loop_run_ahead_vs_in_process_socket"]),
+        "%s render loop floor, in-process: each frame rendered in already-touched shared memory %.1f frames/s "
+        "(render loop %.2fx it, run_ahead(%d) %.2fx)" % (
+            allocator, r["render_loop"]["allocated"]["in_process_shared_fps"],
+            x["render_loop_allocated_vs_in_process_shared"], RUN_AHEAD,
+            x["render_loop_allocated_run_ahead_vs_in_process_shared"]),
         _format_torch_render_loop(r),
     ] + ([] if r["memcpy_to_shared_ms"] is None else [
         "frame to worker %.2fx memcpy into shared memory (%.2f ms)" % (

@@ -107,7 +107,13 @@ def in_process(frames):
         allocation.set_active_channel(channel)
 
 
-def _render(count, allocated):
+def render_into(count, buffers):
+    """The render loop's frames made in ``buffers`` in turn (writable buffers of a frame's size), as
+    ``allocate_ndarray`` makes them in the segments shm-pickle sends from."""
+    return _render(count, True, buffers)
+
+
+def _render(count, allocated, buffers=None):
     nbytes = ITEMSIZE * RENDER_SHAPE[0] * RENDER_SHAPE[1] * RENDER_SHAPE[2]
     global _scene
     if _numpy:
@@ -117,14 +123,22 @@ def _render(count, allocated):
             _scene = np.random.default_rng(1).random(RENDER_SHAPE, dtype=np.float32)
         scene = _scene
         for index in range(count):
-            out = allocate_ndarray(RENDER_SHAPE, "float32") if allocated else np.empty(RENDER_SHAPE, np.float32)
+            if buffers:
+                out = np.frombuffer(buffers[index % len(buffers)], np.float32, nbytes // ITEMSIZE).reshape(RENDER_SHAPE)
+            elif allocated:
+                out = allocate_ndarray(RENDER_SHAPE, "float32")
+            else:
+                out = np.empty(RENDER_SHAPE, np.float32)
             np.multiply(scene, 0.5 + index / (2.0 * count), out=out)
             np.sqrt(out, out=out)
             yield out
         return
     scene = bytes(range(256)) * (nbytes // 256)
     for index in range(count):
-        out = allocate_buffer(nbytes) if allocated else bytearray(nbytes)
+        if buffers:
+            out = memoryview(buffers[index % len(buffers)])[:nbytes]
+        else:
+            out = allocate_buffer(nbytes) if allocated else bytearray(nbytes)
         out[:] = scene
         out[0] = index & 255
         yield pickle.PickleBuffer(out)

@@ -46,7 +46,8 @@ def test_size_sweep_compares_both_protocols(nbcore_home, tmp_path):
                                 "first_call": 1.0},
              "render_loop": {"plain": {"fps": 20.0, "run_ahead_fps": 27.0, "in_process_fps": 30.0,
                                        "in_process_one_copy_fps": 22.0, "in_process_socket_fps": 15.0},
-                             "allocated": {"fps": 29.0, "run_ahead_fps": 30.0, "in_process_fps": 30.0}},
+                             "allocated": {"fps": 29.0, "run_ahead_fps": 30.0, "in_process_fps": 30.0,
+                                           "in_process_shared_fps": 29.5}},
              "render_frame_mb": 24.9}
     plot_sweep(sweep, tmp_path / "all.png", bench)
     assert (tmp_path / "all.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
