@@ -84,7 +84,7 @@ def test_a_symlink_in_place_of_the_folder_is_replaced(tmp_path):
     assert folder.is_dir() and not folder.is_symlink()
 
 
-def test_worker_archive_is_deterministic_and_its_hash_is_the_staged_stamp(tmp_path):
+def test_worker_archive_is_deterministic_and_holds_the_staged_files(tmp_path):
     data, digest = worker_archive(modules())
     again = subprocess.run([sys.executable, "-c", "from nbcore.host.staging import worker_archive; "
                             "from nbcore.plugin.registry import get_registry; import sys; "
@@ -95,7 +95,8 @@ def test_worker_archive_is_deterministic_and_its_hash_is_the_staged_stamp(tmp_pa
     assert again.stdout == digest, "another process packed other bytes"
     assert worker_archive(modules()) == (data, digest)
     folder = stage_worker(tmp_path, modules())
-    assert (folder / STAMP).read_text().strip() == digest and folder.name == digest[:16]
+    stamp = (folder / STAMP).read_text().strip()
+    assert len(stamp) == 64 and folder.name == stamp[:16]  # named by the files' own hash, no archive built
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         members = tar.getmembers()
         packed = {m.name: tar.extractfile(m).read() for m in members if m.isfile()}

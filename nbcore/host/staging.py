@@ -9,10 +9,12 @@ worker does not compile them again at every start; the worker restores the
 user's setting once its protocol modules are imported, before any user code
 (:func:`nbcore.worker.serve.main`).
 
-The files are content-addressed: :func:`worker_archive` packs them into a
-deterministic tar whose sha256 names them.  :func:`stage_worker` unpacks them
-under ``NBCORE_HOME/worker/<first 16 hex digits>/`` with a stamp file holding the
-whole hash, every file ``0644`` and every folder ``0755`` whatever the umask.
+The files are content-addressed: :func:`stage_worker` writes them under
+``NBCORE_HOME/worker/<first 16 hex digits>/`` of the sha256 of their paths,
+sizes and contents, with a stamp file holding the whole hash, every file
+``0644`` and every folder ``0755`` whatever the umask.  For launchers that ship
+them to another machine, :func:`worker_archive` packs the same files into a
+deterministic tar whose sha256 names them there.
 Before a folder is reused its stamp, the contents and modes of its files and
 the owner of everything in it are checked; a folder that fails is rebuilt
 beside it and swapped in (:func:`nbcore.plugin.staging.stage_files`).
@@ -20,7 +22,6 @@ beside it and swapped in (:func:`nbcore.plugin.staging.stage_files`).
 import hashlib
 import importlib.util
 import io
-import tarfile
 from pathlib import Path
 from typing import Dict, Iterable, Tuple
 
@@ -71,6 +72,8 @@ def worker_files(worker_modules: Iterable[str]) -> Dict[str, bytes]:
 
 def _archive(files: Dict[str, bytes]) -> bytes:
     """A tar of ``files`` that depends on nothing else: fixed order, modes, owners and times."""
+    import tarfile
+
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for folder in folders_of(files):
@@ -84,23 +87,16 @@ def _archive(files: Dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-#: Archive hashes already computed in this process, by a cheaper hash of the same files.
-_digests: Dict[bytes, str] = {}
-
-
 def _digest(files: Dict[str, bytes]) -> str:
-    """The sha256 of ``files``' archive; the archive is built once per process for each content."""
-    key = hashlib.sha256()
+    """The sha256 of ``files``' paths, sizes and contents."""
+    digest = hashlib.sha256()
     for target, data in files.items():
-        key.update(b"%s\0%d\0" % (target.encode(), len(data)) + data)
-    key = key.digest()
-    if key not in _digests:
-        _digests[key] = hashlib.sha256(_archive(files)).hexdigest()
-    return _digests[key]
+        digest.update(b"%s\0%d\0" % (target.encode(), len(data)) + data)
+    return digest.hexdigest()
 
 
 def worker_archive(worker_modules: Iterable[str]) -> Tuple[bytes, str]:
-    """The worker code as ``(tar bytes, sha256 hex)``; equal code gives equal bytes, and the hash is the staged stamp."""
+    """The worker code as ``(tar bytes, sha256 hex)``; equal code gives equal bytes."""
     data = _archive(worker_files(worker_modules))
     return data, hashlib.sha256(data).hexdigest()
 
