@@ -6,10 +6,26 @@ in the process has imported :mod:`logging`, no handler or level can have been
 set, so INFO and DEBUG records would go nowhere: :data:`log` drops them
 without the import. WARNING and above always reach :mod:`logging` (imported
 then), which prints them on stderr when nothing else was configured.
+A program that sets the output up itself can leave the import to the first
+record too: :func:`configure`.
 """
 import sys
 
 NAME = "nbcore"
+#: ``logging.WARNING`` (its value, without the import).
+WARNING = 30
+#: The ``logging.basicConfig`` arguments :func:`configure` left for the first record to apply.
+_deferred = None
+
+
+def configure(level, **basic_config):
+    """``logging.basicConfig(level=level, **basic_config)``: at once when ``level`` lets INFO or DEBUG records
+    through or ``logging`` is already imported, else when :data:`log` first passes a record on (nothing below
+    ``level`` is dropped that would have been shown)."""
+    global _deferred
+    _deferred = dict(basic_config, level=level)
+    if level < WARNING or "logging" in sys.modules:
+        Logger.logger()
 
 
 class Logger:
@@ -33,9 +49,13 @@ class Logger:
 
     @staticmethod
     def logger():
-        """The real logger (imports :mod:`logging`)."""
+        """The real logger (imports :mod:`logging`, then applies what :func:`configure` left)."""
+        global _deferred
         import logging
 
+        if _deferred is not None:
+            logging.basicConfig(**_deferred)
+            _deferred = None
         return logging.getLogger(NAME)
 
 

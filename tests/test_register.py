@@ -240,7 +240,7 @@ def test_a_launch_offers_the_worker_code_as_a_folder_and_as_a_content_addressed_
     tcp = get_registry().protocols["tcp-pickle"]
     launch = worker_launch("127.0.0.1:1", b"s" * 32, tcp, [])
     data, digest = launch.worker_archive()
-    assert hashlib.sha256(data).hexdigest() == digest and launch.worker_path.name == digest[:16]
+    assert hashlib.sha256(data).hexdigest() == digest and launch.worker_archive() == (data, digest)
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         names = tar.getnames()
     assert "nbcore/worker/serve.py" in names and all((launch.worker_path / n).exists() for n in names)

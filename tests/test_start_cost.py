@@ -119,7 +119,7 @@ def test_the_cache_keeps_a_bounded_number_of_entries(home, backends, monkeypatch
 
 
 #: Modules a start on a known config needs none of: the config check's, what reads the plugins' entry points
-#: (remembered), the logging package (nothing to log; the CLI sets it up), the parts of the plugin API only some plugins use, and (but
+#: (remembered), the logging package (nothing to log; the CLI leaves setting it up to the first record), the parts of the plugin API only some plugins use, and (but
 #: for ``nbcore call``) the CLI's.
 RARE_PATH_MODULES = ("yaml", "jsonschema", "importlib.metadata", "logging", "nbcore.plugin.capabilities",
                      "nbcore.plugin.containers", "nbcore.plugin.environments", "argparse", "nbcore.cli.main")
@@ -148,7 +148,23 @@ def _start_twice(tmp_path, code, *args):
 def test_a_cli_start_on_a_known_config_imports_only_what_the_start_needs(tmp_path):
     code = "from nbcore.cli.main import main\nassert main(sys.argv[1:]) == 0"
     assert _start_twice(tmp_path, code, "call", "bare", "mod:f", "--args", "[1, 2]", "--backend", "python") == {
-        "argparse", "logging", "nbcore.cli.main"}
+        "argparse", "nbcore.cli.main"}
+
+
+@pytest.mark.parametrize("verbose", [[], ["-v"]])
+def test_the_cli_output_is_set_up_when_the_first_record_comes(tmp_path, verbose):
+    """Without -v the CLI imports logging only for a record it shows, which it shows in its own format."""
+    write(tmp_path / "nbcore.yaml", "environments:\n  bare: {}\n")
+    code = ("import sys\nfrom nbcore.cli.main import main\nfrom nbcore.log import log\n"
+            "assert main(sys.argv[1:]) == 0\nprint('logging' in sys.modules)\nlog.warning('late %s', 1)")
+    argv = [sys.executable, "-c", code, "call", "bare", "builtins:len", "--args", "[[]]", "--backend", "python"]
+    for _ in range(2):  # the second start, on a known config
+        result = subprocess.run(argv + verbose, cwd=str(tmp_path), capture_output=True, text=True, timeout=120,
+                                env=clean_environ({"NBCORE_HOME": str(tmp_path / "home")}))
+        assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["0", str(bool(verbose))]
+    assert "nbcore: late 1" in result.stderr.splitlines()
+    assert ("nbcore: backend python" in result.stderr) == bool(verbose), result.stderr
 
 
 def test_opening_an_environment_imports_only_what_the_start_needs(tmp_path):

@@ -1,7 +1,6 @@
 """The ``nbcore`` command line."""
 import argparse
 import json
-import logging
 import math
 import os
 import select
@@ -10,6 +9,8 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import NbcoreError, RemoteError, RemoteTraceback, UserError
+from ..log import WARNING
+from ..log import configure as configure_logging
 
 
 def _common(parser, configs=False):
@@ -424,8 +425,7 @@ def main(argv=None):
         argv, after_dashes = argv[:argv.index("--")], argv[argv.index("--") + 1:]
     args = build_parser().parse_args(argv)
     args.command_after_dashes = after_dashes
-    level = logging.WARNING - 10 * min(args.verbose, 2)
-    logging.basicConfig(level=level, format="nbcore: %(message)s", stream=sys.stderr)
+    configure_logging(level=WARNING - 10 * min(args.verbose, 2), format="nbcore: %(message)s", stream=sys.stderr)
     from .signals import TERMINATED_EXIT, Terminated, sigterm_raises
 
     try:

@@ -73,7 +73,7 @@ class WorkerLaunch:
     python_args: List[str] = dataclasses.field(
         default_factory=lambda: ["-c", "from nbcore.worker.serve import main; main()"])
     #: The same worker code as one content-addressed archive, for launchers that ship it to another machine:
-    #: a callable returning ``(tar bytes, sha256 hex)``; the folder's name starts with that hash.
+    #: a callable returning ``(tar bytes, sha256 hex)``; equal code gives equal bytes (and an equal hash).
     worker_archive: Optional[Callable[[], Tuple[bytes, str]]] = None
 
     def worker_variables(self) -> Dict[str, str]:
