@@ -227,9 +227,8 @@ def check_bench_figures(result):
         assert result[key] > 0, key
     assert set(result["open_phases_ms"]) == {"import", "plugins", "config_and_store", "worker", "first_call"}
     assert sum(result["open_phases_ms"].values()) == pytest.approx(result["open_to_first_result_ms"], rel=0.5)
-    # the least any open could cost: a bare host and worker, slower than the environment's python -c pass alone
-    assert result["bare_open_ms"] > result["open_python_start_ms"]
-    assert result["ratios"]["open_to_first_result_vs_bare_open"] > 0
+    # the least any open could cost: a bare host and worker, started through the backend's command
+    assert result["bare_open_ms"] > 0 and result["ratios"]["open_to_first_result_vs_bare_open"] > 0
     for kind in ("plain", "allocated"):
         assert all(result["render_loop"][kind][key] > 0 for key in ("fps", "run_ahead_fps", "in_process_fps"))
     # the plain loop's floors: in-process plus one copy into shared memory, or plus the socket

@@ -95,18 +95,24 @@ print(json.dumps({"import": t1 - t0, "plugins": t2 - t1, "config_and_store": t3 
 
 #: Runs in a fresh host process: the least any open could do, timed as :data:`OPEN_CHILD` times nbcore's. A bare
 #: host (subprocess, socket and pickle; no framework) starts the environment's Python on :data:`BARE_WORKER`,
-#: sends it one pickled call on the connection it makes back and prints the seconds until the answer.
+#: sends it one pickled call on the connection it makes back to the listening socket this process was given,
+#: and prints the seconds until the answer.
 BARE_OPEN_CHILD = """
 import json, sys, time
 t0 = time.perf_counter()
 import pickle, socket, subprocess
-argv, env, cwd = json.loads(sys.argv[1])
-listener = socket.socket()
-listener.bind(("127.0.0.1", 0))
-listener.listen(1)
-env["NBCORE_BENCH_PORT"] = str(listener.getsockname()[1])
-process = subprocess.Popen(argv, env=env, cwd=cwd)
-connection, _ = listener.accept()
+listener_fd, argv, env, cwd = json.loads(sys.argv[1])
+listener = socket.socket(fileno=listener_fd)
+listener.settimeout(0.1)
+process = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL)
+while True:
+    try:
+        connection, _ = listener.accept()
+        break
+    except socket.timeout:
+        if process.poll() is not None:
+            sys.exit("the bare worker exited with code %d before it connected" % process.returncode)
+connection.settimeout(None)
 stream = connection.makefile("rwb")
 pickle.dump(("call", "noop"), stream)
 stream.flush()
@@ -300,12 +306,15 @@ def _open_config(config):
     return os.path.abspath(str(config))
 
 
-def _bare_open_argv(provider, env):
-    """The fresh host process of :data:`BARE_OPEN_CHILD` for ``env``, or None when its backend runs no commands."""
+def _bare_open_argv(provider, env, listener):
+    """The fresh host process of :data:`BARE_OPEN_CHILD` for ``env`` and the listening socket ``listener`` (passed
+    on to it), or None when the backend runs no commands."""
     if "command" not in provider.features:
         return None
-    command = provider.command(env, [provider.worker_python(env), "-c", BARE_WORKER], {}, None)
-    return [sys.executable, "-c", BARE_OPEN_CHILD, json.dumps([command.argv, command.env, command.cwd])]
+    command = provider.command(env, [provider.worker_python(env), "-c", BARE_WORKER],
+                               {"NBCORE_BENCH_PORT": str(listener.getsockname()[1])}, None)
+    return [sys.executable, "-c", BARE_OPEN_CHILD,
+            json.dumps([listener.fileno(), command.argv, command.env, command.cwd])]
 
 
 def measure_open(env_name, config, provider, env, backend, protocol, count):
@@ -314,9 +323,10 @@ def measure_open(env_name, config, provider, env, backend, protocol, count):
     worker (:data:`BARE_OPEN_CHILD`, on backends that run commands) (all interleaved)."""
     config = _open_config(config)
     child_argv = [sys.executable, "-c", OPEN_CHILD, json.dumps([env_name, config, backend, protocol])]
-    bare_argv = _bare_open_argv(provider, env)
     phases, calls, pythons, host_pythons, bare_opens = [], [], [], [], []
-    with tempfile.TemporaryDirectory(prefix="nbcore-bench-") as folder:
+    with tempfile.TemporaryDirectory(prefix="nbcore-bench-") as folder, \
+            socket.create_server(("127.0.0.1", 0)) as listener:
+        bare_argv = _bare_open_argv(provider, env, listener)
         if isinstance(config, dict):  # nbcore call reads a file: JSON is YAML
             path = os.path.join(folder, "nbcore.yaml")
             with open(path, "w") as out:
@@ -346,7 +356,8 @@ def measure_open(env_name, config, provider, env, backend, protocol, count):
             subprocess.run([sys.executable, "-c", "pass"], check=False)
             host_pythons.append(time.perf_counter() - t)
             if bare_argv is not None:
-                out = subprocess.run(bare_argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
+                out = subprocess.run(bare_argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False,
+                                     pass_fds=(listener.fileno(),))
                 if out.returncode != 0:
                     raise UserError("the bare open failed: %s" % out.stderr.decode(errors="replace")
                                     .strip().splitlines()[-1:])
