@@ -125,6 +125,10 @@ RARE_PATH_MODULES = ("yaml", "jsonschema", "importlib.metadata", "logging", "nbc
                      "nbcore.plugin.containers", "nbcore.plugin.environments", "argparse", "nbcore.cli.main")
 
 
+#: The first-party plugins that provide backends.
+BACKEND_PLUGINS = ("nb_conda", "nb_docker", "nb_apptainer", "nb_ray", "nb_slurm")
+
+
 def _start_twice(tmp_path, code, *args):
     """Run ``code`` (which calls ``mod:f`` of environment ``bare`` with 1 and 2, then prints the result) in a fresh
     process twice, the first on a config never seen; each time the :data:`RARE_PATH_MODULES` it imported."""
@@ -172,6 +176,21 @@ def test_opening_an_environment_imports_only_what_the_start_needs(tmp_path):
             "with nbcore.open_backend('bare', backend='python') as env:\n"
             "    print(env.call('mod:f', 1, 2))")
     assert _start_twice(tmp_path, code) == set()
+
+
+def test_a_spec_s_backends_list_imports_no_other_backend_plugin(tmp_path):
+    """Opening without --backend: the spec's available first choice decides, the other plugins stay unimported."""
+    write(tmp_path / "nbcore.yaml", "environments:\n  bare:\n    backends: [python]\n")
+    write(tmp_path / "mod.py", "def f(a, b):\n    return a + b\n")
+    code = ("import sys, nbcore\n"
+            "with nbcore.open_backend('bare') as env:\n"
+            "    assert env.backend == 'python' and env.call('mod:f', 1, 2) == 3\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in %r))" % (BACKEND_PLUGINS,))
+    for _ in range(2):  # the second start, on a known config (the first validates it against every backend)
+        result = subprocess.run([sys.executable, "-c", code], cwd=str(tmp_path), capture_output=True, text=True,
+                                env=clean_environ({"NBCORE_HOME": str(tmp_path / "home")}), timeout=120)
+        assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 def test_an_installed_venv_needs_no_interpreter_lookup(tmp_path, monkeypatch):

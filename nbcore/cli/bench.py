@@ -332,8 +332,9 @@ def measure_open(env_name, config, provider, env, backend, protocol, count):
             with open(path, "w") as out:
                 json.dump(config, out)
             config = path
-        cli_argv = [sys.executable, "-m", "nbcore", "call", env_name, TARGETS + ":noop", "--backend", provider.name]
-        cli_argv += (["-c", config] if config else []) + (["--protocol", protocol] if protocol else [])
+        cli_argv = [sys.executable, "-m", "nbcore", "call", env_name, TARGETS + ":noop"]
+        cli_argv += (["--backend", backend] if backend else []) + (["-c", config] if config else [])
+        cli_argv += ["--protocol", protocol] if protocol else []
         for _ in range(count):
             out = subprocess.run(child_argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
             if out.returncode != 0:
@@ -527,7 +528,8 @@ def run_bench(env_name=None, config=None, backend=None, protocol=None, quick=Fal
         remote_env.close()
         pipe.close()
     start_s, python_s = measure_start(config, provider, env, protocol, start_reps)
-    opening = measure_open(env.name, config_arg, provider, env, backend or provider.name, protocol, start_reps)
+    # as the user asked: without --backend the fresh processes choose the backend themselves, as a user's script does
+    opening = measure_open(env.name, config_arg, provider, env, backend, protocol, start_reps)
 
     result = {
         "protocol": negotiated,

@@ -101,18 +101,32 @@ def choose_backend(registry, env_for, spec, requested=None, config_default=None,
             raise BackendUnavailable("backend %r cannot run this environment: %s; %s"
                                      % (choice, reason, _others(registry, env_for, choice)))
         return provider, how
-    order = list(dict.fromkeys(preferred_backends(spec, registry) + [b.name for b in registry.auto_backends()]))
-    reasons = []
-    for index, name in enumerate(order):
+    # The spec's backends: list decides alone while one of its backends is available, so the other backends'
+    # plugins are imported only when none is (or when the spec has no list and a ready build elsewhere may count).
+    order, complete = preferred_backends(spec, registry), not spec.backends
+    if complete:
+        order = _with_automatic(order, registry)
+    reasons, index = [], 0
+    while index < len(order) or not complete:
+        if index == len(order):
+            order, complete = _with_automatic(order, registry), True
+            continue
+        name = order[index]
+        index += 1
         provider = registry.backends.get(name)
         if provider is None:
             reasons.append("%s: not installed%s" % (name, missing_hint(name, registry)))
             continue
         reason = _unavailable(provider, env_for)
         if reason is None:
-            return _keep_built(registry, env_for, spec, order, index, is_built if prefer_built else None)
+            return _keep_built(registry, env_for, spec, order, index - 1, is_built if prefer_built else None)
         reasons.append("%s: %s" % (name, reason))
     raise BackendUnavailable("no backend can run this environment (%s)%s" % ("; ".join(reasons), _installable(registry)))
+
+
+def _with_automatic(order, registry) -> List[str]:
+    """``order``, then every other installed backend that automatic selection tries, by priority."""
+    return list(dict.fromkeys(order + [b.name for b in registry.auto_backends()]))
 
 
 def _keep_built(registry, env_for, spec, order, index, is_built):
