@@ -39,7 +39,8 @@ def test_bench_on_a_host_without_numpy(tmp_path, plugins):
 
 
 def test_the_render_loop_floors_pass_each_frame_on_after_its_copy_or_send():
-    from nbcore.cli.bench import SocketReference, _copied_once, _sent_through
+    from nbcore.cli.bench.references import SocketReference
+    from nbcore.cli.bench.render_loop import _copied_once, _sent_through
 
     frames = [pickle.PickleBuffer(bytearray([i]) * 4096) for i in (1, 2)]
     target = memoryview(bytearray(4096))
