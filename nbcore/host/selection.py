@@ -102,26 +102,34 @@ def choose_backend(registry, env_for, spec, requested=None, config_default=None,
                                      % (choice, reason, _others(registry, env_for, choice)))
         return provider, how
     # The spec's backends: list decides alone while one of its backends is available, so the other backends'
-    # plugins are imported only when none is (or when the spec has no list and a ready build elsewhere may count).
-    order, complete = preferred_backends(spec, registry), not spec.backends
-    if complete:
+    # plugins are imported only when none is (or when the spec has no list: a ready build elsewhere may count).
+    order = list(dict.fromkeys(preferred_backends(spec, registry)))
+    if not spec.backends:
         order = _with_automatic(order, registry)
-    reasons, index = [], 0
-    while index < len(order) or not complete:
-        if index == len(order):
-            order, complete = _with_automatic(order, registry), True
-            continue
-        name = order[index]
-        index += 1
-        provider = registry.backends.get(name)
+    reasons = []
+    index = _first_available(registry, env_for, order, 0, reasons)
+    if index is None and spec.backends:
+        tried, order = len(order), _with_automatic(order, registry)
+        index = _first_available(registry, env_for, order, tried, reasons)
+    if index is None:
+        raise BackendUnavailable("no backend can run this environment (%s)%s" % ("; ".join(reasons),
+                                                                                 _installable(registry)))
+    return _keep_built(registry, env_for, spec, order, index, is_built if prefer_built else None)
+
+
+def _first_available(registry, env_for, order, start, reasons) -> Optional[int]:
+    """The index of the first backend of ``order[start:]`` that is installed and can run the environment, else
+    None; why each one before it cannot is added to ``reasons``."""
+    for index in range(start, len(order)):
+        provider = registry.backends.get(order[index])
         if provider is None:
-            reasons.append("%s: not installed%s" % (name, missing_hint(name, registry)))
+            reasons.append("%s: not installed%s" % (order[index], missing_hint(order[index], registry)))
             continue
         reason = _unavailable(provider, env_for)
         if reason is None:
-            return _keep_built(registry, env_for, spec, order, index - 1, is_built if prefer_built else None)
-        reasons.append("%s: %s" % (name, reason))
-    raise BackendUnavailable("no backend can run this environment (%s)%s" % ("; ".join(reasons), _installable(registry)))
+            return index
+        reasons.append("%s: %s" % (order[index], reason))
+    return None
 
 
 def _with_automatic(order, registry) -> List[str]:
