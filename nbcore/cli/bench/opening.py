@@ -83,14 +83,19 @@ def measure_start(config, provider, env, protocol, count):
         remote_env.call(TARGETS + ":noop")
         starts.append(time.perf_counter() - t)
         remote_env.close()
-        launch = WorkerLaunch(worker_path=staged_worker_path(), cwd=Path.cwd(), variables={},
-                              python_args=["-c", "pass"])
-        t = time.perf_counter()
-        process = provider.start_worker(env, launch)
-        process.wait(60)
-        pythons.append(time.perf_counter() - t)
-        process.kill()
+        pythons.append(python_pass_seconds(provider, env))
     return statistics.median(starts), statistics.median(pythons)
+
+
+def python_pass_seconds(provider, env):
+    """Seconds of the environment's ``python -c pass``, started by the backend as it starts the worker."""
+    launch = WorkerLaunch(worker_path=staged_worker_path(), cwd=Path.cwd(), variables={}, python_args=["-c", "pass"])
+    t = time.perf_counter()
+    process = provider.start_worker(env, launch)
+    process.wait(60)
+    seconds = time.perf_counter() - t
+    process.kill()
+    return seconds
 
 
 def _open_config(config):
@@ -140,13 +145,7 @@ def measure_open(env_name, config, provider, env, backend, protocol, count):
             calls.append(time.perf_counter() - t)
             if out.returncode != 0:
                 raise UserError("nbcore call failed: %s" % out.stderr.decode(errors="replace").strip())
-            launch = WorkerLaunch(worker_path=staged_worker_path(), cwd=Path.cwd(), variables={},
-                                  python_args=["-c", "pass"])
-            t = time.perf_counter()
-            process = provider.start_worker(env, launch)
-            process.wait(60)
-            pythons.append(time.perf_counter() - t)
-            process.kill()
+            pythons.append(python_pass_seconds(provider, env))
             t = time.perf_counter()
             subprocess.run([sys.executable, "-c", "pass"], check=False)
             host_pythons.append(time.perf_counter() - t)
