@@ -61,7 +61,7 @@ class PrivateCache:
             return
         folder = self.folder()
         try:
-            _private_folder(folder)
+            private_folder(folder)
             write_file(folder / (key + ".json"), text, PRIVATE_FILE)
             self._prune(folder)
         except OSError:
@@ -81,8 +81,9 @@ class PrivateCache:
                 pass
 
 
-def _private_folder(folder):
-    """Make ``folder`` exist as this user's alone; one another user could write into is moved aside and removed."""
+def private_folder(folder):
+    """Make ``folder`` exist as this user's alone (``0700`` whatever the umask); one another user owns or could
+    write into is moved aside and removed first."""
     if untrusted_path(folder):
         aside = tempfile.mkdtemp(prefix=".untrusted-", dir=str(folder.parent))
         os.rename(str(folder), os.path.join(aside, folder.name))

@@ -116,6 +116,26 @@ def test_a_worker_whose_code_is_read_only_keeps_its_bytecode_in_the_folder_it_is
     assert not list(folder.rglob("nbt_prefix_mod*.pyc")), "user code keeps its own bytecode where it always was"
 
 
+def test_the_bytecode_folder_of_a_container_worker_is_the_user_s_alone(tmp_path):
+    """The worker loads the ``.pyc`` files it finds in that folder: ``0700`` whatever the umask, and a folder another
+    user could have written into (a planted module inside) is replaced."""
+    from nbcore.plugin.containers import worker_bytecode
+
+    previous = os.umask(0)
+    try:
+        mount, variables = worker_bytecode(tmp_path)
+        folder = tmp_path / "worker-bytecode"
+        assert mount.source == mount.target == str(folder) and not mount.read_only
+        assert variables == {"NBCORE_WORKER_PYCACHE": str(folder)}
+        assert oct(folder.stat().st_mode & 0o777) == "0o700"
+        folder.chmod(0o777)
+        write(folder / "nbcore" / "worker" / "serve.cpython-311.pyc", "planted")
+        worker_bytecode(tmp_path)
+        assert oct(folder.stat().st_mode & 0o777) == "0o700" and list(folder.iterdir()) == []
+    finally:
+        os.umask(previous)
+
+
 def test_the_worker_connects_to_an_ip_address_without_a_name_lookup(tmp_path):
     """A name lookup imports the idna codec (about a millisecond of every worker's start); host names still work."""
     probe = ("import socket, sys; from nbcore.worker.tcp_pickle import _connect\n"

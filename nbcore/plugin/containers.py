@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
 from ..errors import UserError
+from ..private_cache import private_folder
 from ..worker.serve import BYTECODE_VARIABLE
 
 #: Host variables a container gets when they are set: GPU selection, threads, proxies, pip, terminal.
@@ -62,10 +63,11 @@ def worker_bytecode(env_path: Path) -> Tuple[Mount, Dict[str, str]]:
 
     Without them, a container whose Python differs from every worker that ran on the host compiles the worker's
     modules at every start.  The folder is the environment's own, so what one environment writes there reaches no
-    other.
+    other.  The worker loads what it finds there, so the folder is this user's alone whatever the umask, and one
+    another user could have written into is replaced.
     """
     folder = Path(env_path) / "worker-bytecode"
-    folder.mkdir(exist_ok=True)
+    private_folder(folder)
     return Mount(str(folder), str(folder)), {BYTECODE_VARIABLE: str(folder)}
 
 
